@@ -1,0 +1,60 @@
+#include "fileio/packet_ring.hpp"
+
+#include <bit>
+
+namespace callrec::fileio {
+
+namespace {
+constexpr std::uint16_t kWrapMarker = 0xFFFF;
+}
+
+PacketRing::PacketRing(std::size_t capacity_bytes) {
+  std::size_t cap = std::bit_ceil(capacity_bytes < 4096 ? std::size_t{4096} : capacity_bytes);
+  // + one header of slack: a wrap marker written in the last 8 bytes stays inside the buffer.
+  buf_ = std::make_unique<std::byte[]>(cap + sizeof(RingRecordHeader));
+  mask_ = cap - 1;
+}
+
+bool PacketRing::push(StreamId stream, RecordKind kind, std::uint64_t rx_ns,
+                      std::span<const std::byte> data) {
+  const std::size_t need = (sizeof(RingRecordHeader) + data.size() + kAlign - 1) & ~(kAlign - 1);
+  const std::size_t cap = capacity();
+  if (data.size() > 0xFFFF || need > cap / 2) return false;
+  std::size_t off = head_local_ & mask_;
+  const std::size_t to_end = cap - off;
+  const std::size_t total = need <= to_end ? need : to_end + need;  // wrap wastes the tail end
+  if (head_local_ + total - tail_cache_ > cap) {
+    // acquire: pairs with consume()'s release; the consumer is done with that space.
+    tail_cache_ = tail_.load(std::memory_order_acquire);
+    if (head_local_ + total - tail_cache_ > cap) return false;
+  }
+  if (need > to_end) {
+    RingRecordHeader wrap{0, kWrapMarker, 0, 0};
+    std::memcpy(buf_.get() + off, &wrap, sizeof wrap);
+    head_local_ += to_end;
+    off = 0;
+  }
+  RingRecordHeader h{stream, static_cast<std::uint16_t>(kind), static_cast<std::uint16_t>(data.size()), rx_ns};
+  std::memcpy(buf_.get() + off, &h, sizeof h);
+  if (!data.empty()) std::memcpy(buf_.get() + off + sizeof h, data.data(), data.size());
+  head_local_ += need;
+  return true;
+}
+
+void PacketRing::publish() {
+  // release: every record byte written by push() is visible before the new head.
+  head_.store(head_local_, std::memory_order_release);
+}
+
+std::size_t PacketRing::used_approx() const {
+  return static_cast<std::size_t>(head_.load(std::memory_order_relaxed) -
+                                  tail_.load(std::memory_order_relaxed));
+}
+
+RingMatrix::RingMatrix(unsigned producers, unsigned writers, std::size_t ring_bytes)
+    : producers_(producers == 0 ? 1 : producers), writers_(writers == 0 ? 1 : writers) {
+  rings_.reserve(std::size_t{producers_} * writers_);
+  for (unsigned i = 0; i < producers_ * writers_; ++i) rings_.push_back(std::make_unique<PacketRing>(ring_bytes));
+}
+
+}  // namespace callrec::fileio

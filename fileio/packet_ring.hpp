@@ -1,0 +1,115 @@
+#pragma once
+// The hand-off from one dataplane RX thread to one writer thread: a single-producer /
+// single-consumer ring of variable-length records [header][packet bytes], 8-byte aligned.
+// A record is either a packet of a stream or an in-band control mark (the RX thread's
+// "this stream's flow is gone" mark, so a writer closes a stream only after its last packet).
+//
+// Producer: exactly one thread (an RX core). Consumer: exactly one thread (a writer).
+// head_ (producer) and tail_ (consumer) live on separate cache lines; each side caches the
+// other's index and re-reads it (acquire) only when the cached value says full/empty.
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <span>
+#include <vector>
+
+namespace callrec::fileio {
+
+using StreamId = std::uint32_t;
+
+enum class RecordKind : std::uint16_t { kPacket = 0, kEndOfStream = 1 };
+
+struct alignas(8) RingRecordHeader {
+  std::uint32_t stream;
+  std::uint16_t kind;
+  std::uint16_t len;        ///< payload bytes following the header
+  std::uint64_t rx_ns;      ///< receive time, CLOCK_MONOTONIC ns
+};
+static_assert(sizeof(RingRecordHeader) == 16);
+
+class PacketRing {
+ public:
+  /// capacity_bytes is rounded up to a power of two (>= 4096).
+  explicit PacketRing(std::size_t capacity_bytes);
+  PacketRing(const PacketRing&) = delete;
+  PacketRing& operator=(const PacketRing&) = delete;
+
+  // ---- producer side -------------------------------------------------------------------
+  /// Copies one record in. False when the ring is full (the caller counts a ring-full drop).
+  /// Records become visible to the consumer only at publish().
+  bool push(StreamId stream, RecordKind kind, std::uint64_t rx_ns, std::span<const std::byte> data);
+  /// Makes every pushed record visible (one release store per burst).
+  void publish();
+
+  // ---- consumer side -------------------------------------------------------------------
+  /// Calls fn(const RingRecordHeader&, std::span<const std::byte>) for up to max records,
+  /// then releases their space (one release store). Returns the number consumed.
+  template <typename Fn>
+  std::size_t consume(Fn&& fn, std::size_t max = SIZE_MAX);
+
+  [[nodiscard]] std::size_t capacity() const { return mask_ + 1; }
+  /// Approximate bytes in use (either side may call it; for statistics).
+  [[nodiscard]] std::size_t used_approx() const;
+
+ private:
+  static constexpr std::size_t kAlign = 8;
+  static constexpr std::size_t kCacheLine = 64;
+  std::unique_ptr<std::byte[]> buf_;
+  std::size_t mask_;
+  // producer-owned
+  alignas(kCacheLine) std::atomic<std::uint64_t> head_{0};  ///< published write position
+  std::uint64_t head_local_ = 0;                           ///< unpublished write position
+  std::uint64_t tail_cache_ = 0;                           ///< producer's view of tail_
+  // consumer-owned
+  alignas(kCacheLine) std::atomic<std::uint64_t> tail_{0};  ///< released read position
+  std::uint64_t head_cache_ = 0;                           ///< consumer's view of head_
+  alignas(kCacheLine) char pad_[1] = {};
+};
+
+template <typename Fn>
+std::size_t PacketRing::consume(Fn&& fn, std::size_t max) {
+  std::uint64_t tail = tail_.load(std::memory_order_relaxed);
+  if (tail == head_cache_) {
+    // acquire: pairs with publish()'s release; the record bytes below are visible.
+    head_cache_ = head_.load(std::memory_order_acquire);
+    if (tail == head_cache_) return 0;
+  }
+  std::size_t n = 0;
+  while (tail != head_cache_ && n < max) {
+    const std::size_t off = tail & mask_;
+    RingRecordHeader h;
+    std::memcpy(&h, buf_.get() + off, sizeof h);
+    if (h.kind == 0xFFFF) {  // wrap marker: the record continues at offset 0
+      tail += capacity() - off;
+      continue;
+    }
+    fn(static_cast<const RingRecordHeader&>(h),
+       std::span<const std::byte>(buf_.get() + off + sizeof h, h.len));
+    tail += (sizeof h + h.len + kAlign - 1) & ~(kAlign - 1);
+    ++n;
+  }
+  // release: the producer may reuse the space only after we are done reading it.
+  tail_.store(tail, std::memory_order_release);
+  return n;
+}
+
+/// The rings between P producers (RX threads) and W writers: ring(p, w). Stream s is owned by
+/// writer writer_for(s). Built once before the threads start; never resized.
+class RingMatrix {
+ public:
+  RingMatrix(unsigned producers, unsigned writers, std::size_t ring_bytes);
+  [[nodiscard]] unsigned producers() const { return producers_; }
+  [[nodiscard]] unsigned writers() const { return writers_; }
+  [[nodiscard]] unsigned writer_for(StreamId s) const { return s % writers_; }
+  PacketRing& ring(unsigned producer, unsigned writer) { return *rings_[producer * writers_ + writer]; }
+
+ private:
+  unsigned producers_;
+  unsigned writers_;
+  std::vector<std::unique_ptr<PacketRing>> rings_;
+};
+
+}  // namespace callrec::fileio
