@@ -47,8 +47,14 @@ void PacketRing::publish() {
 }
 
 std::size_t PacketRing::used_approx() const {
-  return static_cast<std::size_t>(head_.load(std::memory_order_relaxed) -
-                                  tail_.load(std::memory_order_relaxed));
+  // The two loads are not one snapshot. Read head first (the original code) and a consumer may
+  // move tail past that stale head: head - tail wrapped to ~2^64. Read tail first and the
+  // producer may move head more than a capacity past that stale tail. So clamp to [0, capacity].
+  const std::uint64_t tail = tail_.load(std::memory_order_relaxed);
+  const std::uint64_t head = head_.load(std::memory_order_relaxed);
+  if (head <= tail) return 0;
+  const std::uint64_t used = head - tail;
+  return used < capacity() ? static_cast<std::size_t>(used) : capacity();
 }
 
 RingMatrix::RingMatrix(unsigned producers, unsigned writers, std::size_t ring_bytes)

@@ -59,6 +59,21 @@ struct SegmentInfo {
 /// never "." or "..".
 std::string sanitize_name_part(std::string_view s);
 
+/// Largest number of data bytes (whole packets of rtp_len) one segment may hold: the largest
+/// dataSize that fits 32 bits and, when max_file_bytes != 0, the file limit minus the header --
+/// but never less than one packet (a limit below header + 1 packet still stores one per file).
+/// The writer rotates before a packet would take the segment past this.
+constexpr std::uint64_t segment_data_limit(std::uint32_t rtp_len, std::uint64_t max_file_bytes) {
+  if (rtp_len == 0) return 0;
+  std::uint64_t limit = max_data_size(rtp_len);
+  if (max_file_bytes != 0) {
+    const std::uint64_t room = max_file_bytes > kHeaderSize ? max_file_bytes - kHeaderSize : 0;
+    const std::uint64_t by_file = room / rtp_len * rtp_len;
+    if (by_file < limit) limit = by_file;
+  }
+  return limit < rtp_len ? rtp_len : limit;
+}
+
 class RecordWriter {
  public:
   explicit RecordWriter(WriterOptions opts);
@@ -102,6 +117,8 @@ class RecordWriter {
   Status write_buffer();
   Status write_data_size();
   Status recover_after_write_error(const Status& st);
+  Status finish_segment();   ///< flush + close, keeps failed_
+  Status close_file();       ///< close(2), stamp SegmentInfo, on_segment_closed
 
   WriterOptions opts_;
   std::string codec_;
@@ -118,6 +135,9 @@ class RecordWriter {
   std::uint64_t bytes_written_total_ = 0;
   std::vector<SegmentInfo> segments_;
   std::chrono::steady_clock::time_point last_flush_{};
+  std::size_t buf_cap_ = 0;               ///< whole packets that fit buffer_bytes (>= 1 packet)
+  std::uint64_t data_limit_ = 0;          ///< segment_data_limit(rtp_len_, max_file_bytes)
+  Status failed_;                         ///< sticky write error; cleared by close_segment()
 };
 
 }  // namespace callrec::fileio

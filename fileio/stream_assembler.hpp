@@ -75,6 +75,11 @@ class StreamAssembler {
   void advance_to(std::uint32_t ext_seq, AssemblerSink& sink);
   void begin_segment(const SegmentFormat& fmt, AssemblerSink& sink);
   void restart(std::span<const std::byte> pkt, AssemblerSink& sink);
+  void emit_packet(std::span<const std::byte> pkt, std::size_t header_len, std::uint32_t ts,
+                   AssemblerSink& sink);
+  void skip_or_fill(std::uint32_t count, bool fill, AssemblerSink& sink);
+  void flush_held(AssemblerSink& sink);
+  void drop_probe();
 
   AssemblerOptions opts_;
   AssemblerCounters c_;
@@ -83,12 +88,13 @@ class StreamAssembler {
   std::uint32_t ssrc_ = 0;
   std::uint32_t next_ = 0;            ///< extended sequence number expected next
   std::uint64_t seen_bits_ = 0;       ///< bit i: next_-1-i was received (duplicate vs late)
-  std::vector<std::byte> slots_;      ///< reorder_window * rtp_len bytes
+  std::vector<std::byte> slots_;      ///< (reorder_window + 1) * rtp_len bytes
   std::vector<std::uint8_t> filled_;  ///< slot occupied
   std::vector<std::byte> last_;       ///< header template of the last emitted packet
   std::uint32_t last_ts_ = 0;
   std::vector<std::byte> probe_;      ///< a packet that may start a new sequence
   std::vector<std::byte> silence_;    ///< scratch for a silence packet
+  std::uint32_t held_ = 0;            ///< packets waiting in slots_
 };
 
 }  // namespace callrec::fileio

@@ -1,0 +1,1006 @@
+#include "fileio/catalog.hpp"
+
+#include <sqlite3.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+
+namespace callrec::fileio {
+
+namespace {
+
+constexpr int kBusyTimeoutMs = 5000;
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE recordings(
+  id            INTEGER PRIMARY KEY,
+  call_id       TEXT NOT NULL DEFAULT '',
+  source        TEXT NOT NULL DEFAULT '',
+  device        TEXT NOT NULL DEFAULT '',
+  remote_number TEXT NOT NULL DEFAULT '',
+  remote_name   TEXT NOT NULL DEFAULT '',
+  local_number  TEXT NOT NULL DEFAULT '',
+  local_name    TEXT NOT NULL DEFAULT '',
+  direction     TEXT NOT NULL DEFAULT '',
+  codec         TEXT NOT NULL DEFAULT '',
+  started_at    INTEGER NOT NULL,
+  stopped_at    INTEGER,
+  state         TEXT NOT NULL DEFAULT 'recording' CHECK(state IN ('recording','stopped','recovered')),
+  stop_reason   TEXT NOT NULL DEFAULT '',
+  peer          TEXT NOT NULL DEFAULT '',
+  extra         TEXT NOT NULL DEFAULT '{}',
+  received      INTEGER NOT NULL DEFAULT 0,
+  lost          INTEGER NOT NULL DEFAULT 0,
+  filled        INTEGER NOT NULL DEFAULT 0,
+  duplicate     INTEGER NOT NULL DEFAULT 0,
+  reordered     INTEGER NOT NULL DEFAULT 0,
+  late          INTEGER NOT NULL DEFAULT 0,
+  stray         INTEGER NOT NULL DEFAULT 0,
+  other_payload INTEGER NOT NULL DEFAULT 0,
+  bytes         INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE segments(
+  recording_id INTEGER NOT NULL REFERENCES recordings(id) ON DELETE CASCADE,
+  idx          INTEGER NOT NULL,
+  path         TEXT NOT NULL,
+  codec        TEXT NOT NULL,
+  rtp_len      INTEGER NOT NULL,
+  increment    INTEGER NOT NULL,
+  packets      INTEGER NOT NULL DEFAULT 0,
+  opened_at    INTEGER NOT NULL,
+  closed_at    INTEGER,
+  PRIMARY KEY(recording_id, idx)
+) WITHOUT ROWID;
+CREATE INDEX recordings_device        ON recordings(device, started_at);
+CREATE INDEX recordings_remote_number ON recordings(remote_number, started_at);
+CREATE INDEX recordings_local_number  ON recordings(local_number, started_at);
+CREATE INDEX recordings_started_at    ON recordings(started_at);
+CREATE INDEX recordings_call_id       ON recordings(call_id);
+CREATE INDEX recordings_open          ON recordings(started_at) WHERE state = 'recording';
+)sql";
+
+constexpr const char* kRowColumns =
+    "id, call_id, source, device, remote_number, remote_name, local_number, local_name, direction, codec, "
+    "started_at, stopped_at, state, stop_reason, peer, extra, received, lost, filled, duplicate, reordered, "
+    "late, stray, other_payload, bytes";
+
+/// Metadata keys that name a column (protocol key -> column). Never built from input.
+struct ColumnKey {
+  std::string_view key;
+  const char* column;
+};
+constexpr ColumnKey kColumnKeys[] = {
+    {"device", "device"},
+    {"remote_number", "remote_number"},
+    {"remote_name", "remote_name"},
+    {"local_number", "local_number"},
+    {"local_name", "local_name"},
+    {"direction", "direction"},
+    {"dir", "direction"},
+    {"codec", "codec"},
+    {"peer", "peer"},
+};
+
+/// Sequential binder: binds parameters 1, 2, 3 ... and keeps the first error. Text is bound
+/// without a copy (SQLITE_STATIC): the caller keeps it alive until the statement is reset.
+class Binder {
+ public:
+  explicit Binder(sqlite3_stmt* s) : s_(s) {}
+  Binder& text(std::string_view v) {
+    if (rc_ != SQLITE_OK) return *this;
+    if (v.size() > static_cast<std::size_t>(INT_MAX)) {
+      rc_ = SQLITE_TOOBIG;
+      return *this;
+    }
+    rc_ = sqlite3_bind_text(s_, ++i_, v.empty() ? "" : v.data(), static_cast<int>(v.size()), nullptr);
+    return *this;
+  }
+  Binder& i64(std::int64_t v) {
+    if (rc_ == SQLITE_OK) rc_ = sqlite3_bind_int64(s_, ++i_, v);
+    return *this;
+  }
+  Binder& u64(std::uint64_t v) { return i64(static_cast<std::int64_t>(v)); }
+  Binder& opt(const std::optional<std::int64_t>& v) {
+    if (v) return i64(*v);
+    if (rc_ == SQLITE_OK) rc_ = sqlite3_bind_null(s_, ++i_);
+    return *this;
+  }
+  [[nodiscard]] int rc() const { return rc_; }
+
+ private:
+  sqlite3_stmt* s_;
+  int i_ = 0;
+  int rc_ = SQLITE_OK;
+};
+
+/// Resets a cached statement and clears its bindings at scope exit.
+class ResetGuard {
+ public:
+  explicit ResetGuard(sqlite3_stmt* s) : s_(s) {}
+  ~ResetGuard() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+  ResetGuard(const ResetGuard&) = delete;
+  ResetGuard& operator=(const ResetGuard&) = delete;
+
+ private:
+  sqlite3_stmt* s_;
+};
+
+std::string column_text(sqlite3_stmt* s, int i) {
+  const auto* p = sqlite3_column_text(s, i);
+  const int n = sqlite3_column_bytes(s, i);
+  if (p == nullptr || n <= 0) return {};
+  return std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n));
+}
+
+std::optional<std::int64_t> column_opt(sqlite3_stmt* s, int i) {
+  if (sqlite3_column_type(s, i) == SQLITE_NULL) return std::nullopt;
+  return sqlite3_column_int64(s, i);
+}
+
+std::uint64_t column_u64(sqlite3_stmt* s, int i) { return static_cast<std::uint64_t>(sqlite3_column_int64(s, i)); }
+
+/// An errno for a SQLite result code (so callers can tell "disk full" from "bug").
+int errno_for(sqlite3* db, int code) {
+  const int primary = code & 0xFF;
+  if (db != nullptr && (primary == SQLITE_IOERR || primary == SQLITE_CANTOPEN || primary == SQLITE_FULL)) {
+    const int sys = sqlite3_system_errno(db);
+    if (sys != 0) return sys;
+  }
+  switch (primary) {
+    case SQLITE_FULL:
+      return ENOSPC;
+    case SQLITE_IOERR:
+      return EIO;
+    case SQLITE_CANTOPEN:
+      return ENOENT;
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+      return EACCES;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return EBUSY;
+    case SQLITE_NOMEM:
+      return ENOMEM;
+    case SQLITE_TOOBIG:
+      return E2BIG;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return EILSEQ;
+    default:
+      break;
+  }
+  if (code == SQLITE_CONSTRAINT_FOREIGNKEY) return ENOENT;
+  if (code == SQLITE_CONSTRAINT_PRIMARYKEY || code == SQLITE_CONSTRAINT_UNIQUE) return EEXIST;
+  return 0;  // logical error: Status code -1
+}
+
+/// The SQLite message, plus the OS error behind it when there is one.
+std::string describe(sqlite3* db, int code) {
+  std::string msg = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(code);
+  const int primary = code & 0xFF;
+  if (db != nullptr && (primary == SQLITE_IOERR || primary == SQLITE_CANTOPEN || primary == SQLITE_FULL)) {
+    if (const int sys = sqlite3_system_errno(db); sys != 0) {
+      msg += " (";
+      msg += std::strerror(sys);
+      msg += ')';
+    }
+  }
+  return msg;
+}
+
+void append_u64(std::string& out, std::uint64_t v) { out += std::to_string(v); }
+void append_i64(std::string& out, std::int64_t v) { out += std::to_string(v); }
+void append_opt(std::string& out, const std::optional<std::int64_t>& v) {
+  if (v) {
+    append_i64(out, *v);
+  } else {
+    out += "null";
+  }
+}
+void append_key(std::string& out, std::string_view key) {
+  out += '"';
+  out += key;  // keys are our own ASCII identifiers
+  out += "\":";
+}
+void append_str_field(std::string& out, std::string_view key, std::string_view v) {
+  append_key(out, key);
+  out += '"';
+  json_escape_append(out, v);
+  out += "\",";
+}
+
+// ---- tiny JSON object parser (flat object of strings) -------------------------------------
+
+void append_utf8(std::string& out, std::uint32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+class JsonParser {
+ public:
+  explicit JsonParser(std::string_view t) : t_(t) {}
+
+  bool object(std::map<std::string, std::string>& out) {
+    ws();
+    if (!eat('{')) return false;
+    ws();
+    if (eat('}')) return end();
+    for (;;) {
+      std::string key;
+      std::string value;
+      ws();
+      if (!string(key)) return false;
+      ws();
+      if (!eat(':')) return false;
+      ws();
+      if (!string(value)) return false;
+      out[std::move(key)] = std::move(value);
+      ws();
+      if (eat(',')) continue;
+      if (eat('}')) return end();
+      return false;
+    }
+  }
+
+ private:
+  bool end() {
+    ws();
+    return i_ == t_.size();
+  }
+  void ws() {
+    while (i_ < t_.size() && (t_[i_] == ' ' || t_[i_] == '\t' || t_[i_] == '\n' || t_[i_] == '\r')) ++i_;
+  }
+  bool eat(char c) {
+    if (i_ < t_.size() && t_[i_] == c) {
+      ++i_;
+      return true;
+    }
+    return false;
+  }
+  bool hex4(std::uint32_t& v) {
+    if (t_.size() - i_ < 4) return false;
+    v = 0;
+    for (int k = 0; k < 4; ++k) {
+      const char c = t_[i_++];
+      v <<= 4;
+      if (c >= '0' && c <= '9') {
+        v |= static_cast<std::uint32_t>(c - '0');
+      } else if (c >= 'a' && c <= 'f') {
+        v |= static_cast<std::uint32_t>(c - 'a' + 10);
+      } else if (c >= 'A' && c <= 'F') {
+        v |= static_cast<std::uint32_t>(c - 'A' + 10);
+      } else {
+        return false;
+      }
+    }
+    return true;
+  }
+  bool string(std::string& out) {
+    if (!eat('"')) return false;
+    while (i_ < t_.size()) {
+      const char c = t_[i_++];
+      if (c == '"') return true;
+      if (static_cast<unsigned char>(c) < 0x20) return false;
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
+      if (i_ >= t_.size()) return false;
+      const char e = t_[i_++];
+      switch (e) {
+        case '"':
+          out += '"';
+          break;
+        case '\\':
+          out += '\\';
+          break;
+        case '/':
+          out += '/';
+          break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case 't':
+          out += '\t';
+          break;
+        case 'u': {
+          std::uint32_t cp = 0;
+          if (!hex4(cp)) return false;
+          if (cp >= 0xD800 && cp <= 0xDBFF) {
+            std::uint32_t lo = 0;
+            if (t_.substr(i_, 2) == "\\u") {
+              i_ += 2;
+              if (!hex4(lo)) return false;
+              if (lo >= 0xDC00 && lo <= 0xDFFF) {
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+              } else {
+                append_utf8(out, 0xFFFD);
+                cp = lo >= 0xD800 && lo <= 0xDFFF ? 0xFFFD : lo;
+              }
+            } else {
+              cp = 0xFFFD;
+            }
+          } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            cp = 0xFFFD;
+          }
+          append_utf8(out, cp);
+          break;
+        }
+        default:
+          return false;
+      }
+    }
+    return false;
+  }
+
+  std::string_view t_;
+  std::size_t i_ = 0;
+};
+
+}  // namespace
+
+// ---- JSON -----------------------------------------------------------------------------------
+
+void json_escape_append(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const std::size_t n = s.size();
+  std::size_t i = 0;
+  while (i < n) {
+    const unsigned char c = p[i];
+    if (c < 0x80) {
+      switch (c) {
+        case '"':
+          out += "\\\"";
+          break;
+        case '\\':
+          out += "\\\\";
+          break;
+        case '\n':
+          out += "\\n";
+          break;
+        case '\r':
+          out += "\\r";
+          break;
+        case '\t':
+          out += "\\t";
+          break;
+        default:
+          if (c < 0x20 || c == 0x7F) {
+            out += "\\u00";
+            out += kHex[c >> 4];
+            out += kHex[c & 0xF];
+          } else {
+            out += static_cast<char>(c);
+          }
+      }
+      ++i;
+      continue;
+    }
+    // Multi-byte UTF-8: copy a well-formed sequence (RFC 3629 ranges), else U+FFFD per byte.
+    std::size_t len = 0;
+    unsigned char lo = 0x80;
+    unsigned char hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;  // no UTF-16 surrogates
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    }
+    bool ok = len != 0 && i + len <= n;
+    for (std::size_t k = 1; ok && k < len; ++k) {
+      const unsigned char cc = p[i + k];
+      const unsigned char kl = k == 1 ? lo : 0x80;
+      const unsigned char kh = k == 1 ? hi : 0xBF;
+      ok = cc >= kl && cc <= kh;
+    }
+    if (ok) {
+      out.append(s.data() + i, len);
+      i += len;
+    } else {
+      out += "\\ufffd";
+      ++i;
+    }
+  }
+}
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  json_escape_append(out, s);
+  return out;
+}
+
+std::string json_object(const std::map<std::string, std::string>& m) {
+  std::string out = "{";
+  bool first = true;
+  for (const auto& [k, v] : m) {
+    if (!first) out += ',';
+    first = false;
+    out += '"';
+    json_escape_append(out, k);
+    out += "\":\"";
+    json_escape_append(out, v);
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
+
+bool parse_json_object(std::string_view text, std::map<std::string, std::string>& out) {
+  std::map<std::string, std::string> tmp;
+  if (!JsonParser(text).object(tmp)) return false;
+  out = std::move(tmp);
+  return true;
+}
+
+std::string to_json(const std::vector<RecordingRow>& rows) {
+  std::string out = "[";
+  bool first = true;
+  for (const RecordingRow& r : rows) {
+    if (!first) out += ',';
+    first = false;
+    out += '{';
+    append_key(out, "id");
+    append_i64(out, r.id);
+    out += ',';
+    append_str_field(out, "call_id", r.call_id);
+    append_str_field(out, "source", r.source);
+    append_str_field(out, "device", r.device);
+    append_str_field(out, "remote_number", r.remote_number);
+    append_str_field(out, "remote_name", r.remote_name);
+    append_str_field(out, "local_number", r.local_number);
+    append_str_field(out, "local_name", r.local_name);
+    append_str_field(out, "direction", r.direction);
+    append_str_field(out, "codec", r.codec);
+    append_key(out, "started_at");
+    append_i64(out, r.started_at);
+    out += ',';
+    append_key(out, "stopped_at");
+    append_opt(out, r.stopped_at);
+    out += ',';
+    append_str_field(out, "state", r.state);
+    append_str_field(out, "stop_reason", r.stop_reason);
+    append_str_field(out, "peer", r.peer);
+    append_key(out, "extra");
+    out += json_object(r.extra);
+    out += ',';
+    append_key(out, "stats");
+    out += '{';
+    const RecordingStats& s = r.stats;
+    const std::pair<std::string_view, std::uint64_t> stats[] = {
+        {"received", s.received},   {"lost", s.lost}, {"filled", s.filled}, {"duplicate", s.duplicate},
+        {"reordered", s.reordered}, {"late", s.late}, {"stray", s.stray},   {"other_payload", s.other_payload},
+        {"bytes", s.bytes}};
+    for (std::size_t i = 0; i < std::size(stats); ++i) {
+      if (i != 0) out += ',';
+      append_key(out, stats[i].first);
+      append_u64(out, stats[i].second);
+    }
+    out += "},";
+    append_key(out, "segments");
+    out += '[';
+    for (std::size_t i = 0; i < r.segments.size(); ++i) {
+      const SegmentRow& g = r.segments[i];
+      if (i != 0) out += ',';
+      out += '{';
+      append_key(out, "idx");
+      append_u64(out, g.idx);
+      out += ',';
+      append_str_field(out, "path", g.path);
+      append_str_field(out, "codec", g.codec);
+      append_key(out, "rtp_len");
+      append_u64(out, g.rtp_len);
+      out += ',';
+      append_key(out, "increment");
+      append_u64(out, g.increment);
+      out += ',';
+      append_key(out, "packets");
+      append_u64(out, g.packets);
+      out += ',';
+      append_key(out, "opened_at");
+      append_i64(out, g.opened_at);
+      out += ',';
+      append_key(out, "closed_at");
+      append_opt(out, g.closed_at);
+      out += '}';
+    }
+    out += "]}";
+  }
+  out += ']';
+  return out;
+}
+
+std::int64_t to_unix_ms(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+// ---- Catalog --------------------------------------------------------------------------------
+
+void Catalog::StmtDeleter::operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
+
+Catalog::Catalog() = default;
+
+Catalog::~Catalog() { close(); }
+
+void Catalog::close() {
+  insert_.reset();
+  get_.reset();
+  get_extra_.reset();
+  set_extra_.reset();
+  add_segment_.reset();
+  close_segment_.reset();
+  finish_.reset();
+  recovered_.reset();
+  recovered_segments_.reset();
+  open_rows_.reset();
+  segments_.reset();
+  update_column_.clear();
+  list_.clear();
+  if (db_ != nullptr) {
+    // Every statement is finalized above, so close cannot report SQLITE_BUSY.
+    if (sqlite3_close(db_) != SQLITE_OK) {
+      std::fprintf(stderr, "catalog %s: close: %s\n", path_.c_str(), sqlite3_errmsg(db_));
+    }
+    db_ = nullptr;
+  }
+}
+
+Status Catalog::err(std::string_view what) const {
+  const int code = sqlite3_extended_errcode(db_);
+  std::string msg = "catalog " + path_.string() + ": " + std::string(what) + ": " + describe(db_, code);
+  return Status(errno_for(db_, code), std::move(msg));
+}
+
+Status Catalog::prepare(Stmt& slot, const char* sql) {
+  if (slot) return Status::ok();
+  if (db_ == nullptr) return Status(EBADF, "catalog: not open");
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK) {
+    sqlite3_finalize(s);
+    return err(std::string("prepare \"") + sql + "\"");
+  }
+  slot.reset(s);
+  return Status::ok();
+}
+
+Status Catalog::exec(const char* sql) {
+  if (db_ == nullptr) return Status(EBADF, "catalog: not open");
+  char* msg = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &msg) != SQLITE_OK) {
+    sqlite3_free(msg);  // same text as sqlite3_errmsg
+    return err(std::string("exec \"") + sql + "\"");
+  }
+  return Status::ok();
+}
+
+Status Catalog::step_done(sqlite3_stmt* s, std::string_view what) {
+  const int rc = sqlite3_step(s);
+  if (rc != SQLITE_DONE) return err(what);
+  return Status::ok();
+}
+
+Status Catalog::expect_changed(std::string_view what, std::int64_t id) {
+  if (sqlite3_changes(db_) == 0) {
+    return Status(ENOENT,
+                  "catalog " + path_.string() + ": " + std::string(what) + ": no recording " + std::to_string(id));
+  }
+  return Status::ok();
+}
+
+Status Catalog::open(const std::filesystem::path& path) {
+  close();
+  path_ = path;
+  sqlite3* db = nullptr;
+  const int rc =
+      sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    Status st(errno_for(db, rc), "catalog " + path.string() + ": open: " + describe(db, rc));
+    sqlite3_close(db);
+    return st;
+  }
+  db_ = db;
+  sqlite3_extended_result_codes(db_, 1);
+  if (sqlite3_busy_timeout(db_, kBusyTimeoutMs) != SQLITE_OK) {
+    Status st = err("busy_timeout");
+    close();
+    return st;
+  }
+  Status st = exec("PRAGMA foreign_keys = ON");
+  if (st) {
+    // journal_mode answers with the mode in effect: anything but "wal" means WAL is unavailable
+    // here (e.g. a file system without shared memory), which we do not silently accept.
+    Stmt jm;
+    st = prepare(jm, "PRAGMA journal_mode = WAL");
+    if (st) {
+      if (sqlite3_step(jm.get()) != SQLITE_ROW) {
+        st = err("PRAGMA journal_mode = WAL");
+      } else if (const std::string mode = column_text(jm.get(), 0); mode != "wal") {
+        st = Status(EINVAL, "catalog " + path_.string() + ": cannot use WAL journal (mode is " + mode + ")");
+      }
+    }
+  }
+  if (st) st = exec("PRAGMA synchronous = NORMAL");
+  if (st) st = create_schema();
+  if (!st) close();
+  return st;
+}
+
+Status Catalog::create_schema() {
+  Status st = exec("BEGIN IMMEDIATE");
+  if (!st) return st;
+  Stmt uv;
+  st = prepare(uv, "PRAGMA user_version");
+  int version = 0;
+  if (st) {
+    if (sqlite3_step(uv.get()) == SQLITE_ROW) {
+      version = sqlite3_column_int(uv.get(), 0);
+    } else {
+      st = err("PRAGMA user_version");
+    }
+  }
+  uv.reset();
+  if (st) {
+    if (version == 0) {
+      st = exec(kSchema);
+      if (st) st = exec(("PRAGMA user_version = " + std::to_string(kCatalogSchemaVersion)).c_str());
+    } else if (version > kCatalogSchemaVersion) {
+      st = Status(EPROTO, "catalog " + path_.string() + ": schema version " + std::to_string(version) +
+                              " is newer than this program's (" + std::to_string(kCatalogSchemaVersion) + ")");
+    }
+  }
+  if (st) return exec("COMMIT");
+  if (Status rb = exec("ROLLBACK"); !rb) {
+    std::fprintf(stderr, "%s\n", rb.message().c_str());  // the first error is the one returned
+  }
+  return st;
+}
+
+Status Catalog::insert_recording(const RecordingRow& r, std::int64_t& id) {
+  Status st = prepare(insert_,
+                      "INSERT INTO recordings(call_id, source, device, remote_number, remote_name, local_number, "
+                      "local_name, direction, codec, started_at, stopped_at, state, stop_reason, peer, extra, "
+                      "received, lost, filled, duplicate, reordered, late, stray, other_payload, bytes) "
+                      "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+  if (!st) return st;
+  sqlite3_stmt* s = insert_.get();
+  ResetGuard guard(s);
+  const std::string extra = json_object(r.extra);
+  const RecordingStats& x = r.stats;
+  Binder b(s);
+  b.text(r.call_id).text(r.source).text(r.device).text(r.remote_number).text(r.remote_name).text(r.local_number);
+  b.text(r.local_name).text(r.direction).text(r.codec).i64(r.started_at).opt(r.stopped_at).text(r.state);
+  b.text(r.stop_reason).text(r.peer).text(extra);
+  b.u64(x.received).u64(x.lost).u64(x.filled).u64(x.duplicate).u64(x.reordered).u64(x.late).u64(x.stray);
+  b.u64(x.other_payload).u64(x.bytes);
+  if (b.rc() != SQLITE_OK) return err("insert recording: bind");
+  st = step_done(s, "insert recording");
+  if (!st) return st;
+  id = sqlite3_last_insert_rowid(db_);
+  return Status::ok();
+}
+
+Status Catalog::update_metadata(std::int64_t id, const MetadataOverrides& overrides) {
+  Status st = prepare(get_extra_, "SELECT extra FROM recordings WHERE id = ?");
+  if (st) st = prepare(set_extra_, "UPDATE recordings SET extra = ? WHERE id = ?");
+  if (!st) return st;
+  st = exec("BEGIN IMMEDIATE");
+  if (!st) return st;
+
+  std::map<std::string, std::string> extra;
+  bool extra_changed = false;
+  {
+    sqlite3_stmt* s = get_extra_.get();
+    ResetGuard guard(s);
+    if (Binder(s).i64(id).rc() != SQLITE_OK) {
+      st = err("update metadata: bind");
+    } else if (const int rc = sqlite3_step(s); rc == SQLITE_DONE) {
+      st = Status(ENOENT, "catalog " + path_.string() + ": update metadata: no recording " + std::to_string(id));
+    } else if (rc != SQLITE_ROW) {
+      st = err("update metadata: read extra");
+    } else if (!parse_json_object(column_text(s, 0), extra)) {
+      st = Status(EILSEQ, "catalog " + path_.string() + ": recording " + std::to_string(id) +
+                              ": extra is not a JSON object of strings");
+    }
+  }
+  for (const auto& [key, value] : overrides) {
+    if (!st) break;
+    if (key == "cmd" || key == "id" || key == "reason") continue;
+    const ColumnKey* col = nullptr;
+    for (const ColumnKey& c : kColumnKeys) {
+      if (c.key == key) col = &c;
+    }
+    if (col == nullptr) {
+      auto [it, inserted] = extra.try_emplace(key, value);
+      if (!inserted && it->second != value) {
+        it->second = value;
+        inserted = true;
+      }
+      extra_changed = extra_changed || inserted;
+      continue;
+    }
+    Stmt& slot = update_column_[col->column];
+    const std::string sql = std::string("UPDATE recordings SET ") + col->column + " = ? WHERE id = ?";
+    st = prepare(slot, sql.c_str());
+    if (!st) break;
+    sqlite3_stmt* s = slot.get();
+    ResetGuard guard(s);
+    if (Binder(s).text(value).i64(id).rc() != SQLITE_OK) {
+      st = err("update metadata: bind");
+    } else {
+      st = step_done(s, std::string("update metadata: ") + col->column);
+    }
+  }
+  if (st && extra_changed) {
+    sqlite3_stmt* s = set_extra_.get();
+    ResetGuard guard(s);
+    const std::string json = json_object(extra);
+    if (Binder(s).text(json).i64(id).rc() != SQLITE_OK) {
+      st = err("update metadata: bind");
+    } else {
+      st = step_done(s, "update metadata: extra");
+    }
+  }
+  if (st) return exec("COMMIT");
+  if (Status rb = exec("ROLLBACK"); !rb) std::fprintf(stderr, "%s\n", rb.message().c_str());
+  return st;
+}
+
+Status Catalog::add_segment(std::int64_t id, const SegmentInfo& seg) {
+  Status st = prepare(add_segment_,
+                      "INSERT INTO segments(recording_id, idx, path, codec, rtp_len, increment, packets, opened_at, "
+                      "closed_at) VALUES(?,?,?,?,?,?,?,?,?)");
+  if (!st) return st;
+  sqlite3_stmt* s = add_segment_.get();
+  ResetGuard guard(s);
+  const std::string path = seg.path.string();
+  std::optional<std::int64_t> closed;
+  if (seg.closed != std::chrono::system_clock::time_point{}) closed = to_unix_ms(seg.closed);
+  Binder b(s);
+  b.i64(id).u64(seg.index).text(path).text(seg.codec).u64(seg.rtp_len).u64(seg.increment).u64(seg.packets);
+  b.i64(to_unix_ms(seg.opened)).opt(closed);
+  if (b.rc() != SQLITE_OK) return err("add segment: bind");
+  return step_done(s, "add segment " + std::to_string(seg.index) + " to recording " + std::to_string(id));
+}
+
+Status Catalog::close_segment(std::int64_t id, std::uint32_t idx, std::uint64_t packets, std::int64_t closed_at) {
+  Status st =
+      prepare(close_segment_, "UPDATE segments SET packets = ?, closed_at = ? WHERE recording_id = ? AND idx = ?");
+  if (!st) return st;
+  sqlite3_stmt* s = close_segment_.get();
+  ResetGuard guard(s);
+  if (Binder(s).u64(packets).i64(closed_at).i64(id).u64(idx).rc() != SQLITE_OK) return err("close segment: bind");
+  st = step_done(s, "close segment");
+  if (!st) return st;
+  if (sqlite3_changes(db_) == 0) {
+    return Status(ENOENT, "catalog " + path_.string() + ": close segment: no segment " + std::to_string(idx) +
+                              " in recording " + std::to_string(id));
+  }
+  return Status::ok();
+}
+
+Status Catalog::finish_recording(std::int64_t id, std::int64_t stopped_at, std::string_view reason,
+                                 const RecordingStats& x) {
+  Status st = prepare(finish_,
+                      "UPDATE recordings SET stopped_at = ?, state = 'stopped', stop_reason = ?, received = ?, "
+                      "lost = ?, filled = ?, duplicate = ?, reordered = ?, late = ?, stray = ?, other_payload = ?, "
+                      "bytes = ? WHERE id = ?");
+  if (!st) return st;
+  sqlite3_stmt* s = finish_.get();
+  ResetGuard guard(s);
+  Binder b(s);
+  b.i64(stopped_at).text(reason).u64(x.received).u64(x.lost).u64(x.filled).u64(x.duplicate).u64(x.reordered);
+  b.u64(x.late).u64(x.stray).u64(x.other_payload).u64(x.bytes).i64(id);
+  if (b.rc() != SQLITE_OK) return err("finish recording: bind");
+  st = step_done(s, "finish recording");
+  if (!st) return st;
+  return expect_changed("finish recording", id);
+}
+
+Status Catalog::mark_recovered(std::int64_t id, std::int64_t stopped_at, std::string_view reason) {
+  Status st =
+      prepare(recovered_, "UPDATE recordings SET state = 'recovered', stopped_at = ?, stop_reason = ? WHERE id = ?");
+  if (st) {
+    st = prepare(recovered_segments_, "UPDATE segments SET closed_at = ? WHERE recording_id = ? AND closed_at IS NULL");
+  }
+  if (!st) return st;
+  st = exec("BEGIN IMMEDIATE");
+  if (!st) return st;
+  {
+    sqlite3_stmt* s = recovered_.get();
+    ResetGuard guard(s);
+    if (Binder(s).i64(stopped_at).text(reason).i64(id).rc() != SQLITE_OK) {
+      st = err("mark recovered: bind");
+    } else {
+      st = step_done(s, "mark recovered");
+      if (st) st = expect_changed("mark recovered", id);
+    }
+  }
+  if (st) {
+    sqlite3_stmt* s = recovered_segments_.get();
+    ResetGuard guard(s);
+    if (Binder(s).i64(stopped_at).i64(id).rc() != SQLITE_OK) {
+      st = err("mark recovered: bind");
+    } else {
+      st = step_done(s, "mark recovered: segments");
+    }
+  }
+  if (st) return exec("COMMIT");
+  if (Status rb = exec("ROLLBACK"); !rb) std::fprintf(stderr, "%s\n", rb.message().c_str());
+  return st;
+}
+
+Status Catalog::load_rows(sqlite3_stmt* s, std::vector<RecordingRow>& out, std::string_view what) {
+  const std::size_t first = out.size();
+  for (;;) {
+    const int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return err(what);
+    RecordingRow r;
+    int c = 0;
+    r.id = sqlite3_column_int64(s, c++);
+    r.call_id = column_text(s, c++);
+    r.source = column_text(s, c++);
+    r.device = column_text(s, c++);
+    r.remote_number = column_text(s, c++);
+    r.remote_name = column_text(s, c++);
+    r.local_number = column_text(s, c++);
+    r.local_name = column_text(s, c++);
+    r.direction = column_text(s, c++);
+    r.codec = column_text(s, c++);
+    r.started_at = sqlite3_column_int64(s, c++);
+    r.stopped_at = column_opt(s, c++);
+    r.state = column_text(s, c++);
+    r.stop_reason = column_text(s, c++);
+    r.peer = column_text(s, c++);
+    if (!parse_json_object(column_text(s, c++), r.extra)) {
+      return Status(EILSEQ, "catalog " + path_.string() + ": recording " + std::to_string(r.id) +
+                                ": extra is not a JSON object of strings");
+    }
+    RecordingStats& x = r.stats;
+    x.received = column_u64(s, c++);
+    x.lost = column_u64(s, c++);
+    x.filled = column_u64(s, c++);
+    x.duplicate = column_u64(s, c++);
+    x.reordered = column_u64(s, c++);
+    x.late = column_u64(s, c++);
+    x.stray = column_u64(s, c++);
+    x.other_payload = column_u64(s, c++);
+    x.bytes = column_u64(s, c++);
+    out.push_back(std::move(r));
+  }
+  sqlite3_reset(s);  // done with this statement before the segment queries
+  for (std::size_t i = first; i < out.size(); ++i) {
+    Status st = load_segments(out[i]);
+    if (!st) return st;
+  }
+  return Status::ok();
+}
+
+Status Catalog::load_segments(RecordingRow& row) {
+  Status st = prepare(segments_,
+                      "SELECT idx, path, codec, rtp_len, increment, packets, opened_at, closed_at FROM segments "
+                      "WHERE recording_id = ? ORDER BY idx");
+  if (!st) return st;
+  sqlite3_stmt* s = segments_.get();
+  ResetGuard guard(s);
+  if (Binder(s).i64(row.id).rc() != SQLITE_OK) return err("segments: bind");
+  row.segments.clear();
+  for (;;) {
+    const int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) return Status::ok();
+    if (rc != SQLITE_ROW) return err("segments of recording " + std::to_string(row.id));
+    SegmentRow g;
+    g.idx = static_cast<std::uint32_t>(sqlite3_column_int64(s, 0));
+    g.path = column_text(s, 1);
+    g.codec = column_text(s, 2);
+    g.rtp_len = static_cast<std::uint32_t>(sqlite3_column_int64(s, 3));
+    g.increment = static_cast<std::uint32_t>(sqlite3_column_int64(s, 4));
+    g.packets = column_u64(s, 5);
+    g.opened_at = sqlite3_column_int64(s, 6);
+    g.closed_at = column_opt(s, 7);
+    row.segments.push_back(std::move(g));
+  }
+}
+
+Status Catalog::open_recordings(std::vector<RecordingRow>& out) {
+  out.clear();
+  const std::string sql =
+      std::string("SELECT ") + kRowColumns + " FROM recordings WHERE state = 'recording' ORDER BY started_at, id";
+  Status st = prepare(open_rows_, sql.c_str());
+  if (!st) return st;
+  ResetGuard guard(open_rows_.get());
+  return load_rows(open_rows_.get(), out, "open recordings");
+}
+
+Status Catalog::get(std::int64_t id, RecordingRow& out) {
+  const std::string sql = std::string("SELECT ") + kRowColumns + " FROM recordings WHERE id = ?";
+  Status st = prepare(get_, sql.c_str());
+  if (!st) return st;
+  sqlite3_stmt* s = get_.get();
+  ResetGuard guard(s);
+  if (Binder(s).i64(id).rc() != SQLITE_OK) return err("get: bind");
+  std::vector<RecordingRow> rows;
+  st = load_rows(s, rows, "get recording " + std::to_string(id));
+  if (!st) return st;
+  if (rows.empty()) return Status(ENOENT, "catalog " + path_.string() + ": no recording " + std::to_string(id));
+  out = std::move(rows.front());
+  return Status::ok();
+}
+
+Status Catalog::list(const CatalogFilter& f, std::vector<RecordingRow>& out) {
+  out.clear();
+  enum : unsigned { kDevice = 1, kNumber = 2, kFrom = 4, kTo = 8, kCallId = 16, kLimit = 32 };
+  unsigned mask = 0;
+  if (!f.device.empty()) mask |= kDevice;
+  if (!f.number.empty()) mask |= kNumber;
+  if (f.from) mask |= kFrom;
+  if (f.to) mask |= kTo;
+  if (!f.call_id.empty()) mask |= kCallId;
+  if (f.limit != 0) mask |= kLimit;
+  // One cached statement per combination of filters: each can use its own index (a generic
+  // "(? IS NULL OR col = ?)" statement would scan the table).
+  Stmt& slot = list_[mask];
+  if (!slot) {
+    std::string sql = std::string("SELECT ") + kRowColumns + " FROM recordings WHERE 1";
+    if (mask & kDevice) sql += " AND device = ?";
+    if (mask & kNumber) sql += " AND (remote_number = ? OR local_number = ?)";
+    if (mask & kFrom) sql += " AND started_at >= ?";
+    if (mask & kTo) sql += " AND started_at < ?";
+    if (mask & kCallId) sql += " AND call_id = ?";
+    sql += " ORDER BY started_at DESC, id DESC";
+    if (mask & kLimit) sql += " LIMIT ?";
+    Status st = prepare(slot, sql.c_str());
+    if (!st) {
+      list_.erase(mask);
+      return st;
+    }
+  }
+  sqlite3_stmt* s = slot.get();
+  ResetGuard guard(s);
+  Binder b(s);
+  if (mask & kDevice) b.text(f.device);
+  if (mask & kNumber) b.text(f.number).text(f.number);
+  if (mask & kFrom) b.i64(*f.from);
+  if (mask & kTo) b.i64(*f.to);
+  if (mask & kCallId) b.text(f.call_id);
+  if (mask & kLimit)
+    b.i64(f.limit > static_cast<std::size_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(f.limit));
+  if (b.rc() != SQLITE_OK) return err("list: bind");
+  return load_rows(s, out, "list");
+}
+
+}  // namespace callrec::fileio

@@ -1,0 +1,181 @@
+#pragma once
+// The recordings catalog (spec decision 6): one row per recording with its metadata and final
+// counters, and the record files ("segments") of each recording linked in order. An embedded
+// SQLite database in WAL mode (synchronous=NORMAL: a commit survives a process crash; a power
+// loss may lose the last commits, never corrupt the database).
+//
+// Threads: a Catalog is used only from the control thread (one connection, opened without
+// SQLite's own mutexes). Other processes (`callrec list`) may read the same file concurrently:
+// WAL lets readers run beside the writer.
+//
+// Crash recovery: rows left in state 'recording' after a crash come back from
+// open_recordings(); the daemon repairs their files (fileio::repair_record), records the
+// repaired packet counts with close_segment() and calls mark_recovered().
+//
+// Every method returns a Status naming the database file and the SQLite error; nothing throws.
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "fileio/record_writer.hpp"
+#include "fileio/status.hpp"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace callrec::fileio {
+
+/// Schema version stored in PRAGMA user_version.
+inline constexpr int kCatalogSchemaVersion = 1;
+
+/// Final (or last known) counters of a recording.
+struct RecordingStats {
+  std::uint64_t received = 0;
+  std::uint64_t lost = 0;
+  std::uint64_t filled = 0;
+  std::uint64_t duplicate = 0;
+  std::uint64_t reordered = 0;
+  std::uint64_t late = 0;
+  std::uint64_t stray = 0;  ///< packets from a wrong source (counted by the dataplane)
+  std::uint64_t other_payload = 0;
+  std::uint64_t bytes = 0;  ///< bytes written to the record files
+};
+
+struct SegmentRow {
+  std::uint32_t idx = 0;  ///< 0, 1, 2 ... within the recording
+  std::string path;
+  std::string codec;
+  std::uint32_t rtp_len = 0;
+  std::uint32_t increment = 0;
+  std::uint64_t packets = 0;
+  std::int64_t opened_at = 0;             ///< unix ms
+  std::optional<std::int64_t> closed_at;  ///< unix ms; nullopt while the file is open
+};
+
+struct RecordingRow {
+  std::int64_t id = 0;  ///< catalog id (set by insert_recording)
+  std::string call_id;  ///< the phone's id (RecordStartRequest id)
+  std::string source;   ///< "upload", "span", "siprec"
+  std::string device;   ///< the phone's MAC
+  std::string remote_number;
+  std::string remote_name;
+  std::string local_number;
+  std::string local_name;
+  std::string direction;                   ///< "in" / "out"
+  std::string codec;                       ///< "PCMA" / "PCMU"
+  std::int64_t started_at = 0;             ///< unix ms
+  std::optional<std::int64_t> stopped_at;  ///< unix ms; nullopt while recording
+  std::string state = "recording";         ///< "recording", "stopped", "recovered"
+  std::string stop_reason;
+  std::string peer;                          ///< the phone's address
+  std::map<std::string, std::string> extra;  ///< metadata keys the protocol does not name
+  RecordingStats stats;
+  std::vector<SegmentRow> segments;  ///< filled by get(), list(), open_recordings(); in idx order
+};
+
+/// Selects recordings for list(). Empty / nullopt fields do not filter.
+struct CatalogFilter {
+  std::string device;
+  std::string number;                ///< matches remote_number or local_number exactly
+  std::optional<std::int64_t> from;  ///< started_at >= from (unix ms)
+  std::optional<std::int64_t> to;    ///< started_at < to (unix ms)
+  std::string call_id;
+  std::size_t limit = 100;  ///< 0: no limit
+};
+
+/// Key/value metadata as received (e.g. a RecordStopRequest). See Catalog::update_metadata.
+using MetadataOverrides = std::vector<std::pair<std::string, std::string>>;
+
+/// Unix milliseconds of a system_clock time point.
+std::int64_t to_unix_ms(std::chrono::system_clock::time_point t);
+
+class Catalog {
+ public:
+  Catalog();
+  ~Catalog();
+  Catalog(const Catalog&) = delete;
+  Catalog& operator=(const Catalog&) = delete;
+
+  /// Opens (creating if absent) the database at path, switches it to WAL, creates or checks
+  /// the schema. Fails on a database written by a newer schema version.
+  Status open(const std::filesystem::path& path);
+  void close();
+  [[nodiscard]] bool is_open() const { return db_ != nullptr; }
+  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
+
+  /// Inserts a recording (row.id, row.segments are ignored); id receives the new catalog id.
+  Status insert_recording(const RecordingRow& row, std::int64_t& id);
+  /// Applies metadata from the protocol: keys naming a column (device, remote_number,
+  /// remote_name, local_number, local_name, direction or dir, codec, peer) replace it; any other
+  /// key is merged into `extra` (the last value of a repeated key wins). The protocol's own
+  /// keys cmd, id and reason are ignored (the reason goes to finish_recording). One
+  /// transaction: all overrides apply or none. ENOENT: no such id.
+  Status update_metadata(std::int64_t id, const MetadataOverrides& overrides);
+  /// Links a new record file to the recording (seg.index becomes idx).
+  Status add_segment(std::int64_t id, const SegmentInfo& seg);
+  Status close_segment(std::int64_t id, std::uint32_t idx, std::uint64_t packets, std::int64_t closed_at);
+  /// state 'stopped' with its time, reason and final counters.
+  Status finish_recording(std::int64_t id, std::int64_t stopped_at, std::string_view reason,
+                          const RecordingStats& stats);
+  /// After a crash: state 'recovered', stopped_at, reason (e.g. "crash"). Open segments get
+  /// closed_at = stopped_at (their packet counts should have been set by close_segment first).
+  Status mark_recovered(std::int64_t id, std::int64_t stopped_at, std::string_view reason = "crash");
+
+  /// Rows still in state 'recording' (with segments), oldest first.
+  Status open_recordings(std::vector<RecordingRow>& out);
+  /// Rows matching filter (with segments), newest first (started_at, then id, descending).
+  Status list(const CatalogFilter& filter, std::vector<RecordingRow>& out);
+  /// One row with its segments. ENOENT: no such id.
+  Status get(std::int64_t id, RecordingRow& out);
+
+ private:
+  struct StmtDeleter {
+    void operator()(sqlite3_stmt* s) const;
+  };
+  using Stmt = std::unique_ptr<sqlite3_stmt, StmtDeleter>;
+
+  Status prepare(Stmt& slot, const char* sql);
+  Status exec(const char* sql);
+  Status create_schema();
+  Status err(std::string_view what) const;
+  Status step_done(sqlite3_stmt* s, std::string_view what);
+  Status expect_changed(std::string_view what, std::int64_t id);
+  Status load_rows(sqlite3_stmt* s, std::vector<RecordingRow>& out, std::string_view what);
+  Status load_segments(RecordingRow& row);
+
+  sqlite3* db_ = nullptr;
+  std::filesystem::path path_;
+  Stmt insert_;
+  Stmt get_;
+  Stmt get_extra_;
+  Stmt set_extra_;
+  Stmt add_segment_;
+  Stmt close_segment_;
+  Stmt finish_;
+  Stmt recovered_;
+  Stmt recovered_segments_;
+  Stmt open_rows_;
+  Stmt segments_;
+  std::map<std::string, Stmt> update_column_;  ///< per column name
+  std::map<unsigned, Stmt> list_;              ///< per combination of filters
+};
+
+/// JSON string escaping: ", \, control characters (\n \r \t, others \u00XX) escaped; valid
+/// UTF-8 passed through; invalid UTF-8 bytes replaced by U+FFFD so the output is always JSON.
+void json_escape_append(std::string& out, std::string_view s);
+std::string json_escape(std::string_view s);
+/// {"key":"value",...} of a string map.
+std::string json_object(const std::map<std::string, std::string>& m);
+/// Parses a flat JSON object of string values (what json_object writes). False on anything else.
+bool parse_json_object(std::string_view text, std::map<std::string, std::string>& out);
+/// A JSON array of recordings with their segments, stats and extra (for `callrec list --json`).
+std::string to_json(const std::vector<RecordingRow>& rows);
+
+}  // namespace callrec::fileio

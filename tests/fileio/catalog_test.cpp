@@ -1,0 +1,466 @@
+// Catalog: schema, inserts and updates, segment linking, filters, crash recovery, JSON output,
+// and SQLite errors surfacing as Status. Each test uses its own database in a temp directory.
+#include "fileio/catalog.hpp"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace callrec::fileio {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+class CatalogTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::temp_directory_path() / "callrec_catalog_XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr) << "mkdtemp: " << std::strerror(errno);
+    dir_ = tmpl;
+    db_ = dir_ / "catalog.db";
+  }
+  void TearDown() override {
+    std::error_code ec;
+    if (!dir_.empty()) fs::remove_all(dir_, ec);
+  }
+
+  static RecordingRow row(std::string call_id, std::string device, std::string remote, std::string local,
+                          std::int64_t started_at) {
+    RecordingRow r;
+    r.call_id = std::move(call_id);
+    r.source = "upload";
+    r.device = std::move(device);
+    r.remote_number = std::move(remote);
+    r.remote_name = "Remote";
+    r.local_number = std::move(local);
+    r.local_name = "Local";
+    r.direction = "in";
+    r.codec = "PCMA";
+    r.started_at = started_at;
+    r.peer = "192.0.2.7:5060";
+    return r;
+  }
+
+  std::int64_t insert(Catalog& c, const RecordingRow& r) {
+    std::int64_t id = 0;
+    const Status st = c.insert_recording(r, id);
+    EXPECT_TRUE(st) << st.message();
+    EXPECT_GT(id, 0);
+    return id;
+  }
+
+  static SegmentInfo seg(std::uint32_t idx, const std::string& path, std::int64_t opened_ms) {
+    SegmentInfo s;
+    s.index = idx;
+    s.path = path;
+    s.codec = "PCMA";
+    s.rtp_len = 172;
+    s.increment = 160;
+    s.opened = std::chrono::system_clock::time_point(std::chrono::milliseconds(opened_ms));
+    return s;
+  }
+
+  /// Runs one query on a separate raw connection; returns column `col` of the first row.
+  std::string raw_query(const std::string& sql, int col = 0) {
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open_v2(db_.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
+    sqlite3_stmt* s = nullptr;
+    std::string out;
+    EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+    if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, col) != nullptr) {
+      out = reinterpret_cast<const char*>(sqlite3_column_text(s, col));
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return out;
+  }
+
+  static std::vector<std::int64_t> ids(const std::vector<RecordingRow>& rows) {
+    std::vector<std::int64_t> v;
+    for (const auto& r : rows) v.push_back(r.id);
+    return v;
+  }
+
+  fs::path dir_;
+  fs::path db_;
+};
+
+TEST_F(CatalogTest, CreatesVersionedSchemaInWalMode) {
+  Catalog c;
+  ASSERT_TRUE(c.open(db_)) << "open";
+  EXPECT_TRUE(c.is_open());
+  EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(kCatalogSchemaVersion));
+  EXPECT_EQ(raw_query("PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(raw_query("SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN ('recordings','segments')"),
+            "2");
+  for (const char* idx : {"recordings_device", "recordings_remote_number", "recordings_local_number",
+                          "recordings_started_at", "recordings_call_id"}) {
+    EXPECT_EQ(raw_query(std::string("SELECT count(*) FROM sqlite_master WHERE type='index' AND name='") + idx + "'"),
+              "1")
+        << idx;
+  }
+  // A device filter is answered from its index (no full scan).
+  const std::string plan =
+      raw_query("EXPLAIN QUERY PLAN SELECT id FROM recordings WHERE device = 'x' ORDER BY started_at DESC", 3);
+  EXPECT_NE(plan.find("recordings_device"), std::string::npos) << plan;
+}
+
+TEST_F(CatalogTest, InsertUpdateFinish) {
+  Catalog c;
+  ASSERT_TRUE(c.open(db_));
+  RecordingRow r = row("4711", "00:11:22:33:44:55", "+4930123", "200", 1'700'000'000'000);
+  r.extra = {{"vendor_key", "v1"}};
+  const std::int64_t id = insert(c, r);
+
+  RecordingRow got;
+  ASSERT_TRUE(c.get(id, got));
+  EXPECT_EQ(got.id, id);
+  EXPECT_EQ(got.call_id, "4711");
+  EXPECT_EQ(got.source, "upload");
+  EXPECT_EQ(got.device, "00:11:22:33:44:55");
+  EXPECT_EQ(got.remote_number, "+4930123");
+  EXPECT_EQ(got.direction, "in");
+  EXPECT_EQ(got.state, "recording");
+  EXPECT_FALSE(got.stopped_at.has_value());
+  EXPECT_EQ(got.peer, "192.0.2.7:5060");
+  EXPECT_EQ(got.extra, (std::map<std::string, std::string>{{"vendor_key", "v1"}}));
+
+  // Stop request: named keys replace columns (dir -> direction), unknown keys merge into extra,
+  // cmd/id/reason are protocol keys and do not land anywhere.
+  const Status st = c.update_metadata(id, {{"cmd", "RecordStopRequest"},
+                                           {"id", "4711"},
+                                           {"remote_name", "Zoë \"Z\" Müller"},
+                                           {"dir", "out"},
+                                           {"vendor_key", "v2"},
+                                           {"x-new", "a&b=c"},
+                                           {"reason", "user"}});
+  ASSERT_TRUE(st) << st.message();
+  ASSERT_TRUE(c.get(id, got));
+  EXPECT_EQ(got.remote_name, "Zoë \"Z\" Müller");
+  EXPECT_EQ(got.direction, "out");
+  EXPECT_EQ(got.call_id, "4711");
+  EXPECT_EQ(got.local_name, "Local") << "keys not given stay";
+  EXPECT_EQ(got.extra, (std::map<std::string, std::string>{{"vendor_key", "v2"}, {"x-new", "a&b=c"}}));
+  EXPECT_EQ(got.stop_reason, "");
+
+  RecordingStats stats;
+  stats.received = 1000;
+  stats.lost = 3;
+  stats.filled = 2;
+  stats.duplicate = 1;
+  stats.reordered = 4;
+  stats.late = 5;
+  stats.stray = 6;
+  stats.other_payload = 7;
+  stats.bytes = 172'000;
+  ASSERT_TRUE(c.finish_recording(id, 1'700'000'060'000, "remote_stop", stats));
+  ASSERT_TRUE(c.get(id, got));
+  EXPECT_EQ(got.state, "stopped");
+  ASSERT_TRUE(got.stopped_at.has_value());
+  EXPECT_EQ(*got.stopped_at, 1'700'000'060'000);
+  EXPECT_EQ(got.stop_reason, "remote_stop");
+  EXPECT_EQ(got.stats.received, 1000u);
+  EXPECT_EQ(got.stats.lost, 3u);
+  EXPECT_EQ(got.stats.filled, 2u);
+  EXPECT_EQ(got.stats.duplicate, 1u);
+  EXPECT_EQ(got.stats.reordered, 4u);
+  EXPECT_EQ(got.stats.late, 5u);
+  EXPECT_EQ(got.stats.stray, 6u);
+  EXPECT_EQ(got.stats.other_payload, 7u);
+  EXPECT_EQ(got.stats.bytes, 172'000u);
+
+  // Unknown ids are ENOENT, and a failed update changes nothing.
+  Status missing = c.update_metadata(id + 100, {{"remote_name", "x"}});
+  EXPECT_EQ(missing.code(), ENOENT) << missing.message();
+  EXPECT_NE(missing.message().find(db_.string()), std::string::npos) << missing.message();
+  EXPECT_EQ(c.finish_recording(id + 100, 1, "x", {}).code(), ENOENT);
+  EXPECT_EQ(c.get(id + 100, got).code(), ENOENT);
+  EXPECT_EQ(c.mark_recovered(id + 100, 1).code(), ENOENT);
+}
+
+TEST_F(CatalogTest, SegmentsLinkedInOrder) {
+  Catalog c;
+  ASSERT_TRUE(c.open(db_));
+  const std::int64_t id = insert(c, row("1", "dev", "100", "200", 1000));
+  const std::int64_t other = insert(c, row("2", "dev", "100", "200", 2000));
+  // Added out of order: read back in idx order.
+  ASSERT_TRUE(c.add_segment(id, seg(1, "/rec/Record_b_1.rec", 1500)));
+  ASSERT_TRUE(c.add_segment(id, seg(0, "/rec/Record_a_0.rec", 1000)));
+  ASSERT_TRUE(c.add_segment(other, seg(0, "/rec/other_0.rec", 2000)));
+  SegmentInfo closed = seg(2, "/rec/Record_c_2.rec", 1800);
+  closed.packets = 9;
+  closed.closed = std::chrono::system_clock::time_point(1900ms);
+  ASSERT_TRUE(c.add_segment(id, closed));
+  ASSERT_TRUE(c.close_segment(id, 0, 25, 1500));
+  ASSERT_TRUE(c.close_segment(id, 1, 15, 1800));
+
+  RecordingRow got;
+  ASSERT_TRUE(c.get(id, got));
+  ASSERT_EQ(got.segments.size(), 3u);
+  for (std::uint32_t i = 0; i < 3; ++i) EXPECT_EQ(got.segments[i].idx, i);
+  EXPECT_EQ(got.segments[0].path, "/rec/Record_a_0.rec");
+  EXPECT_EQ(got.segments[0].packets, 25u);
+  EXPECT_EQ(got.segments[0].opened_at, 1000);
+  EXPECT_EQ(got.segments[0].closed_at, std::optional<std::int64_t>(1500));
+  EXPECT_EQ(got.segments[0].codec, "PCMA");
+  EXPECT_EQ(got.segments[0].rtp_len, 172u);
+  EXPECT_EQ(got.segments[0].increment, 160u);
+  EXPECT_EQ(got.segments[1].packets, 15u);
+  EXPECT_EQ(got.segments[2].packets, 9u);
+  EXPECT_EQ(got.segments[2].closed_at, std::optional<std::int64_t>(1900));
+  ASSERT_TRUE(c.get(other, got));
+  ASSERT_EQ(got.segments.size(), 1u);
+  EXPECT_EQ(got.segments[0].path, "/rec/other_0.rec");
+  EXPECT_FALSE(got.segments[0].closed_at.has_value());
+
+  const Status dup = c.add_segment(id, seg(1, "/rec/dup.rec", 1));
+  EXPECT_EQ(dup.code(), EEXIST) << dup.message();
+  const Status orphan = c.add_segment(id + 100, seg(0, "/rec/orphan.rec", 1));
+  EXPECT_EQ(orphan.code(), ENOENT) << orphan.message();
+  EXPECT_EQ(c.close_segment(id, 7, 1, 1).code(), ENOENT);
+}
+
+TEST_F(CatalogTest, ListFilters) {
+  Catalog c;
+  ASSERT_TRUE(c.open(db_));
+  const std::int64_t a = insert(c, row("A", "dev1", "555", "100", 1000));
+  const std::int64_t b = insert(c, row("B", "dev1", "666", "101", 2000));
+  const std::int64_t d = insert(c, row("D", "dev2", "100", "777", 3000));  // 100 as remote here
+  const std::int64_t e = insert(c, row("E", "dev2", "888", "102", 4000));
+  ASSERT_TRUE(c.add_segment(b, seg(0, "/rec/b0.rec", 2000)));
+
+  std::vector<RecordingRow> rows;
+  ASSERT_TRUE(c.list({}, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{e, d, b, a})) << "newest first";
+
+  CatalogFilter f;
+  f.device = "dev1";
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{b, a}));
+  ASSERT_EQ(rows[0].segments.size(), 1u) << "list returns segments";
+  EXPECT_EQ(rows[0].segments[0].path, "/rec/b0.rec");
+
+  f = {};
+  f.number = "100";  // local of A, remote of D
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{d, a}));
+
+  f = {};
+  f.from = 2000;
+  f.to = 4000;  // half-open: [2000, 4000)
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{d, b}));
+
+  f = {};
+  f.call_id = "E";
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{e}));
+
+  f = {};
+  f.device = "dev2";
+  f.number = "888";
+  f.from = 0;
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{e})) << "filters combine with AND";
+
+  f = {};
+  f.limit = 2;
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{e, d}));
+  f.limit = 0;  // no limit
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_EQ(rows.size(), 4u);
+
+  f = {};
+  f.device = "nobody";
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_TRUE(rows.empty());
+
+  // Cached statements are reused: same filter twice gives the same answer.
+  f = {};
+  f.device = "dev1";
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{b, a}));
+
+  RecordingRow got;
+  ASSERT_TRUE(c.get(d, got));
+  EXPECT_EQ(got.call_id, "D");
+}
+
+TEST_F(CatalogTest, OpenRecordingsAfterCrash) {
+  // A child process writes the catalog and dies without closing it (no checkpoint, WAL left
+  // behind): the state a crash leaves.
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0) << std::strerror(errno);
+  if (pid == 0) {
+    Catalog c;
+    std::int64_t id = 0;
+    bool ok = static_cast<bool>(c.open(db_));
+    RecordingRow r1 = row("open-1", "dev", "1", "2", 1000);
+    RecordingRow r2 = row("done", "dev", "1", "2", 2000);
+    RecordingRow r3 = row("open-2", "dev", "1", "2", 3000);
+    ok = ok && c.insert_recording(r1, id) && c.add_segment(id, seg(0, "/rec/o1_0.rec", 1000));
+    ok = ok && c.insert_recording(r2, id) && c.finish_recording(id, 2500, "remote_stop", {});
+    ok = ok && c.insert_recording(r3, id) && c.add_segment(id, seg(0, "/rec/o2_0.rec", 3000)) &&
+         c.close_segment(id, 0, 50, 3100) && c.add_segment(id, seg(1, "/rec/o2_1.rec", 3100));
+    ::_exit(ok ? 0 : 1);  // no destructors: the database is not closed
+  }
+  int wstatus = 0;
+  ASSERT_EQ(::waitpid(pid, &wstatus, 0), pid);
+  ASSERT_TRUE(WIFEXITED(wstatus));
+  ASSERT_EQ(WEXITSTATUS(wstatus), 0) << "child failed to write the catalog";
+
+  Catalog c;
+  ASSERT_TRUE(c.open(db_));
+  std::vector<RecordingRow> open;
+  ASSERT_TRUE(c.open_recordings(open));
+  ASSERT_EQ(open.size(), 2u);
+  EXPECT_EQ(open[0].call_id, "open-1") << "oldest first";
+  EXPECT_EQ(open[1].call_id, "open-2");
+  ASSERT_EQ(open[1].segments.size(), 2u);
+  EXPECT_EQ(open[1].segments[0].packets, 50u);
+  EXPECT_FALSE(open[1].segments[1].closed_at.has_value());
+
+  // The daemon repairs the open file, records what it found, marks the recording recovered.
+  ASSERT_TRUE(c.close_segment(open[1].id, 1, 42, 3200));
+  ASSERT_TRUE(c.mark_recovered(open[1].id, 3300, "crash"));
+  RecordingRow got;
+  ASSERT_TRUE(c.get(open[1].id, got));
+  EXPECT_EQ(got.state, "recovered");
+  EXPECT_EQ(got.stopped_at, std::optional<std::int64_t>(3300));
+  EXPECT_EQ(got.stop_reason, "crash");
+  EXPECT_EQ(got.segments[1].packets, 42u);
+  EXPECT_EQ(got.segments[1].closed_at, std::optional<std::int64_t>(3200));
+
+  ASSERT_TRUE(c.mark_recovered(open[0].id, 3400));
+  ASSERT_TRUE(c.get(open[0].id, got));
+  EXPECT_EQ(got.segments[0].closed_at, std::optional<std::int64_t>(3400)) << "open segment closed at recovery";
+  ASSERT_TRUE(c.open_recordings(open));
+  EXPECT_TRUE(open.empty());
+}
+
+TEST_F(CatalogTest, ReopenKeepsData) {
+  std::int64_t id = 0;
+  {
+    Catalog c;
+    ASSERT_TRUE(c.open(db_));
+    RecordingRow r = row("keep", "dev", "1", "2", 42);
+    r.extra = {{"k", "line1\nline2"}};
+    id = insert(c, r);
+    ASSERT_TRUE(c.add_segment(id, seg(0, "/rec/k.rec", 42)));
+  }
+  Catalog c;
+  ASSERT_TRUE(c.open(db_));
+  RecordingRow got;
+  ASSERT_TRUE(c.get(id, got));
+  EXPECT_EQ(got.call_id, "keep");
+  EXPECT_EQ(got.extra.at("k"), "line1\nline2");
+  ASSERT_EQ(got.segments.size(), 1u);
+  // Reopening the same object on another file works too.
+  ASSERT_TRUE(c.open(dir_ / "second.db"));
+  EXPECT_EQ(c.get(id, got).code(), ENOENT);
+  std::int64_t id2 = 0;
+  ASSERT_TRUE(c.insert_recording(row("x", "d", "1", "2", 1), id2));
+}
+
+TEST_F(CatalogTest, JsonEscaping) {
+  EXPECT_EQ(json_escape("plain"), "plain");
+  EXPECT_EQ(json_escape("a\"b"), "a\\\"b");
+  EXPECT_EQ(json_escape("a\\b"), "a\\\\b");
+  EXPECT_EQ(json_escape("a\nb\r\tc"), "a\\nb\\r\\tc");
+  EXPECT_EQ(json_escape(std::string("\x01\x1f\x7f", 3)), "\\u0001\\u001f\\u007f");
+  EXPECT_EQ(json_escape(std::string("nul\0x", 5)), "nul\\u0000x");
+  const std::string utf8 = "Zo\xC3\xAB \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x98\x80";  // Zoë 日本 😀
+  EXPECT_EQ(json_escape(utf8), utf8) << "UTF-8 passes through";
+  EXPECT_EQ(json_escape("bad\xFF"), "bad\\ufffd");
+  EXPECT_EQ(json_escape("\xC3"), "\\ufffd") << "truncated sequence";
+  EXPECT_EQ(json_escape("\xED\xA0\x80"), "\\ufffd\\ufffd\\ufffd") << "encoded surrogate";
+  EXPECT_EQ(json_escape("\xC0\xAF"), "\\ufffd\\ufffd") << "overlong";
+
+  const std::map<std::string, std::string> m = {{"q\"k", "v\\1"}, {"nl", "a\nb"}, {"u", utf8}, {"c", "\x02"}};
+  std::map<std::string, std::string> back;
+  ASSERT_TRUE(parse_json_object(json_object(m), back));
+  EXPECT_EQ(back, m);
+  ASSERT_TRUE(parse_json_object(R"( { "a" : "\u00e9\ud83d\ude00\/" } )", back));
+  EXPECT_EQ(back.at("a"), "\xC3\xA9\xF0\x9F\x98\x80/");
+  EXPECT_FALSE(parse_json_object(R"({"a":1})", back));
+  EXPECT_FALSE(parse_json_object(R"({"a":"b"} x)", back));
+  EXPECT_FALSE(parse_json_object(R"({"a":"b)", back));
+  EXPECT_FALSE(parse_json_object("", back));
+
+  RecordingRow r = row("id\"1", "dev", "+49 \"30\"", "2", 1000);
+  r.id = 7;
+  r.remote_name = "Zo\xC3\xAB\\\n";
+  r.extra = {{"x", "y"}};
+  r.stats.received = 12;
+  SegmentRow g;
+  g.idx = 0;
+  g.path = "/rec/Record_1.rec";
+  g.codec = "PCMA";
+  g.rtp_len = 172;
+  g.increment = 160;
+  g.packets = 12;
+  g.opened_at = 1000;
+  r.segments.push_back(g);
+  const std::string json = to_json({r});
+  EXPECT_EQ(json.front(), '[');
+  EXPECT_EQ(json.back(), ']');
+  EXPECT_NE(json.find(R"("id":7,)"), std::string::npos) << json;
+  EXPECT_NE(json.find(R"("call_id":"id\"1")"), std::string::npos) << json;
+  EXPECT_NE(json.find(R"("remote_number":"+49 \"30\"")"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"remote_name\":\"Zo\xC3\xAB\\\\\\n\""), std::string::npos) << json;
+  EXPECT_NE(json.find(R"("stopped_at":null)"), std::string::npos) << json;
+  EXPECT_NE(json.find(R"("extra":{"x":"y"})"), std::string::npos) << json;
+  EXPECT_NE(json.find(R"("received":12)"), std::string::npos) << json;
+  EXPECT_NE(json.find(R"("segments":[{"idx":0,"path":"/rec/Record_1.rec")"), std::string::npos) << json;
+  EXPECT_NE(json.find(R"("closed_at":null})"), std::string::npos) << json;
+  EXPECT_EQ(json.find('\n'), std::string::npos) << "no raw control characters";
+  EXPECT_EQ(to_json({}), "[]");
+}
+
+TEST_F(CatalogTest, SqliteErrorsAreStatus) {
+  // A path below a regular file cannot be created (root included).
+  const fs::path file = dir_ / "plainfile";
+  std::ofstream(file) << "x";
+  Catalog c;
+  Status st = c.open(file / "catalog.db");
+  EXPECT_FALSE(st);
+  EXPECT_FALSE(c.is_open());
+  EXPECT_NE(st.message().find((file / "catalog.db").string()), std::string::npos) << st.message();
+
+  // A file that is not a database.
+  const fs::path junk = dir_ / "junk.db";
+  std::ofstream(junk) << std::string(4096, 'j');
+  st = c.open(junk);
+  EXPECT_FALSE(st);
+  EXPECT_NE(st.message().find("junk.db"), std::string::npos) << st.message();
+
+  // Calls on a catalog that is not open fail cleanly.
+  std::int64_t id = 0;
+  EXPECT_EQ(c.insert_recording(row("1", "d", "1", "2", 1), id).code(), EBADF);
+  std::vector<RecordingRow> rows;
+  EXPECT_FALSE(c.list({}, rows));
+
+  // A database from a newer program is refused, not misread.
+  {
+    Catalog ok;
+    ASSERT_TRUE(ok.open(db_));
+  }
+  raw_query("PRAGMA user_version = 99");
+  st = c.open(db_);
+  EXPECT_EQ(st.code(), EPROTO) << st.message();
+  EXPECT_NE(st.message().find("99"), std::string::npos) << st.message();
+}
+
+}  // namespace
+}  // namespace callrec::fileio

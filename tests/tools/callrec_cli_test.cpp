@@ -1,0 +1,1151 @@
+// End-to-end tests of the callrec command-line tool: they run the real binary
+// (CALLREC_BIN_DIR "/callrec") on files made in a temporary directory and check its output,
+// its exit codes, the WAV it writes (against sox as an independent G.711 decoder) and the UDP
+// packets it plays (bytes and pacing).
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <optional>
+#include <random>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fileio/record_writer.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace fileio = callrec::fileio;
+using callrec::Status;
+using Bytes = std::vector<std::uint8_t>;
+
+const std::string kCallrec = CALLREC_BIN_DIR "/callrec";
+
+// ---------------------------------------------------------------------------------------------
+// Running the binary
+
+struct RunResult {
+  int exit_code = -1;  ///< exit status, or 128 + signal
+  std::string out;
+  std::string err;
+};
+
+/// A started child with its stdout/stderr pipes.
+struct Child {
+  pid_t pid = -1;
+  int out_fd = -1;
+  int err_fd = -1;
+};
+
+Child spawn(const std::string& program, const std::vector<std::string>& args) {
+  int out_pipe[2];
+  int err_pipe[2];
+  if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
+    ADD_FAILURE() << "pipe2: " << std::strerror(errno);
+    return {};
+  }
+  std::vector<std::string> argv_s;
+  argv_s.push_back(program);
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out_pipe[1], STDOUT_FILENO);
+    dup2(err_pipe[1], STDERR_FILENO);
+    const int devnull = open("/dev/null", O_RDONLY);
+    if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+    execvp(argv[0], argv.data());
+    _exit(127);
+  }
+  close(out_pipe[1]);
+  close(err_pipe[1]);
+  if (pid < 0) {
+    ADD_FAILURE() << "fork: " << std::strerror(errno);
+    close(out_pipe[0]);
+    close(err_pipe[0]);
+    return {};
+  }
+  return {pid, out_pipe[0], err_pipe[0]};
+}
+
+/// Reads both pipes to EOF and reaps the child; kills it after `timeout`.
+RunResult finish(Child c, std::chrono::seconds timeout = std::chrono::seconds(60)) {
+  RunResult r;
+  if (c.pid < 0) return r;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  bool out_open = true;
+  bool err_open = true;
+  bool killed = false;
+  while (out_open || err_open) {
+    pollfd fds[2] = {{out_open ? c.out_fd : -1, POLLIN, 0}, {err_open ? c.err_fd : -1, POLLIN, 0}};
+    const int rc = poll(fds, 2, 100);
+    if (rc < 0 && errno != EINTR) break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+      char buf[4096];
+      const ssize_t n = read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        (i == 0 ? r.out : r.err).append(buf, static_cast<std::size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        (i == 0 ? out_open : err_open) = false;
+      }
+    }
+    if (!killed && std::chrono::steady_clock::now() > deadline) {
+      ADD_FAILURE() << "callrec did not finish in time; killing it";
+      kill(c.pid, SIGKILL);
+      killed = true;
+    }
+  }
+  close(c.out_fd);
+  close(c.err_fd);
+  int status = 0;
+  while (waitpid(c.pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+RunResult run(const std::string& program, const std::vector<std::string>& args) {
+  return finish(spawn(program, args));
+}
+
+RunResult callrec(const std::vector<std::string>& args) { return run(kCallrec, args); }
+
+/// gtest prints this on failure: the command's whole output.
+std::string describe(const RunResult& r) {
+  return "exit " + std::to_string(r.exit_code) + "\n--- stdout ---\n" + r.out + "--- stderr ---\n" + r.err;
+}
+
+bool contains(std::string_view hay, std::string_view needle) { return hay.find(needle) != std::string_view::npos; }
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Record files, built byte by byte (independent of the library under test)
+
+void put_le32(Bytes& b, std::size_t at, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) b[at + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(v >> (8 * i));
+}
+void put_be32(Bytes& b, std::size_t at, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) b[at + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(v >> (24 - 8 * i));
+}
+
+Bytes header(std::string_view codec, std::uint32_t rtp_len, std::uint32_t increment, std::uint32_t data_size,
+             bool big_endian = false) {
+  Bytes h(76, 0);
+  std::copy(codec.begin(), codec.end(), h.begin());
+  auto put = big_endian ? put_be32 : put_le32;
+  put(h, 64, rtp_len);
+  put(h, 68, increment);
+  put(h, 72, data_size);
+  return h;
+}
+
+/// One stored RTP packet of exactly rtp_len bytes and the G.711 payload a decoder must use.
+struct Packet {
+  Bytes bytes;
+  Bytes payload;
+};
+
+enum class Shape { kPlain, kCsrc, kExtension, kPadding };
+
+Packet make_packet(std::uint8_t pt, std::uint16_t seq, std::uint32_t ts, std::size_t rtp_len, Shape shape,
+                   std::mt19937& rng) {
+  Packet p;
+  Bytes& b = p.bytes;
+  const std::size_t csrc = shape == Shape::kCsrc ? 2 : 0;
+  b.push_back(static_cast<std::uint8_t>(0x80 | (shape == Shape::kPadding ? 0x20 : 0) |
+                                        (shape == Shape::kExtension ? 0x10 : 0) | csrc));
+  b.push_back(pt);
+  b.push_back(static_cast<std::uint8_t>(seq >> 8));
+  b.push_back(static_cast<std::uint8_t>(seq));
+  for (int i = 3; i >= 0; --i) b.push_back(static_cast<std::uint8_t>(ts >> (8 * i)));
+  for (std::uint8_t v : {0x12, 0x34, 0x56, 0x78}) b.push_back(v);  // SSRC
+  for (std::size_t i = 0; i < csrc * 4; ++i) b.push_back(static_cast<std::uint8_t>(0xC0 + i));
+  if (shape == Shape::kExtension) {
+    for (std::uint8_t v : {0xBE, 0xDE, 0x00, 0x01, 0x10, 0xAA, 0x00, 0x00}) b.push_back(v);  // 1 word
+  }
+  const std::size_t padding = shape == Shape::kPadding ? 4 : 0;
+  const std::size_t payload_len = rtp_len - b.size() - padding;
+  for (std::size_t i = 0; i < payload_len; ++i) {
+    const auto v = static_cast<std::uint8_t>(rng());
+    b.push_back(v);
+    p.payload.push_back(v);
+  }
+  for (std::size_t i = 0; i < padding; ++i) b.push_back(i + 1 == padding ? static_cast<std::uint8_t>(padding) : 0);
+  return p;
+}
+
+/// n packets of 20 ms PCMA/PCMU (160 payload bytes when plain); every 7th packet has a CSRC
+/// list, an extension or padding, in turn, when `mixed_shapes`.
+std::vector<Packet> make_packets(std::size_t n, std::uint8_t pt, std::uint32_t seed, bool mixed_shapes = false,
+                                 std::size_t rtp_len = 172) {
+  std::mt19937 rng(seed);
+  std::vector<Packet> v;
+  const Shape shapes[] = {Shape::kCsrc, Shape::kExtension, Shape::kPadding};
+  for (std::size_t i = 0; i < n; ++i) {
+    const Shape s = mixed_shapes && i % 7 == 3 ? shapes[(i / 7) % 3] : Shape::kPlain;
+    v.push_back(make_packet(pt, static_cast<std::uint16_t>(1000 + i), static_cast<std::uint32_t>(160 * i), rtp_len, s,
+                            rng));
+  }
+  return v;
+}
+
+Bytes record_bytes(std::string_view codec, const std::vector<Packet>& pkts, std::size_t rtp_len = 172,
+                   std::optional<std::uint32_t> data_size = std::nullopt, bool big_endian = false) {
+  const auto size = static_cast<std::uint32_t>(pkts.size() * rtp_len);
+  Bytes b = header(codec, static_cast<std::uint32_t>(rtp_len), 160, data_size.value_or(size), big_endian);
+  for (const Packet& p : pkts) b.insert(b.end(), p.bytes.begin(), p.bytes.end());
+  return b;
+}
+
+void write_file(const fs::path& p, const Bytes& b) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+  ASSERT_TRUE(f.good()) << p;
+}
+
+Bytes read_file(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return Bytes(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+Bytes concat_payloads(const std::vector<Packet>& pkts) {
+  Bytes out;
+  for (const Packet& p : pkts) out.insert(out.end(), p.payload.begin(), p.payload.end());
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A minimal JSON parser (enough to check that --json is valid JSON and read its values)
+
+struct Json {
+  enum class Kind { kNull, kBool, kNumber, kString, kArray, kObject };
+  Kind kind = Kind::kNull;
+  bool boolean = false;
+  double number = 0;
+  std::string str;
+  std::vector<Json> items;        ///< array elements, or object values
+  std::vector<std::string> keys;  ///< object keys (parallel to items)
+
+  [[nodiscard]] const Json* get(std::string_view key) const {
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      if (keys[i] == key) return &items[i];
+    }
+    return nullptr;
+  }
+};
+
+class JsonParser {
+ public:
+  explicit JsonParser(std::string_view s) : s_(s) {}
+
+  /// The whole text as one value; nullopt (with error()) when it is not valid JSON.
+  std::optional<Json> parse() {
+    Json v;
+    if (!value(v)) return std::nullopt;
+    ws();
+    if (i_ != s_.size()) return fail("trailing text");
+    return v;
+  }
+  [[nodiscard]] const std::string& error() const { return err_; }
+
+ private:
+  std::nullopt_t fail(const std::string& what) {
+    if (err_.empty()) err_ = what + " at offset " + std::to_string(i_);
+    return std::nullopt;
+  }
+  void ws() {
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\n' || s_[i_] == '\r' || s_[i_] == '\t')) ++i_;
+  }
+  bool lit(std::string_view w) {
+    if (s_.substr(i_, w.size()) != w) return false;
+    i_ += w.size();
+    return true;
+  }
+  bool value(Json& v) {
+    ws();
+    if (i_ >= s_.size()) return (void)fail("unexpected end"), false;
+    const char c = s_[i_];
+    if (c == '{') return object(v);
+    if (c == '[') return array(v);
+    if (c == '"') {
+      v.kind = Json::Kind::kString;
+      return string(v.str);
+    }
+    if (lit("true")) {
+      v.kind = Json::Kind::kBool;
+      v.boolean = true;
+      return true;
+    }
+    if (lit("false")) {
+      v.kind = Json::Kind::kBool;
+      return true;
+    }
+    if (lit("null")) return true;
+    return number(v);
+  }
+  bool number(Json& v) {
+    const std::size_t start = i_;
+    if (i_ < s_.size() && s_[i_] == '-') ++i_;
+    const std::size_t digits = i_;
+    while (i_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[i_]))) ++i_;
+    if (i_ == digits) return (void)fail("bad value"), false;
+    if (s_[digits] == '0' && i_ - digits > 1) return (void)fail("leading zero"), false;
+    if (i_ < s_.size() && s_[i_] == '.') {
+      ++i_;
+      const std::size_t f = i_;
+      while (i_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[i_]))) ++i_;
+      if (i_ == f) return (void)fail("bad fraction"), false;
+    }
+    if (i_ < s_.size() && (s_[i_] == 'e' || s_[i_] == 'E')) {
+      ++i_;
+      if (i_ < s_.size() && (s_[i_] == '+' || s_[i_] == '-')) ++i_;
+      const std::size_t e = i_;
+      while (i_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[i_]))) ++i_;
+      if (i_ == e) return (void)fail("bad exponent"), false;
+    }
+    v.kind = Json::Kind::kNumber;
+    v.number = std::strtod(std::string(s_.substr(start, i_ - start)).c_str(), nullptr);
+    return true;
+  }
+  bool string(std::string& out) {
+    ++i_;  // opening quote
+    while (i_ < s_.size()) {
+      const auto c = static_cast<unsigned char>(s_[i_++]);
+      if (c == '"') return true;
+      if (c < 0x20) return (void)fail("control character in string"), false;
+      if (c != '\\') {
+        out += static_cast<char>(c);
+        continue;
+      }
+      if (i_ >= s_.size()) break;
+      const char e = s_[i_++];
+      switch (e) {
+        case '"': out += '"'; break;
+        case '\\': out += '\\'; break;
+        case '/': out += '/'; break;
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'n': out += '\n'; break;
+        case 'r': out += '\r'; break;
+        case 't': out += '\t'; break;
+        case 'u': {
+          if (i_ + 4 > s_.size()) return (void)fail("short \\u"), false;
+          const unsigned cp = static_cast<unsigned>(std::stoul(std::string(s_.substr(i_, 4)), nullptr, 16));
+          i_ += 4;
+          if (cp < 0x80) {
+            out += static_cast<char>(cp);
+          } else if (cp < 0x800) {
+            out += static_cast<char>(0xC0 | (cp >> 6));
+            out += static_cast<char>(0x80 | (cp & 0x3F));
+          } else {
+            out += static_cast<char>(0xE0 | (cp >> 12));
+            out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+            out += static_cast<char>(0x80 | (cp & 0x3F));
+          }
+          break;
+        }
+        default: return (void)fail("bad escape"), false;
+      }
+    }
+    return (void)fail("unterminated string"), false;
+  }
+  bool array(Json& v) {
+    v.kind = Json::Kind::kArray;
+    ++i_;
+    ws();
+    if (lit("]")) return true;
+    for (;;) {
+      Json item;
+      if (!value(item)) return false;
+      v.items.push_back(std::move(item));
+      ws();
+      if (lit("]")) return true;
+      if (!lit(",")) return (void)fail("expected , or ]"), false;
+    }
+  }
+  bool object(Json& v) {
+    v.kind = Json::Kind::kObject;
+    ++i_;
+    ws();
+    if (lit("}")) return true;
+    for (;;) {
+      ws();
+      if (i_ >= s_.size() || s_[i_] != '"') return (void)fail("expected key"), false;
+      std::string key;
+      if (!string(key)) return false;
+      ws();
+      if (!lit(":")) return (void)fail("expected :"), false;
+      Json item;
+      if (!value(item)) return false;
+      v.keys.push_back(std::move(key));
+      v.items.push_back(std::move(item));
+      ws();
+      if (lit("}")) return true;
+      if (!lit(",")) return (void)fail("expected , or }"), false;
+    }
+  }
+
+  std::string_view s_;
+  std::size_t i_ = 0;
+  std::string err_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// WAV
+
+struct Wav {
+  std::uint16_t format = 0;
+  std::uint16_t channels = 0;
+  std::uint32_t rate = 0;
+  std::uint32_t byte_rate = 0;
+  std::uint16_t block_align = 0;
+  std::uint16_t bits = 0;
+  std::vector<std::int16_t> samples;
+};
+
+std::uint32_t le32(const Bytes& b, std::size_t at) {
+  return static_cast<std::uint32_t>(b[at]) | static_cast<std::uint32_t>(b[at + 1]) << 8 |
+         static_cast<std::uint32_t>(b[at + 2]) << 16 | static_cast<std::uint32_t>(b[at + 3]) << 24;
+}
+std::uint16_t le16(const Bytes& b, std::size_t at) {
+  return static_cast<std::uint16_t>(b[at] | b[at + 1] << 8);
+}
+
+std::vector<std::int16_t> samples_le16(const Bytes& b, std::size_t from, std::size_t bytes) {
+  std::vector<std::int16_t> s;
+  const std::size_t end = std::min(b.size(), from + bytes);
+  for (std::size_t i = from; i + 2 <= end; i += 2) s.push_back(static_cast<std::int16_t>(le16(b, i)));
+  return s;
+}
+
+/// Parses a RIFF/WAVE file; fails the test on a malformed one.
+std::optional<Wav> read_wav(const fs::path& p) {
+  const Bytes b = read_file(p);
+  if (b.size() < 12 || std::memcmp(b.data(), "RIFF", 4) != 0 || std::memcmp(b.data() + 8, "WAVE", 4) != 0) {
+    ADD_FAILURE() << p << ": not a RIFF/WAVE file";
+    return std::nullopt;
+  }
+  EXPECT_EQ(le32(b, 4), b.size() - 8) << "RIFF size";
+  Wav w;
+  bool have_fmt = false;
+  for (std::size_t at = 12; at + 8 <= b.size();) {
+    const std::string id(reinterpret_cast<const char*>(b.data() + at), 4);
+    const std::uint32_t size = le32(b, at + 4);
+    const std::size_t body = at + 8;
+    if (body + size > b.size()) {
+      ADD_FAILURE() << p << ": chunk " << id << " runs past the end";
+      return std::nullopt;
+    }
+    if (id == "fmt ") {
+      w.format = le16(b, body);
+      w.channels = le16(b, body + 2);
+      w.rate = le32(b, body + 4);
+      w.byte_rate = le32(b, body + 8);
+      w.block_align = le16(b, body + 12);
+      w.bits = le16(b, body + 14);
+      have_fmt = true;
+    } else if (id == "data") {
+      if (!have_fmt) ADD_FAILURE() << "data before fmt";
+      w.samples = samples_le16(b, body, size);
+      return w;
+    }
+    at = body + size + (size & 1);
+  }
+  ADD_FAILURE() << p << ": no data chunk";
+  return std::nullopt;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixture
+
+class CallrecCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::temp_directory_path() / "callrec_cli_XXXXXX").string();
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr) << std::strerror(errno);
+    dir_ = tmpl;
+    ASSERT_TRUE(fs::exists(kCallrec)) << kCallrec << " not built";
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  fs::path path(const std::string& name) const { return dir_ / name; }
+  /// Writes a record file and returns its path as a string.
+  std::string record(const std::string& name, const Bytes& b) const {
+    write_file(path(name), b);
+    return path(name).string();
+  }
+
+  static bool have_sox() { return run("sox", {"--version"}).exit_code == 0; }
+
+  /// Decodes G.711 bytes with sox: the reference decoder.
+  std::vector<std::int16_t> sox_decode(const Bytes& g711, const char* encoding) {
+    const fs::path in = path(std::string("ref_") + encoding + ".raw");
+    const fs::path out = path(std::string("ref_") + encoding + ".pcm");
+    write_file(in, g711);
+    const RunResult r = run("sox", {"-t", "raw", "-r", "8000", "-e", encoding, "-b", "8", "-c", "1", in.string(), "-t",
+                                    "raw", "-e", "signed-integer", "-b", "16", "-L", out.string()});
+    EXPECT_EQ(r.exit_code, 0) << describe(r);
+    const Bytes pcm = read_file(out);
+    return samples_le16(pcm, 0, pcm.size());
+  }
+
+  fs::path dir_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// help and usage
+
+TEST_F(CallrecCli, HelpListsEverySubcommandAndExitCodes) {
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"--help"}, {"-h"}, {"help"}}) {
+    const RunResult r = callrec(args);
+    ASSERT_EQ(r.exit_code, 0) << describe(r);
+    for (const char* word : {"info", "export", "play", "repair", "list", "status", "help", "Exit codes",
+                             "available with the daemon"}) {
+      EXPECT_TRUE(contains(r.out, word)) << word << " missing from\n" << r.out;
+    }
+    for (const char* code : {"  0  ", "  1  ", "  2  ", "  3  "}) EXPECT_TRUE(contains(r.out, code)) << r.out;
+    EXPECT_TRUE(r.err.empty()) << r.err;
+  }
+}
+
+TEST_F(CallrecCli, SubcommandHelpBothSpellings) {
+  const RunResult a = callrec({"help", "export"});
+  const RunResult b = callrec({"export", "--help"});
+  ASSERT_EQ(a.exit_code, 0) << describe(a);
+  ASSERT_EQ(b.exit_code, 0) << describe(b);
+  EXPECT_EQ(a.out, b.out);
+  for (const char* word : {"Usage: callrec export", "--output", "-o", "--sort", "Exit codes"}) {
+    EXPECT_TRUE(contains(a.out, word)) << word << "\n" << a.out;
+  }
+  for (const char* cmd : {"info", "play", "repair"}) {
+    const RunResult r = callrec({cmd, "-h"});
+    EXPECT_EQ(r.exit_code, 0) << describe(r);
+    EXPECT_TRUE(contains(r.out, std::string("Usage: callrec ") + cmd)) << r.out;
+  }
+  const RunResult play = callrec({"help", "play"});
+  for (const char* word : {"--to", "--speed", "--loop", "--quiet"}) EXPECT_TRUE(contains(play.out, word)) << play.out;
+}
+
+TEST_F(CallrecCli, UsageErrorsExit2) {
+  const std::string good = record("good.rec", record_bytes("PCMA", make_packets(3, 8, 1)));
+  const std::vector<std::vector<std::string>> cases = {
+      {},                                            // no command
+      {"bogus"},                                     // unknown command
+      {"--bogus"},                                   // option before a command
+      {"info"},                                      // no FILE
+      {"info", "--nope", good},                      // unknown option
+      {"info", "--json=yes", good},                  // flag with a value
+      {"export", good},                              // no -o
+      {"export", good, "-o"},                        // -o without value
+      {"export", good, "-o", "a.wav", "-o", "b.wav"},  // -o twice
+      {"export", good, "-o", "-"},                   // stdout is not supported
+      {"play", good},                                // no --to
+      {"play", good, good, "--to", "127.0.0.1:9"},   // two FILEs
+      {"play", good, "--to", "127.0.0.1"},           // no port
+      {"play", good, "--to", "127.0.0.1:0"},         // port 0
+      {"play", good, "--to", "127.0.0.1:70000"},     // port too large
+      {"play", good, "--to", "::1:5004"},            // IPv6 without brackets
+      {"play", good, "--to", "127.0.0.1:9", "--speed", "0"},
+      {"play", good, "--to", "127.0.0.1:9", "--speed", "fast"},
+      {"help", "bogus"},
+      {"list"},
+      {"status"},
+  };
+  for (const auto& args : cases) {
+    const RunResult r = callrec(args);
+    std::string cmdline;
+    for (const auto& a : args) cmdline += a + " ";
+    EXPECT_EQ(r.exit_code, 2) << cmdline << "\n" << describe(r);
+    EXPECT_FALSE(r.err.empty()) << cmdline;
+    EXPECT_TRUE(r.out.empty()) << cmdline << "\n" << r.out;
+  }
+  const RunResult list = callrec({"list"});
+  EXPECT_TRUE(contains(list.err, "daemon")) << list.err;
+  const RunResult unknown = callrec({"info", "--nope", good});
+  EXPECT_TRUE(contains(unknown.err, "--nope")) << unknown.err;
+}
+
+// ---------------------------------------------------------------------------------------------
+// info
+
+TEST_F(CallrecCli, InfoGoodFile) {
+  const std::string f = record("good.rec", record_bytes("PCMA", make_packets(50, 8, 2)));
+  const RunResult r = callrec({"info", f});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  for (const char* s : {"'PCMA' (8000 Hz)", "172 bytes", "increment   160", "8600 bytes", "50 declared, 50 on disk",
+                        "20.000 ms", "1.000 s (0:00:01.000)", "little-endian", "integrity   ok", "problems    none"}) {
+    EXPECT_TRUE(contains(r.out, s)) << "missing '" << s << "' in\n" << r.out;
+  }
+  EXPECT_TRUE(contains(r.out, f));
+}
+
+TEST_F(CallrecCli, InfoBigEndianHeaderAndLongDuration) {
+  // 4000 packets of 20 ms = 80 s; header written big-endian.
+  const std::string f = record("be.rec", record_bytes("pcmu", make_packets(4000, 0, 3), 172, std::nullopt, true));
+  const RunResult r = callrec({"info", f});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(contains(r.out, "big-endian")) << r.out;
+  EXPECT_TRUE(contains(r.out, "80.000 s (0:01:20.000)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "4000 declared, 4000 on disk")) << r.out;
+}
+
+TEST_F(CallrecCli, InfoOfRecordWriterOutput) {
+  fileio::WriterOptions opts;
+  opts.directory = dir_;
+  opts.reserve_bytes = 0;
+  opts.free_space = [](const fs::path&, std::uint64_t& free_bytes) {
+    free_bytes = 1ull << 40;
+    return Status::ok();
+  };
+  fs::path written;
+  {
+    fileio::RecordWriter w(opts);
+    ASSERT_TRUE(w.set_format("PCMU", 172, 160).is_ok());
+    for (const Packet& p : make_packets(25, 0, 4)) {
+      const auto* data = reinterpret_cast<const std::byte*>(p.bytes.data());
+      ASSERT_TRUE(w.append(std::span<const std::byte>(data, p.bytes.size())).is_ok());
+    }
+    ASSERT_TRUE(w.close().is_ok());
+    ASSERT_EQ(w.segments().size(), 1u);
+    written = w.segments().front().path;
+  }
+  const RunResult r = callrec({"info", "--json", written.string()});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  JsonParser parser(r.out);
+  const auto json = parser.parse();
+  ASSERT_TRUE(json) << parser.error() << "\n" << r.out;
+  ASSERT_EQ(json->items.size(), 1u);
+  const Json& o = json->items[0];
+  EXPECT_EQ(o.get("codec")->str, "PCMU");
+  EXPECT_EQ(o.get("packets_on_disk")->number, 25);
+  EXPECT_EQ(o.get("data_size")->number, 25 * 172);
+  EXPECT_TRUE(o.get("ok")->boolean);
+}
+
+TEST_F(CallrecCli, InfoJsonIsOneArrayWithStableKeys) {
+  const std::string good = record("good \"quoted\"\\name.rec", record_bytes("PCMA", make_packets(50, 8, 5)));
+  Bytes damaged_bytes = record_bytes("PCMA", make_packets(50, 8, 6));
+  damaged_bytes.resize(damaged_bytes.size() - 135);  // 49 whole packets + 37 bytes
+  const std::string damaged = record("damaged.rec", damaged_bytes);
+  const RunResult r = callrec({"info", "--json", good, damaged});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  JsonParser parser(r.out);
+  const auto json = parser.parse();
+  ASSERT_TRUE(json) << parser.error() << "\n" << r.out;
+  ASSERT_EQ(json->kind, Json::Kind::kArray);
+  ASSERT_EQ(json->items.size(), 2u);
+  const std::vector<std::string> keys = {"path", "ok", "integrity", "codec", "codec_known", "clock_rate", "rtp_len",
+                                         "increment", "data_size", "file_size", "data_bytes_on_disk",
+                                         "packets_declared", "packets_on_disk", "trailing_bytes", "period_ms",
+                                         "duration_s", "duration", "byte_order", "problems"};
+  for (const Json& o : json->items) {
+    ASSERT_EQ(o.kind, Json::Kind::kObject);
+    EXPECT_EQ(o.keys, keys);
+  }
+  const Json& g = json->items[0];
+  EXPECT_EQ(g.get("path")->str, good);  // escaped and unescaped correctly
+  EXPECT_TRUE(g.get("ok")->boolean);
+  EXPECT_EQ(g.get("integrity")->str, "ok");
+  EXPECT_EQ(g.get("codec")->str, "PCMA");
+  EXPECT_EQ(g.get("clock_rate")->number, 8000);
+  EXPECT_EQ(g.get("rtp_len")->number, 172);
+  EXPECT_EQ(g.get("increment")->number, 160);
+  EXPECT_EQ(g.get("data_size")->number, 8600);
+  EXPECT_EQ(g.get("packets_declared")->number, 50);
+  EXPECT_EQ(g.get("packets_on_disk")->number, 50);
+  EXPECT_EQ(g.get("period_ms")->number, 20);
+  EXPECT_EQ(g.get("duration_s")->number, 1);
+  EXPECT_EQ(g.get("duration")->str, "0:00:01.000");
+  EXPECT_EQ(g.get("byte_order")->str, "little");
+  EXPECT_TRUE(g.get("problems")->items.empty());
+
+  const Json& d = json->items[1];
+  EXPECT_FALSE(d.get("ok")->boolean);
+  EXPECT_EQ(d.get("integrity")->str, "repairable");
+  EXPECT_EQ(d.get("packets_declared")->number, 50);
+  EXPECT_EQ(d.get("packets_on_disk")->number, 49);
+  EXPECT_EQ(d.get("trailing_bytes")->number, 37);
+  ASSERT_FALSE(d.get("problems")->items.empty());
+}
+
+TEST_F(CallrecCli, InfoTruncatedFileNamesTheProblem) {
+  Bytes b = record_bytes("PCMA", make_packets(50, 8, 7));
+  b.resize(b.size() - 135);  // 49 whole packets + 37 bytes of the 50th; dataSize still says 50
+  const std::string f = record("truncated.rec", b);
+  const RunResult r = callrec({"info", f});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  const std::string out = lower(r.out);
+  EXPECT_TRUE(contains(out, "repairable")) << r.out;
+  EXPECT_TRUE(contains(out, "partial") || contains(out, "trailing")) << r.out;
+  EXPECT_TRUE(contains(out, "datasize")) << r.out;
+  EXPECT_TRUE(contains(r.out, "49 on disk")) << r.out;
+}
+
+TEST_F(CallrecCli, InfoWrongDataSize) {
+  const std::string f = record("wrongsize.rec", record_bytes("PCMU", make_packets(20, 0, 8), 172, 172u * 5));
+  const RunResult r = callrec({"info", f});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_TRUE(contains(lower(r.out), "datasize 860")) << r.out;
+  EXPECT_TRUE(contains(r.out, "5 declared, 20 on disk")) << r.out;
+  EXPECT_TRUE(contains(r.out, "NOT OK")) << r.out;
+}
+
+TEST_F(CallrecCli, InfoGarbageAndShortFilesAreBroken) {
+  std::mt19937 rng(9);
+  Bytes garbage(500);
+  for (auto& c : garbage) c = static_cast<std::uint8_t>(rng());
+  const std::string g = record("garbage.rec", garbage);
+  const std::string s = record("short.rec", Bytes{'P', 'C', 'M', 'A'});
+  for (const std::string& f : {g, s}) {
+    const RunResult r = callrec({"info", f});
+    EXPECT_EQ(r.exit_code, 1) << describe(r);
+    EXPECT_TRUE(contains(r.out, "broken")) << r.out;
+    EXPECT_TRUE(contains(r.out, "problem ")) << r.out;
+  }
+  const RunResult r = callrec({"info", s});
+  EXPECT_TRUE(contains(r.out, "shorter than")) << r.out;
+  // Garbage in the codec field stays printable in text and valid in JSON.
+  const RunResult j = callrec({"info", "--json", g});
+  JsonParser parser(j.out);
+  ASSERT_TRUE(parser.parse()) << parser.error() << "\n" << j.out;
+}
+
+TEST_F(CallrecCli, InfoUnknownCodec) {
+  const std::string f = record("g722.rec", record_bytes("G722", make_packets(10, 9, 10)));
+  const RunResult r = callrec({"info", f});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_TRUE(contains(r.out, "G722")) << r.out;
+  EXPECT_TRUE(contains(lower(r.out), "unknown codec")) << r.out;
+}
+
+TEST_F(CallrecCli, InfoMissingFileExit3NamesIt) {
+  const std::string good = record("good.rec", record_bytes("PCMA", make_packets(5, 8, 11)));
+  const std::string missing = path("no-such-file.rec").string();
+  const RunResult r = callrec({"info", missing});
+  EXPECT_EQ(r.exit_code, 3) << describe(r);
+  EXPECT_TRUE(contains(r.err, missing)) << r.err;
+  EXPECT_TRUE(contains(r.err, "No such file")) << r.err;
+  // The other files are still reported.
+  const RunResult both = callrec({"info", good, missing});
+  EXPECT_EQ(both.exit_code, 3) << describe(both);
+  EXPECT_TRUE(contains(both.out, good)) << both.out;
+  const RunResult json = callrec({"info", "--json", missing, good});
+  EXPECT_EQ(json.exit_code, 3);
+  JsonParser parser(json.out);
+  const auto v = parser.parse();
+  ASSERT_TRUE(v) << parser.error() << "\n" << json.out;
+  ASSERT_EQ(v->items.size(), 2u);
+  EXPECT_EQ(v->items[0].get("path")->str, missing);
+  EXPECT_FALSE(v->items[0].get("ok")->boolean);
+  EXPECT_NE(v->items[0].get("error"), nullptr);
+  EXPECT_TRUE(v->items[1].get("ok")->boolean);
+}
+
+// ---------------------------------------------------------------------------------------------
+// export
+
+TEST_F(CallrecCli, ExportPcmaMatchesSox) {
+  if (!have_sox()) GTEST_SKIP() << "sox is not installed: no independent G.711 decoder to compare with";
+  const auto pkts = make_packets(60, 8, 12, /*mixed_shapes=*/true);
+  const std::string f = record("a.rec", record_bytes("PCMA", pkts));
+  const std::string out = path("a.wav").string();
+  const RunResult r = callrec({"export", f, "-o", out});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const auto wav = read_wav(out);
+  ASSERT_TRUE(wav);
+  EXPECT_EQ(wav->format, 1);
+  EXPECT_EQ(wav->channels, 1);
+  EXPECT_EQ(wav->rate, 8000u);
+  EXPECT_EQ(wav->byte_rate, 16000u);
+  EXPECT_EQ(wav->block_align, 2);
+  EXPECT_EQ(wav->bits, 16);
+  const auto ref = sox_decode(concat_payloads(pkts), "a-law");
+  ASSERT_EQ(wav->samples.size(), ref.size());
+  EXPECT_LT(ref.size(), 60u * 160u);  // headers with CSRC/extension and padding were skipped
+  for (std::size_t i = 0; i < ref.size(); ++i) ASSERT_EQ(wav->samples[i], ref[i]) << "sample " << i;
+}
+
+TEST_F(CallrecCli, ExportPcmuMatchesSoxAndCoversEveryByte) {
+  if (!have_sox()) GTEST_SKIP() << "sox is not installed: no independent G.711 decoder to compare with";
+  // One packet per 160 consecutive byte values, so all 256 codes are decoded.
+  auto pkts = make_packets(4, 0, 13);
+  for (std::size_t k = 0; k < pkts.size(); ++k) {
+    for (std::size_t i = 0; i < 160; ++i) {
+      const auto v = static_cast<std::uint8_t>(k * 160 + i);
+      pkts[k].bytes[12 + i] = v;
+      pkts[k].payload[i] = v;
+    }
+  }
+  const std::string f = record("u.rec", record_bytes("PCMU", pkts));
+  const std::string out = path("u.wav").string();
+  const RunResult r = callrec({"export", f, "--output", out});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const auto wav = read_wav(out);
+  ASSERT_TRUE(wav);
+  const auto ref = sox_decode(concat_payloads(pkts), "u-law");
+  ASSERT_EQ(wav->samples.size(), 640u);
+  ASSERT_EQ(wav->samples.size(), ref.size());
+  for (std::size_t i = 0; i < ref.size(); ++i) ASSERT_EQ(wav->samples[i], ref[i]) << "code " << i % 256;
+}
+
+TEST_F(CallrecCli, ExportJoinsSegmentsInOrderAndSorted) {
+  if (!have_sox()) GTEST_SKIP() << "sox is not installed: no independent G.711 decoder to compare with";
+  const auto first = make_packets(30, 8, 14);
+  const auto second = make_packets(20, 8, 15, true);
+  const std::string a = record("Record_20240101T100000.000Z_0.rec", record_bytes("PCMA", first));
+  const std::string b = record("Record_20240101T100010.000Z_1.rec", record_bytes("PCMA", second));
+  Bytes joined = concat_payloads(first);
+  const Bytes tail = concat_payloads(second);
+  joined.insert(joined.end(), tail.begin(), tail.end());
+  const auto ref = sox_decode(joined, "a-law");
+
+  // In the order given.
+  const std::string out1 = path("joined.wav").string();
+  RunResult r = callrec({"export", a, b, "-o", out1});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(contains(r.out, "2 files")) << r.out;
+  auto wav = read_wav(out1);
+  ASSERT_TRUE(wav);
+  EXPECT_EQ(wav->samples, ref);
+
+  // Given in reverse: joined reversed without --sort, in name order with --sort.
+  const std::string out2 = path("reversed.wav").string();
+  r = callrec({"export", b, a, "-o", out2});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  wav = read_wav(out2);
+  ASSERT_TRUE(wav);
+  EXPECT_NE(wav->samples, ref);
+  const std::string out3 = path("sorted.wav").string();
+  r = callrec({"export", "--sort", b, a, "-o", out3});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  wav = read_wav(out3);
+  ASSERT_TRUE(wav);
+  EXPECT_EQ(wav->samples, ref);
+}
+
+TEST_F(CallrecCli, ExportDamagedFileIsPartial) {
+  if (!have_sox()) GTEST_SKIP() << "sox is not installed: no independent G.711 decoder to compare with";
+  auto pkts = make_packets(10, 8, 16);
+  Bytes b = record_bytes("PCMA", pkts);
+  b.resize(b.size() - 100);  // 9 whole packets + 72 bytes
+  const std::string f = record("damaged.rec", b);
+  const std::string out = path("damaged.wav").string();
+  const RunResult r = callrec({"export", f, "-o", out});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_TRUE(contains(r.err, f)) << r.err;
+  pkts.pop_back();
+  const auto wav = read_wav(out);
+  ASSERT_TRUE(wav);
+  EXPECT_EQ(wav->samples, sox_decode(concat_payloads(pkts), "a-law"));
+}
+
+TEST_F(CallrecCli, ExportRefusals) {
+  const std::string good = record("good.rec", record_bytes("PCMA", make_packets(5, 8, 17)));
+  const std::string g722 = record("g722.rec", record_bytes("G722", make_packets(5, 9, 18)));
+  const std::string out = path("out.wav").string();
+
+  RunResult r = callrec({"export", good, g722, "-o", out});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_TRUE(contains(r.err, g722)) << r.err;
+  EXPECT_TRUE(contains(r.err, "G722")) << r.err;
+  EXPECT_FALSE(fs::exists(out)) << "nothing may be written for an impossible export";
+
+  const std::string missing = path("missing.rec").string();
+  r = callrec({"export", good, missing, "-o", out});
+  EXPECT_EQ(r.exit_code, 3) << describe(r);
+  EXPECT_TRUE(contains(r.err, missing)) << r.err;
+  EXPECT_FALSE(fs::exists(out));
+
+  r = callrec({"export", good, "-o", good});  // would destroy the input
+  EXPECT_EQ(r.exit_code, 2) << describe(r);
+  EXPECT_EQ(read_file(good).size(), 76u + 5 * 172);
+
+  r = callrec({"export", good, "-o", path("no-such-dir/out.wav").string()});
+  EXPECT_EQ(r.exit_code, 3) << describe(r);
+  EXPECT_TRUE(contains(r.err, "no-such-dir")) << r.err;
+}
+
+// ---------------------------------------------------------------------------------------------
+// play
+
+/// A UDP receiver on loopback that records kernel receive timestamps (SO_TIMESTAMPNS): the
+/// stamp is taken when the sender's datagram enters the loopback device, so it does not
+/// depend on when this (possibly descheduled) test thread gets to read it.
+class UdpReceiver {
+ public:
+  explicit UdpReceiver(int family) {
+    fd_ = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) return;
+    const int one = 1;
+    setsockopt(fd_, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
+    const int rcvbuf = 4 << 20;
+    setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    sockaddr_storage ss{};
+    socklen_t len = 0;
+    if (family == AF_INET) {
+      auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+      a->sin_family = AF_INET;
+      a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      len = sizeof(sockaddr_in);
+    } else {
+      auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+      a->sin6_family = AF_INET6;
+      a->sin6_addr = in6addr_loopback;
+      len = sizeof(sockaddr_in6);
+    }
+    if (bind(fd_, reinterpret_cast<sockaddr*>(&ss), len) != 0 ||
+        getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+      close(fd_);
+      fd_ = -1;
+      return;
+    }
+    port_ = ntohs(family == AF_INET ? reinterpret_cast<sockaddr_in*>(&ss)->sin_port
+                                    : reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+  }
+  UdpReceiver(const UdpReceiver&) = delete;
+  UdpReceiver& operator=(const UdpReceiver&) = delete;
+  ~UdpReceiver() {
+    if (fd_ >= 0) close(fd_);
+  }
+  [[nodiscard]] bool ok() const { return fd_ >= 0; }
+  [[nodiscard]] std::uint16_t port() const { return port_; }
+
+  struct Datagram {
+    Bytes bytes;
+    std::int64_t t_ns = 0;  ///< kernel receive time (CLOCK_REALTIME), 0 when not available
+  };
+
+  /// Receives until `n` datagrams arrived or nothing came for `idle`.
+  std::vector<Datagram> receive(std::size_t n, std::chrono::milliseconds idle) {
+    std::vector<Datagram> got;
+    while (got.size() < n) {
+      pollfd p{fd_, POLLIN, 0};
+      const int rc = poll(&p, 1, static_cast<int>(idle.count()));
+      if (rc < 0 && errno == EINTR) continue;
+      if (rc <= 0) break;
+      Datagram d;
+      d.bytes.resize(65536);
+      iovec iov{d.bytes.data(), d.bytes.size()};
+      alignas(cmsghdr) char control[256];
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof control;
+      const ssize_t len = recvmsg(fd_, &msg, 0);
+      if (len < 0) break;
+      d.bytes.resize(static_cast<std::size_t>(len));
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+          timespec ts{};
+          std::memcpy(&ts, CMSG_DATA(c), sizeof ts);
+          d.t_ns = static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+        }
+      }
+      got.push_back(std::move(d));
+    }
+    return got;
+  }
+
+ private:
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+};
+
+/// Bytes and order exactly as stored; pacing never early: packet k arrives no earlier than
+/// first + k * period (minus 2 ms for clock-rate differences), and the whole play takes at
+/// least 95% of (n-1) periods. No tight upper bound: a loaded machine may be late, never early.
+void expect_played(const std::vector<UdpReceiver::Datagram>& got, const std::vector<Packet>& pkts, double period_ms) {
+  ASSERT_EQ(got.size(), pkts.size());
+  for (std::size_t i = 0; i < pkts.size(); ++i) ASSERT_EQ(got[i].bytes, pkts[i].bytes) << "packet " << i;
+  if (std::any_of(got.begin(), got.end(), [](const auto& d) { return d.t_ns == 0; })) {
+    ADD_FAILURE() << "no SO_TIMESTAMPNS receive timestamps: pacing not checked";
+    return;
+  }
+  const auto period_ns = static_cast<std::int64_t>(period_ms * 1e6);
+  constexpr std::int64_t kEarlyToleranceNs = 2'000'000;
+  const std::int64_t t0 = got.front().t_ns;
+  for (std::size_t k = 1; k < got.size(); ++k) {
+    const std::int64_t deadline = t0 + static_cast<std::int64_t>(k) * period_ns;
+    EXPECT_GE(got[k].t_ns, deadline - kEarlyToleranceNs)
+        << "packet " << k << " early by " << static_cast<double>(deadline - got[k].t_ns) / 1e6 << " ms";
+  }
+  const double elapsed_ms = static_cast<double>(got.back().t_ns - t0) / 1e6;
+  const double nominal_ms = static_cast<double>(got.size() - 1) * period_ms;
+  EXPECT_GE(elapsed_ms, nominal_ms * 0.95);
+  EXPECT_LT(elapsed_ms, nominal_ms * 2 + 5000) << "absurdly slow: pacing broken?";
+}
+
+TEST_F(CallrecCli, PlaySendsEveryPacketPacedIPv4) {
+  UdpReceiver rx(AF_INET);
+  ASSERT_TRUE(rx.ok()) << std::strerror(errno);
+  const auto pkts = make_packets(50, 8, 19, true);
+  const std::string f = record("play.rec", record_bytes("PCMA", pkts));
+  Child c = spawn(kCallrec, {"play", f, "--to", "127.0.0.1:" + std::to_string(rx.port()), "--quiet"});
+  const auto got = rx.receive(pkts.size(), std::chrono::seconds(10));
+  const RunResult r = finish(c);
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  expect_played(got, pkts, 20.0);
+  // Only a summary line on stderr (quiet, and stderr is not a tty anyway).
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "sent 50/50 packets")) << r.err;
+  EXPECT_EQ(r.err.find('\r'), std::string::npos) << "progress line on a pipe";
+}
+
+TEST_F(CallrecCli, PlayWithSpeedIPv6) {
+  UdpReceiver rx(AF_INET6);
+  if (!rx.ok()) GTEST_SKIP() << "no IPv6 loopback here: " << std::strerror(errno);
+  const auto pkts = make_packets(80, 0, 20);
+  const std::string f = record("play6.rec", record_bytes("PCMU", pkts));
+  Child c = spawn(kCallrec, {"play", f, "--to", "[::1]:" + std::to_string(rx.port()), "--speed", "4"});
+  const auto got = rx.receive(pkts.size(), std::chrono::seconds(10));
+  const RunResult r = finish(c);
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  expect_played(got, pkts, 5.0);  // 20 ms / 4
+  EXPECT_TRUE(contains(r.err, "sent 80/80 packets")) << r.err;
+}
+
+TEST_F(CallrecCli, PlayLoopStopsCleanlyOnSigint) {
+  UdpReceiver rx(AF_INET);
+  ASSERT_TRUE(rx.ok());
+  const auto pkts = make_packets(10, 8, 21);
+  const std::string f = record("loop.rec", record_bytes("PCMA", pkts));
+  Child c = spawn(kCallrec, {"play", f, "--to", "127.0.0.1:" + std::to_string(rx.port()), "--loop", "--speed", "10",
+                             "--quiet"});
+  const auto got = rx.receive(25, std::chrono::seconds(10));  // 2.5 passes
+  kill(c.pid, SIGINT);
+  const RunResult r = finish(c);
+  ASSERT_EQ(got.size(), 25u);
+  for (std::size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i].bytes, pkts[i % pkts.size()].bytes) << i;
+  EXPECT_EQ(r.exit_code, 0) << "stopping a --loop after whole passes is the normal end\n" << describe(r);
+  EXPECT_TRUE(contains(r.err, "stopped by SIGINT")) << r.err;
+  EXPECT_TRUE(contains(r.err, "whole passes of 10")) << r.err;
+}
+
+TEST_F(CallrecCli, PlayInterruptedIsPartial) {
+  UdpReceiver rx(AF_INET);
+  ASSERT_TRUE(rx.ok());
+  const auto pkts = make_packets(500, 8, 22);  // 10 s
+  const std::string f = record("long.rec", record_bytes("PCMA", pkts));
+  Child c = spawn(kCallrec, {"play", f, "--to", "127.0.0.1:" + std::to_string(rx.port())});
+  const auto got = rx.receive(5, std::chrono::seconds(10));
+  ASSERT_EQ(got.size(), 5u);
+  kill(c.pid, SIGINT);
+  const RunResult r = finish(c, std::chrono::seconds(5));
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_TRUE(contains(r.err, "stopped by SIGINT")) << r.err;
+  EXPECT_TRUE(contains(r.err, "/500 packets")) << r.err;
+}
+
+TEST_F(CallrecCli, PlayErrors) {
+  const auto pkts = make_packets(5, 8, 23);
+  const std::string good = record("good.rec", record_bytes("PCMA", pkts));
+  const std::string missing = path("missing.rec").string();
+  RunResult r = callrec({"play", missing, "--to", "127.0.0.1:9"});
+  EXPECT_EQ(r.exit_code, 3) << describe(r);
+  EXPECT_TRUE(contains(r.err, missing)) << r.err;
+
+  std::mt19937 rng(24);
+  Bytes garbage(300);
+  for (auto& c : garbage) c = static_cast<std::uint8_t>(rng());
+  const std::string broken = record("garbage.rec", garbage);
+  r = callrec({"play", broken, "--to", "127.0.0.1:9"});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_TRUE(contains(r.err, broken)) << r.err;
+
+  // Nobody listens: ICMP port unreachable makes sends fail (ECONNREFUSED): partial.
+  std::uint16_t closed_port = 0;
+  {
+    UdpReceiver tmp(AF_INET);
+    closed_port = tmp.port();
+  }
+  r = callrec({"play", good, "--to", "127.0.0.1:" + std::to_string(closed_port), "--speed", "10", "--quiet"});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_TRUE(contains(r.err, "sends failed")) << r.err;
+}
+
+// ---------------------------------------------------------------------------------------------
+// repair
+
+TEST_F(CallrecCli, RepairFixesThenNothingToChange) {
+  Bytes b = record_bytes("PCMA", make_packets(50, 8, 25), 172, 172u * 60);  // dataSize says 60
+  b.resize(b.size() - 135);                                                // 49 whole + 37 bytes
+  const std::string f = record("crashed.rec", b);
+
+  // --dry-run: reports, changes nothing.
+  RunResult r = callrec({"repair", "--dry-run", f});
+  EXPECT_EQ(r.exit_code, 1) << "a file needing repair is a file with problems\n" << describe(r);
+  EXPECT_TRUE(contains(r.out, "dataSize 10320 -> 8428")) << r.out;
+  EXPECT_TRUE(contains(r.out, "37 bytes")) << r.out;
+  EXPECT_TRUE(contains(r.out, "dry run")) << r.out;
+  EXPECT_EQ(read_file(f), b) << "--dry-run changed the file";
+
+  r = callrec({"repair", f});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(contains(r.out, "repaired")) << r.out;
+  EXPECT_TRUE(contains(r.out, "dataSize 10320 -> 8428")) << r.out;
+  EXPECT_TRUE(contains(r.out, "37 bytes")) << r.out;
+  const Bytes fixed = read_file(f);
+  ASSERT_EQ(fixed.size(), 76u + 49 * 172);
+  EXPECT_EQ(le32(fixed, 72), 49u * 172);
+  // Nothing but dataSize and the length changed.
+  EXPECT_TRUE(std::equal(fixed.begin(), fixed.begin() + 72, b.begin()));
+  EXPECT_TRUE(std::equal(fixed.begin() + 76, fixed.end(), b.begin() + 76));
+
+  r = callrec({"repair", f});
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(contains(r.out, "ok, nothing to change")) << r.out;
+  r = callrec({"repair", "--dry-run", f});
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(contains(r.out, "ok, nothing to change")) << r.out;
+  r = callrec({"info", f});
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+}
+
+TEST_F(CallrecCli, RepairRefusesBrokenAndMissing) {
+  std::mt19937 rng(26);
+  Bytes garbage(400);
+  for (auto& c : garbage) c = static_cast<std::uint8_t>(rng());
+  const std::string broken = record("garbage.rec", garbage);
+  RunResult r = callrec({"repair", broken});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_TRUE(contains(r.err, broken)) << r.err;
+  EXPECT_EQ(read_file(broken), garbage);
+
+  const std::string missing = path("missing.rec").string();
+  r = callrec({"repair", missing});
+  EXPECT_EQ(r.exit_code, 3) << describe(r);
+  EXPECT_TRUE(contains(r.err, missing)) << r.err;
+}
+
+}  // namespace
