@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,8 @@ class Source {
   /// the writer's ring after the flow's last packet.
   virtual void remove_flow(StreamId stream) = 0;
   [[nodiscard]] virtual SourceStats stats() const = 0;
+  /// Control thread. Counters of an installed flow; nullopt once removed or unknown.
+  [[nodiscard]] virtual std::optional<FlowStats> flow_stats(StreamId stream) const = 0;
   /// Number of RX threads (= producers of the writer pool).
   [[nodiscard]] virtual unsigned rx_threads() const = 0;
   [[nodiscard]] virtual std::string name() const = 0;

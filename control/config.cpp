@@ -1,0 +1,695 @@
+#include "control/config.hpp"
+
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netdb.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <vector>
+
+namespace callrec::control {
+namespace {
+
+// ---- small parsers ---------------------------------------------------------------------------
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+/// Unsigned decimal into `out`; error text (without the option name) or "".
+template <class T>
+std::string parse_unsigned(std::string_view s, T& out) {
+  if (s.empty()) return "missing number";
+  if (!std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; })) return "not a number";
+  T value{};
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (ec == std::errc::result_out_of_range) return "out of range";
+  if (ec != std::errc() || end != s.data() + s.size()) return "not a number";
+  out = value;
+  return {};
+}
+
+std::string parse_bool(std::string_view s, bool& out) {
+  const std::string v = lower(s);
+  if (v == "1" || v == "true" || v == "yes" || v == "on") {
+    out = true;
+    return {};
+  }
+  if (v == "0" || v == "false" || v == "no" || v == "off") {
+    out = false;
+    return {};
+  }
+  return "expected true|false";
+}
+
+std::string range_check(std::uint64_t v, std::uint64_t lo, std::uint64_t hi) {
+  if (v < lo || v > hi) return "must be " + std::to_string(lo) + ".." + std::to_string(hi);
+  return {};
+}
+
+/// Quote a value for the config file when it would not read back as is.
+std::string quote_if_needed(const std::string& v) {
+  const bool needs = v.find('#') != std::string::npos || (!v.empty() && (trim(v).size() != v.size() || v.front() == '"'));
+  return needs ? "\"" + v + "\"" : v;
+}
+
+/// The levels of control/log.hpp (LogLevel).
+constexpr std::array<std::string_view, 4> kLogLevels = {"error", "warn", "info", "debug"};
+
+bool valid_hostname(std::string_view s) {
+  if (s.empty() || s.size() > 253) return false;
+  std::size_t label = 0;
+  bool all_numeric = true;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (c == '.') {
+      if (label == 0) return false;
+      label = 0;
+      continue;
+    }
+    const bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    const bool digit = c >= '0' && c <= '9';
+    if (!alpha && !digit && c != '-') return false;
+    if (c == '-' && label == 0) return false;
+    if (!digit) all_numeric = false;
+    if (++label > 63) return false;
+  }
+  // "300.1.1.1" is a bad IPv4 address, not a host name.
+  return label != 0 && !all_numeric;
+}
+
+bool is_unspecified(const sockaddr_storage& a) {
+  if (a.ss_family == AF_INET) {
+    return reinterpret_cast<const sockaddr_in&>(a).sin_addr.s_addr == htonl(INADDR_ANY);
+  }
+  if (a.ss_family == AF_INET6) {
+    const auto& in6 = reinterpret_cast<const sockaddr_in6&>(a).sin6_addr;
+    return std::memcmp(&in6, &in6addr_any, sizeof(in6)) == 0;
+  }
+  return false;
+}
+
+bool same_endpoint(const sockaddr_storage& a, const sockaddr_storage& b) {
+  return a.ss_family == b.ss_family && format_endpoint(a) == format_endpoint(b);
+}
+
+// ---- the option table ------------------------------------------------------------------------
+
+/// Errors are returned as text without the option name: "not a number". Empty text: fine.
+using Setter = std::string (*)(DaemonConfig&, std::string_view);
+using Getter = std::string (*)(const DaemonConfig&);
+using Checker = std::string (*)(const DaemonConfig&);
+
+struct Option {
+  std::string_view flag;      ///< without "--"
+  std::string_view key;       ///< config file key ("dpdk.eal" = key eal of [dpdk])
+  std::string_view metavar;   ///< "" for a boolean flag
+  std::string_view help;
+  std::string_view default_note;  ///< shown instead of the default value when not empty
+  Setter set;
+  Getter get;
+  Checker check;              ///< single-value check (validate() and right after setting)
+};
+
+std::string no_check(const DaemonConfig& /*cfg*/) { return {}; }
+
+std::string check_endpoint(std::string_view text) {
+  sockaddr_storage ss{};
+  const Status st = parse_endpoint(text, ss);
+  return st ? std::string() : st.message();
+}
+
+std::string check_listen(const DaemonConfig& c) { return check_endpoint(c.listen); }
+
+std::string check_rtp_ports(const DaemonConfig& c) {
+  if (c.rtp_port_lo == 0) return "port 0 is not a port";
+  if (c.rtp_port_lo > c.rtp_port_hi) return "low port above high port";
+  return {};
+}
+
+std::string check_advertise(const DaemonConfig& c) {
+  if (c.advertise.empty()) return {};
+  sockaddr_storage ss{};
+  if (parse_ip(c.advertise, ss)) {
+    if (is_unspecified(ss)) return "a wildcard address cannot be sent to phones";
+    return {};
+  }
+  if (c.advertise.find(':') != std::string::npos) return "not a valid IPv6 address";
+  if (!valid_hostname(c.advertise)) return "not an IP address or host name";
+  return {};
+}
+
+std::string check_storage(const DaemonConfig& c) { return c.storage.empty() ? "must not be empty" : ""; }
+std::string check_rx_threads(const DaemonConfig& c) { return range_check(c.rx_threads, 1, 256); }
+std::string check_writers(const DaemonConfig& c) { return range_check(c.writers, 1, 256); }
+std::string check_rtp_timeout(const DaemonConfig& c) { return range_check(c.rtp_timeout_s, 1, 86400); }
+std::string check_max_connections(const DaemonConfig& c) { return range_check(c.max_connections, 1, 1000000); }
+std::string check_max_message(const DaemonConfig& c) { return range_check(c.max_message, 256, 1u << 20); }
+std::string check_reserve_mb(const DaemonConfig& c) { return range_check(c.reserve_mb, 0, 1ull << 30); }
+std::string check_max_file_mb(const DaemonConfig& c) {
+  if (c.max_file_mb > 4095) return "must be 0 (unlimited) or 1..4095: dataSize is 32 bits";
+  return {};
+}
+std::string check_flush_ms(const DaemonConfig& c) { return range_check(c.flush_ms, 10, 60000); }
+std::string check_reorder_window(const DaemonConfig& c) { return range_check(c.reorder_window, 1, 256); }
+std::string check_max_gap_fill(const DaemonConfig& c) { return range_check(c.max_gap_fill, 0, 3000); }
+std::string check_port_quarantine(const DaemonConfig& c) { return range_check(c.port_quarantine_s, 0, 3600); }
+std::string check_metrics(const DaemonConfig& c) { return c.metrics.empty() ? "" : check_endpoint(c.metrics); }
+std::string check_log_level(const DaemonConfig& c) {
+  if (std::find(kLogLevels.begin(), kLogLevels.end(), c.log_level) == kLogLevels.end()) {
+    return "expected error|warn|info|debug";
+  }
+  return {};
+}
+std::string check_source(const DaemonConfig& c) {
+#ifndef CALLREC_HAVE_DPDK
+  if (c.source == SourceKind::kDpdk) return "this build has no DPDK support (libdpdk was not found)";
+#else
+  (void)c;
+#endif
+  return {};
+}
+std::string check_dpdk_queues(const DaemonConfig& c) { return range_check(c.dpdk.queues, 0, 64); }
+std::string check_dpdk_mempool(const DaemonConfig& c) { return range_check(c.dpdk.mempool, 1023, 1u << 24); }
+std::string check_dpdk_lcores(const DaemonConfig& c) {
+  const bool ok = std::all_of(c.dpdk.lcores.begin(), c.dpdk.lcores.end(), [](char ch) {
+    return (ch >= '0' && ch <= '9') || ch == ',' || ch == '-' || ch == '@' || ch == '(' || ch == ')';
+  });
+  return ok ? "" : "expected an lcore list such as 1-2 or 1,3";
+}
+std::string check_dpdk_address(const DaemonConfig& c) {
+  if (c.dpdk.address.empty()) return {};
+  in_addr a{};
+  if (inet_pton(AF_INET, c.dpdk.address.c_str(), &a) != 1) return "not an IPv4 address";
+  if (a.s_addr == htonl(INADDR_ANY)) return "a wildcard address cannot be the dataplane's";
+  return {};
+}
+
+std::string set_string(std::string& field, std::string_view v) {
+  field.assign(v);
+  return {};
+}
+
+const std::vector<Option>& options() {
+  static const std::vector<Option> kOptions = {
+      {"listen", "listen", "ADDR:PORT", "control TCP endpoint the phones connect to ([::]:PORT for IPv6)", "",
+       [](DaemonConfig& c, std::string_view v) { return set_string(c.listen, v); },
+       [](const DaemonConfig& c) { return c.listen; }, check_listen},
+      {"rtp-ports", "rtp_ports", "LO-HI", "UDP ports handed out for RTP, inclusive", "",
+       [](DaemonConfig& c, std::string_view v) -> std::string {
+         const std::size_t dash = v.find('-');
+         std::uint16_t lo = 0;
+         std::uint16_t hi = 0;
+         if (dash == std::string_view::npos) {
+           if (auto e = parse_unsigned(v, lo); !e.empty()) return "expected LO-HI (" + e + ")";
+           hi = lo;
+         } else {
+           if (auto e = parse_unsigned(trim(v.substr(0, dash)), lo); !e.empty()) return "expected LO-HI (" + e + ")";
+           if (auto e = parse_unsigned(trim(v.substr(dash + 1)), hi); !e.empty()) return "expected LO-HI (" + e + ")";
+         }
+         c.rtp_port_lo = lo;
+         c.rtp_port_hi = hi;
+         return {};
+       },
+       [](const DaemonConfig& c) { return std::to_string(c.rtp_port_lo) + "-" + std::to_string(c.rtp_port_hi); },
+       check_rtp_ports},
+      {"rtp-all-ports", "rtp_all_ports", "", "hand out odd ports too (default: even ports only, RTP convention)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_bool(v, c.rtp_all_ports); },
+       [](const DaemonConfig& c) { return std::string(c.rtp_all_ports ? "true" : "false"); }, no_check},
+      {"advertise", "advertise", "ADDR", "address sent to phones in server= (IP or host name)",
+       "the local address of the phone's TCP connection (--source dpdk: --dpdk-address)",
+       [](DaemonConfig& c, std::string_view v) { return set_string(c.advertise, v); },
+       [](const DaemonConfig& c) { return c.advertise; }, check_advertise},
+      {"storage", "storage", "DIR", "directory recordings are written to (filed by device)", "",
+       [](DaemonConfig& c, std::string_view v) -> std::string {
+         c.storage = std::filesystem::path(std::string(v));
+         return {};
+       },
+       [](const DaemonConfig& c) { return c.storage.string(); }, check_storage},
+      {"catalog", "catalog", "FILE", "SQLite catalog of recordings", "<storage>/../catalog.db",
+       [](DaemonConfig& c, std::string_view v) -> std::string {
+         c.catalog = std::filesystem::path(std::string(v));
+         return {};
+       },
+       [](const DaemonConfig& c) { return c.catalog.string(); }, no_check},
+      {"rx-threads", "rx_threads", "N", "packet receive threads (1..256)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.rx_threads); },
+       [](const DaemonConfig& c) { return std::to_string(c.rx_threads); }, check_rx_threads},
+      {"writers", "writers", "N", "file writer threads (1..256)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.writers); },
+       [](const DaemonConfig& c) { return std::to_string(c.writers); }, check_writers},
+      {"rtp-timeout", "rtp_timeout", "SECONDS", "no RTP for this long stops the recording (1..86400)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.rtp_timeout_s); },
+       [](const DaemonConfig& c) { return std::to_string(c.rtp_timeout_s); }, check_rtp_timeout},
+      {"latch", "latch", "", "accept RTP from the first source seen (NAT), not only the phone's address", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_bool(v, c.latch); },
+       [](const DaemonConfig& c) { return std::string(c.latch ? "true" : "false"); }, no_check},
+      {"max-connections", "max_connections", "N", "control connections at most (1..1000000)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.max_connections); },
+       [](const DaemonConfig& c) { return std::to_string(c.max_connections); }, check_max_connections},
+      {"max-message", "max_message", "BYTES", "longest control message; longer drops the peer (256..1048576)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.max_message); },
+       [](const DaemonConfig& c) { return std::to_string(c.max_message); }, check_max_message},
+      {"reserve-mb", "reserve_mb", "MB", "free space kept on the storage volume; below it, starts fail with no_space", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.reserve_mb); },
+       [](const DaemonConfig& c) { return std::to_string(c.reserve_mb); }, check_reserve_mb},
+      {"max-file-mb", "max_file_mb", "MB", "start a new file at this size (0: unlimited, at most 4095)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.max_file_mb); },
+       [](const DaemonConfig& c) { return std::to_string(c.max_file_mb); }, check_max_file_mb},
+      {"flush-ms", "flush_ms", "MS", "longest time data waits in a writer buffer (10..60000)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.flush_ms); },
+       [](const DaemonConfig& c) { return std::to_string(c.flush_ms); }, check_flush_ms},
+      {"reorder-window", "reorder_window", "N", "RTP packets held to put reordered ones back (1..256)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.reorder_window); },
+       [](const DaemonConfig& c) { return std::to_string(c.reorder_window); }, check_reorder_window},
+      {"max-gap-fill", "max_gap_fill", "N", "longest gap filled with silence, in packets (0..3000)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.max_gap_fill); },
+       [](const DaemonConfig& c) { return std::to_string(c.max_gap_fill); }, check_max_gap_fill},
+      {"port-quarantine", "port_quarantine", "SECONDS", "a released RTP port is reused only after this (0..3600)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.port_quarantine_s); },
+       [](const DaemonConfig& c) { return std::to_string(c.port_quarantine_s); }, check_port_quarantine},
+      {"metrics", "metrics", "ADDR:PORT", "Prometheus metrics endpoint (empty: off)", "",
+       [](DaemonConfig& c, std::string_view v) { return set_string(c.metrics, v); },
+       [](const DaemonConfig& c) { return c.metrics; }, check_metrics},
+      {"log-level", "log_level", "LEVEL", "log verbosity: error|warn|info|debug", "",
+       [](DaemonConfig& c, std::string_view v) -> std::string {
+         c.log_level = lower(v);
+         if (c.log_level == "warning") c.log_level = "warn";
+         return {};
+       },
+       [](const DaemonConfig& c) { return c.log_level; }, check_log_level},
+      {"source", "source", "kernel|dpdk", "packet source: kernel UDP sockets or a DPDK port", "",
+       [](DaemonConfig& c, std::string_view v) -> std::string {
+         const std::string s = lower(v);
+         if (s == "kernel") {
+           c.source = SourceKind::kKernel;
+         } else if (s == "dpdk") {
+           c.source = SourceKind::kDpdk;
+         } else {
+           return "expected kernel|dpdk";
+         }
+         return {};
+       },
+       [](const DaemonConfig& c) { return std::string(source_name(c.source)); }, check_source},
+      {"dpdk-eal", "dpdk.eal", "ARGS", "extra EAL arguments, blank-separated (quote them)", "",
+       [](DaemonConfig& c, std::string_view v) { return set_string(c.dpdk.eal, v); },
+       [](const DaemonConfig& c) { return c.dpdk.eal; }, no_check},
+      {"dpdk-port", "dpdk.port", "N", "DPDK ethdev port id", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.dpdk.port); },
+       [](const DaemonConfig& c) { return std::to_string(c.dpdk.port); }, no_check},
+      {"dpdk-queues", "dpdk.queues", "N", "RX queues (0..64)", "0: one per RX thread",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.dpdk.queues); },
+       [](const DaemonConfig& c) { return std::to_string(c.dpdk.queues); }, check_dpdk_queues},
+      {"dpdk-lcores", "dpdk.lcores", "LIST", "EAL lcore list, e.g. 1-2", "EAL default",
+       [](DaemonConfig& c, std::string_view v) { return set_string(c.dpdk.lcores, v); },
+       [](const DaemonConfig& c) { return c.dpdk.lcores; }, check_dpdk_lcores},
+      {"dpdk-mempool", "dpdk.mempool", "N", "mbufs in the packet pool (1023..16777216)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.dpdk.mempool); },
+       [](const DaemonConfig& c) { return std::to_string(c.dpdk.mempool); }, check_dpdk_mempool},
+      {"dpdk-address", "dpdk.address", "IPV4", "the dataplane's own IPv4 address (required with --source dpdk)",
+       "none",
+       [](DaemonConfig& c, std::string_view v) { return set_string(c.dpdk.address, v); },
+       [](const DaemonConfig& c) { return c.dpdk.address; }, check_dpdk_address},
+  };
+  return kOptions;
+}
+
+const Option* find_flag(std::string_view flag) {
+  for (const auto& o : options()) {
+    if (o.flag == flag) return &o;
+  }
+  return nullptr;
+}
+
+const Option* find_key(std::string_view key) {
+  for (const auto& o : options()) {
+    if (o.key == key) return &o;
+  }
+  return nullptr;
+}
+
+/// Sets an option and checks the value alone. Error text without the option name, or "".
+std::string set_option(const Option& o, DaemonConfig& cfg, std::string_view value) {
+  if (o.metavar.empty() && value.empty()) value = "true";  // a boolean flag without value
+  if (auto e = o.set(cfg, value); !e.empty()) return e;
+  return o.check(cfg);
+}
+
+std::string flag_error(const Option& o, std::string_view value, const std::string& why) {
+  std::string m = "--" + std::string(o.flag);
+  if (!value.empty()) m += " " + std::string(value);
+  return m + ": " + why;
+}
+
+}  // namespace
+
+std::string_view source_name(SourceKind s) { return s == SourceKind::kDpdk ? "dpdk" : "kernel"; }
+
+// ---- config file -----------------------------------------------------------------------------
+
+Status load_config_text(std::string_view text, std::string_view name, DaemonConfig& cfg) {
+  std::string section;
+  std::size_t line_no = 0;
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    std::size_t nl = text.find('\n', pos);
+    if (nl == std::string_view::npos) nl = text.size();
+    const std::string_view raw = text.substr(pos, nl - pos);
+    pos = nl + 1;
+    ++line_no;
+    // "FILE:LINE: " + parts (built only on error).
+    auto fail = [&name, line_no](std::initializer_list<std::string_view> parts) {
+      std::string m(name);
+      m += ':';
+      m += std::to_string(line_no);
+      m += ": ";
+      for (const auto part : parts) m += part;
+      return Status::error(std::move(m));
+    };
+
+    const std::string_view line = trim(raw);
+    if (line.empty() || line.front() == '#') continue;
+    if (line.front() == '[') {
+      if (line.back() != ']') return fail({"expected [section]"});
+      section = lower(trim(line.substr(1, line.size() - 2)));
+      continue;
+    }
+    const std::size_t eq = line.find('=');
+    if (eq == std::string_view::npos) return fail({"expected key = value, got '", line, "'"});
+    std::string key = lower(trim(line.substr(0, eq)));
+    std::replace(key.begin(), key.end(), '-', '_');
+    if (key.empty()) return fail({"missing key before '='"});
+    if (!section.empty()) key.insert(0, section + ".");
+
+    std::string_view value = trim(line.substr(eq + 1));
+    if (!value.empty() && value.front() == '"') {
+      const std::size_t close = value.find('"', 1);
+      if (close == std::string_view::npos) return fail({"unterminated quote in ", key});
+      const std::string_view rest = trim(value.substr(close + 1));
+      if (!rest.empty() && rest.front() != '#') return fail({"text after the closing quote of ", key});
+      value = value.substr(1, close - 1);
+    } else {
+      // An inline comment starts at a '#' that follows a blank.
+      for (std::size_t i = 1; i < value.size(); ++i) {
+        if (value[i] == '#' && (value[i - 1] == ' ' || value[i - 1] == '\t')) {
+          value = trim(value.substr(0, i));
+          break;
+        }
+      }
+    }
+
+    const Option* o = find_key(key);
+    if (o == nullptr) return fail({"unknown key '", key, "'"});
+    if (o->metavar.empty() && value.empty()) return fail({key, ": expected true|false"});
+    if (auto e = set_option(*o, cfg, value); !e.empty()) {
+      return fail({key, " = ", value, ": ", e});
+    }
+  }
+  return Status::ok();
+}
+
+Status load_config_file(const std::filesystem::path& path, DaemonConfig& cfg) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    errno = errno == 0 ? ENOENT : errno;
+    return Status::from_errno("cannot read config file " + path.string());
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return Status::from_errno("cannot read config file " + path.string());
+  return load_config_text(ss.str(), path.string(), cfg);
+}
+
+// ---- flags -----------------------------------------------------------------------------------
+
+Status apply_flags(int argc, const char* const* argv, DaemonConfig& cfg) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i] == nullptr ? "" : argv[i];
+    if (a == "--help" || a == "-h") {
+      cfg.show_help = true;
+      return Status::ok();
+    }
+    if (a == "--version") {
+      cfg.show_version = true;
+      return Status::ok();
+    }
+  }
+
+  struct Pending {
+    const Option* option;  ///< nullptr: --config
+    std::string value;
+  };
+  std::vector<std::string> configs;
+  std::vector<Pending> flags;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i] == nullptr ? "" : argv[i];
+    if (a.size() < 3 || a.substr(0, 2) != "--") {
+      return Status::error("unexpected argument '" + std::string(a) + "' (options start with --; see --help)");
+    }
+    const std::size_t eq = a.find('=');
+    const std::string_view name = a.substr(2, eq == std::string_view::npos ? std::string_view::npos : eq - 2);
+    std::optional<std::string> value;
+    if (eq != std::string_view::npos) value = std::string(a.substr(eq + 1));
+
+    if (name == "config") {
+      if (!value) {
+        if (i + 1 >= argc || argv[i + 1] == nullptr) return Status::error("--config: missing FILE");
+        value = argv[++i];
+      }
+      configs.push_back(*value);
+      continue;
+    }
+    const Option* o = find_flag(name);
+    if (o == nullptr) return Status::error("unknown option --" + std::string(name) + " (see --help)");
+    if (!value && !o->metavar.empty()) {
+      if (i + 1 >= argc || argv[i + 1] == nullptr) {
+        return Status::error("--" + std::string(name) + ": missing " + std::string(o->metavar));
+      }
+      value = argv[++i];
+    }
+    flags.push_back(Pending{o, value.value_or("")});
+  }
+
+  for (const auto& file : configs) {
+    if (Status st = load_config_file(file, cfg); !st) return st;
+  }
+  for (const auto& f : flags) {
+    if (auto e = set_option(*f.option, cfg, f.value); !e.empty()) {
+      return Status::error(flag_error(*f.option, f.value, e));
+    }
+  }
+  return Status::ok();
+}
+
+// ---- validation ------------------------------------------------------------------------------
+
+Status validate(DaemonConfig& cfg) {
+  for (const auto& o : options()) {
+    if (auto e = o.check(cfg); !e.empty()) return Status::error(flag_error(o, o.get(cfg), e));
+  }
+  if (!cfg.rtp_all_ports && cfg.rtp_port_lo == cfg.rtp_port_hi && cfg.rtp_port_lo % 2 != 0) {
+    return Status::error("--rtp-ports " + find_flag("rtp-ports")->get(cfg) +
+                         ": no even port in the range (or give --rtp-all-ports)");
+  }
+  if (!cfg.metrics.empty()) {
+    sockaddr_storage l{};
+    sockaddr_storage m{};
+    if (parse_endpoint(cfg.listen, l) && parse_endpoint(cfg.metrics, m) && endpoint_port(m) != 0 &&
+        same_endpoint(l, m)) {
+      return Status::error("--metrics " + cfg.metrics + ": same endpoint as --listen");
+    }
+  }
+  if (cfg.source == SourceKind::kDpdk) {
+    if (cfg.dpdk.address.empty()) return Status::error("--dpdk-address: required with --source dpdk");
+    if (cfg.advertise.empty()) cfg.advertise = cfg.dpdk.address;
+    if (cfg.dpdk.queues == 0) cfg.dpdk.queues = cfg.rx_threads;
+  }
+  if (cfg.catalog.empty()) {
+    std::filesystem::path storage = cfg.storage;
+    if (!storage.has_filename()) storage = storage.parent_path();  // "/x/rec/" -> "/x/rec"
+    cfg.catalog = (storage / "..").lexically_normal() / "catalog.db";
+  }
+  return Status::ok();
+}
+
+// ---- usage and dump --------------------------------------------------------------------------
+
+std::string usage(std::string_view program) {
+  const DaemonConfig defaults;
+  std::string out;
+  out += "Usage: " + std::string(program) + " [OPTIONS]\n\n";
+  out += "Call-recording server: phones ask for a recording over TCP (control protocol) and\n";
+  out += "send the call's RTP by UDP to a port allocated for it; recordings are filed by device.\n\n";
+  out += "Options (a flag overrides the config file; the file key is in brackets):\n";
+
+  auto row = [&out](const std::string& left, std::string_view help, const std::string& tail) {
+    constexpr std::size_t kColumn = 30;
+    std::string line = "  " + left;
+    if (line.size() + 1 >= kColumn) {
+      out += line + "\n";
+      line.assign(kColumn, ' ');
+    } else {
+      line.resize(kColumn, ' ');
+    }
+    out += line + std::string(help) + "\n";
+    if (!tail.empty()) out += std::string(kColumn, ' ') + tail + "\n";
+  };
+
+  row("--config FILE", "read options from FILE first (key = value lines, # comments, [dpdk] section)", "");
+  for (const auto& o : options()) {
+    std::string left = "--" + std::string(o.flag);
+    left += o.metavar.empty() ? "[=BOOL]" : " " + std::string(o.metavar);
+    std::string def;
+    if (!o.default_note.empty()) {
+      def = std::string(o.default_note);
+    } else {
+      def = o.get(defaults);
+      if (def.empty()) def = "empty";
+      if (o.metavar.empty()) def = def == "true" ? "on" : "off";
+    }
+    row(left, o.help, "[" + std::string(o.key) + "] default: " + def);
+  }
+  row("-h, --help", "print this text and exit", "");
+  row("--version", "print the version and exit", "");
+  return out;
+}
+
+std::string to_config_text(const DaemonConfig& cfg) {
+  std::string top;
+  std::string dpdk;
+  for (const auto& o : options()) {
+    const std::string v = quote_if_needed(o.get(cfg));
+    if (o.key.substr(0, 5) == "dpdk.") {
+      dpdk += std::string(o.key.substr(5)) + " = " + v + "\n";
+    } else {
+      top += std::string(o.key) + " = " + v + "\n";
+    }
+  }
+  return top + "\n[dpdk]\n" + dpdk;
+}
+
+// ---- addresses -------------------------------------------------------------------------------
+
+Status parse_ip(std::string_view text, sockaddr_storage& out) {
+  std::string_view t = text;
+  if (t.size() >= 2 && t.front() == '[' && t.back() == ']') t = t.substr(1, t.size() - 2);
+  if (t.empty()) return Status::error("empty address");
+  if (t.size() > 64 || t.find('\0') != std::string_view::npos) {
+    return Status::error("'" + std::string(text.substr(0, 64)) + "' is not an IP address");
+  }
+  const std::string s(t);
+  sockaddr_storage ss{};
+  if (s.find(':') == std::string::npos) {
+    auto& in4 = reinterpret_cast<sockaddr_in&>(ss);
+    if (inet_pton(AF_INET, s.c_str(), &in4.sin_addr) != 1) {
+      return Status::error("'" + std::string(text) + "' is not an IPv4 address");
+    }
+    in4.sin_family = AF_INET;
+  } else {
+    addrinfo hints{};
+    hints.ai_family = AF_INET6;
+    hints.ai_flags = AI_NUMERICHOST;
+    addrinfo* res = nullptr;
+    const int rc = getaddrinfo(s.c_str(), nullptr, &hints, &res);
+    if (rc != 0 || res == nullptr || res->ai_addrlen > sizeof(ss)) {
+      if (res != nullptr) freeaddrinfo(res);
+      return Status::error("'" + std::string(text) + "' is not an IPv6 address");
+    }
+    std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    reinterpret_cast<sockaddr_in6&>(ss).sin6_port = 0;
+  }
+  out = ss;
+  return Status::ok();
+}
+
+Status parse_endpoint(std::string_view text, sockaddr_storage& out) {
+  if (text.empty()) return Status::error("empty endpoint, expected ADDR:PORT");
+  std::string_view host;
+  std::string_view port;
+  if (text.front() == '[') {
+    const std::size_t close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return Status::error("'" + std::string(text) + "': expected [IPV6]:PORT");
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+    if (host.empty()) return Status::error("'" + std::string(text) + "': empty address");
+  } else {
+    const std::size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos) return Status::error("'" + std::string(text) + "': expected ADDR:PORT");
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      return Status::error("'" + std::string(text) + "': an IPv6 address needs brackets, [ADDR]:PORT");
+    }
+    if (host.empty() || host == "*") host = "0.0.0.0";
+  }
+  std::uint16_t p = 0;
+  if (auto e = parse_unsigned(port, p); !e.empty()) {
+    return Status::error("'" + std::string(text) + "': port " + (e == "out of range" ? "must be 0..65535" : e));
+  }
+  sockaddr_storage ss{};
+  if (Status st = parse_ip(host, ss); !st) return Status::error("'" + std::string(text) + "': " + st.message());
+  if (ss.ss_family == AF_INET) {
+    reinterpret_cast<sockaddr_in&>(ss).sin_port = htons(p);
+  } else {
+    reinterpret_cast<sockaddr_in6&>(ss).sin6_port = htons(p);
+  }
+  out = ss;
+  return Status::ok();
+}
+
+socklen_t sockaddr_length(const sockaddr_storage& addr) {
+  if (addr.ss_family == AF_INET) return sizeof(sockaddr_in);
+  if (addr.ss_family == AF_INET6) return sizeof(sockaddr_in6);
+  return 0;
+}
+
+std::string format_ip(const sockaddr_storage& addr) {
+  char buf[INET6_ADDRSTRLEN + IF_NAMESIZE + 2] = {};
+  if (addr.ss_family == AF_INET) {
+    const auto& in4 = reinterpret_cast<const sockaddr_in&>(addr);
+    if (inet_ntop(AF_INET, &in4.sin_addr, buf, sizeof(buf)) == nullptr) return {};
+    return buf;
+  }
+  if (addr.ss_family == AF_INET6) {
+    const auto& in6 = reinterpret_cast<const sockaddr_in6&>(addr);
+    if (inet_ntop(AF_INET6, &in6.sin6_addr, buf, sizeof(buf)) == nullptr) return {};
+    std::string s = buf;
+    if (in6.sin6_scope_id != 0) s += "%" + std::to_string(in6.sin6_scope_id);
+    return s;
+  }
+  return {};
+}
+
+std::uint16_t endpoint_port(const sockaddr_storage& addr) {
+  if (addr.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in&>(addr).sin_port);
+  if (addr.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6&>(addr).sin6_port);
+  return 0;
+}
+
+std::string format_endpoint(const sockaddr_storage& addr) {
+  if (addr.ss_family == AF_INET) return format_ip(addr) + ":" + std::to_string(endpoint_port(addr));
+  if (addr.ss_family == AF_INET6) return "[" + format_ip(addr) + "]:" + std::to_string(endpoint_port(addr));
+  return {};
+}
+
+}  // namespace callrec::control

@@ -1,0 +1,368 @@
+#include "control/daemon.hpp"
+
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstring>
+#include <filesystem>
+
+#include "control/event_loop.hpp"
+#include "control/http_server.hpp"
+#include "control/log.hpp"
+#include "control/port_allocator.hpp"
+#include "control/session_manager.hpp"
+#include "control/upload_server.hpp"
+#include "dataplane/udp_source.hpp"
+#include "fileio/catalog.hpp"
+#include "fileio/writer_pool.hpp"
+
+namespace callrec::control {
+
+namespace {
+
+LogLevel parse_level(const std::string& s) {
+  if (s == "error") return LogLevel::kError;
+  if (s == "warn") return LogLevel::kWarn;
+  if (s == "debug" || s == "trace") return LogLevel::kDebug;
+  return LogLevel::kInfo;
+}
+
+void metric(std::string& out, const char* name, const char* type, const char* help, std::uint64_t v,
+            const char* labels = nullptr) {
+  if (type) {
+    out += "# HELP ";
+    out += name;
+    out += ' ';
+    out += help;
+    out += "\n# TYPE ";
+    out += name;
+    out += ' ';
+    out += type;
+    out += '\n';
+  }
+  out += name;
+  if (labels) {
+    out += '{';
+    out += labels;
+    out += '}';
+  }
+  out += ' ';
+  out += std::to_string(v);
+  out += '\n';
+}
+
+}  // namespace
+
+struct Daemon::Impl {
+  DaemonConfig cfg;
+  EventLoop loop;
+  fileio::Catalog catalog;
+  std::unique_ptr<fileio::WriterPool> writers;
+  std::unique_ptr<dataplane::Source> source;
+  std::unique_ptr<PortAllocator> ports;
+  std::unique_ptr<SessionManager> sessions;
+  std::unique_ptr<UploadServer> upload;
+  std::unique_ptr<HttpServer> http;
+  int sigfd = -1;
+  bool shutting_down = false;
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  std::vector<fileio::WriterEvent> events;
+  // rates for /status, computed once a second
+  std::uint64_t last_rx_packets = 0, last_bytes = 0;
+  double rx_pps = 0, write_bps = 0;
+
+  explicit Impl(DaemonConfig c) : cfg(std::move(c)) {}
+  Status init();
+  void shutdown();
+  void on_tick();
+  std::uint64_t disk_free() const;
+  HttpResponse metrics() const;
+  HttpResponse status() const;
+  HttpResponse operator_stop(const HttpRequest& r);
+};
+
+Daemon::Daemon(DaemonConfig cfg) : impl_(std::make_unique<Impl>(std::move(cfg))) {}
+Daemon::~Daemon() = default;
+
+void Daemon::request_stop() {
+  Impl* p = impl_.get();
+  p->loop.post([p] { p->shutdown(); });
+}
+
+std::uint64_t Daemon::Impl::disk_free() const {
+  std::uint64_t f = 0;
+  if (!fileio::free_space_statvfs(cfg.storage, f)) return 0;
+  return f;
+}
+
+Status Daemon::Impl::init() {
+  set_log_level(parse_level(cfg.log_level));
+  std::error_code ec;
+  std::filesystem::create_directories(cfg.storage, ec);
+  if (ec) return Status(ec.value(), "storage " + cfg.storage.string() + ": " + ec.message());
+  if (!cfg.catalog.parent_path().empty()) std::filesystem::create_directories(cfg.catalog.parent_path(), ec);
+  if (Status st = catalog.open(cfg.catalog); !st) return st;
+  std::string report;
+  if (const std::size_t n = SessionManager::recover(catalog, &report); n > 0)
+    log_info("recovered %zu recording(s) left open by an earlier run", n);
+
+  if (cfg.source == SourceKind::kDpdk) {
+    return Status::error("--source dpdk: this build has no DPDK packet source yet (use --source kernel)");
+  }
+  dataplane::UdpSource::Options so;
+  so.rx_threads = cfg.rx_threads;
+  sockaddr_storage listen_addr{};
+  if (Status st = parse_endpoint(cfg.listen, listen_addr); !st) return st;
+  // RTP sockets bind the same address family and address as the control listener.
+  so.bind_address = listen_addr;
+  if (so.bind_address.ss_family == AF_INET) reinterpret_cast<sockaddr_in*>(&so.bind_address)->sin_port = 0;
+  else reinterpret_cast<sockaddr_in6*>(&so.bind_address)->sin6_port = 0;
+  auto udp = std::make_unique<dataplane::UdpSource>(so);
+
+  fileio::WriterPoolOptions wo;
+  wo.writers = cfg.writers;
+  wo.producers = udp->rx_threads();
+  writers = std::make_unique<fileio::WriterPool>(wo);
+  writers->start();
+  if (Status st = udp->start(writers->rings()); !st) return st;
+  source = std::move(udp);
+
+  PortAllocatorOptions po;
+  po.lo = cfg.rtp_port_lo;
+  po.hi = cfg.rtp_port_hi;
+  po.even_only = !cfg.rtp_all_ports;
+  po.quarantine = std::chrono::seconds(cfg.port_quarantine_s);
+  ports = std::make_unique<PortAllocator>(po);
+
+  SessionConfig sc;
+  sc.storage = cfg.storage;
+  sc.rtp_timeout = std::chrono::seconds(cfg.rtp_timeout_s);
+  sc.latch = cfg.latch;
+  sc.reserve_bytes = cfg.reserve_mb << 20;
+  sc.max_file_bytes = cfg.max_file_mb << 20;
+  sc.flush_interval = std::chrono::milliseconds(cfg.flush_ms);
+  sc.assembler.reorder_window = static_cast<std::uint16_t>(cfg.reorder_window);
+  sc.assembler.max_gap_fill = cfg.max_gap_fill;
+  sessions = std::make_unique<SessionManager>(sc, catalog, *writers, *source, *ports);
+
+  if (Status st = loop.add_fd(writers->event_fd(), EPOLLIN, [this](std::uint32_t) {
+        events.clear();
+        while (writers->poll_events(events)) {
+          sessions->on_writer_events(events);
+          events.clear();
+        }
+        if (shutting_down && sessions->idle()) loop.stop();
+      });
+      !st)
+    return st;
+  loop.add_timer(std::chrono::seconds(1), [this] { on_tick(); }, true);
+
+  UploadServerOptions uo;
+  uo.listen = listen_addr;
+  uo.advertise = cfg.advertise;
+  uo.max_connections = cfg.max_connections;
+  uo.max_message = cfg.max_message;
+  upload = std::make_unique<UploadServer>(loop, *sessions, uo);
+  if (Status st = upload->listen(); !st) return st;
+
+  if (!cfg.metrics.empty()) {
+    sockaddr_storage ma{};
+    if (Status st = parse_endpoint(cfg.metrics, ma); !st) return st;
+    http = std::make_unique<HttpServer>(loop);
+    if (Status st = http->listen(ma); !st) return st;
+    http->route("/metrics", [this](const HttpRequest&) { return metrics(); });
+    http->route("/status", [this](const HttpRequest&) { return status(); });
+    http->route("/stop", [this](const HttpRequest& r) { return operator_stop(r); });
+  }
+
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigfd = ::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (sigfd < 0) return Status::from_errno("signalfd");
+  loop.add_fd(sigfd, EPOLLIN, [this](std::uint32_t) {
+    signalfd_siginfo si{};
+    while (::read(sigfd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
+      log_info("signal %s: shutting down", strsignal(static_cast<int>(si.ssi_signo)));
+      shutdown();
+    }
+  });
+
+  const std::string control_ep =
+      format_ip(listen_addr).find(':') != std::string::npos
+          ? "[" + format_ip(listen_addr) + "]:" + std::to_string(upload->local_port())
+          : format_ip(listen_addr) + ":" + std::to_string(upload->local_port());
+  log_info("ready: control=%s rtp=%u-%u metrics=%s source=%s rx_threads=%u writers=%u storage=%s catalog=%s",
+           control_ep.c_str(), cfg.rtp_port_lo, cfg.rtp_port_hi,
+           http ? ("127.0.0.1:" + std::to_string(http->local_port())).c_str() : "off",
+           std::string(source_name(cfg.source)).c_str(), source->rx_threads(), writers->writers(),
+           cfg.storage.c_str(), cfg.catalog.c_str());
+  return {};
+}
+
+void Daemon::Impl::on_tick() {
+  sessions->tick(std::chrono::steady_clock::now());
+  const auto ss = source->stats();
+  const auto ws = writers->stats();
+  rx_pps = static_cast<double>(ss.rx_packets - last_rx_packets);
+  write_bps = static_cast<double>(ws.bytes_written - last_bytes);
+  last_rx_packets = ss.rx_packets;
+  last_bytes = ws.bytes_written;
+}
+
+void Daemon::Impl::shutdown() {
+  if (shutting_down) return;
+  shutting_down = true;
+  if (upload) upload->stop_listening();
+  if (sessions) {
+    sessions->stop_all("shutdown");
+    if (sessions->idle()) loop.stop();
+  } else {
+    loop.stop();
+  }
+  // Bounded: a writer stuck on a dead disk must not keep the daemon from exiting.
+  loop.add_timer(std::chrono::seconds(15), [this] {
+    log_error("shutdown: %zu recording(s) did not finish in 15 s; exiting anyway", sessions->active());
+    loop.stop();
+  });
+}
+
+HttpResponse Daemon::Impl::metrics() const {
+  std::string o;
+  const auto& sc = sessions->counters();
+  const auto& uc = upload->counters();
+  const auto ss = source->stats();
+  const auto ws = writers->stats();
+  metric(o, "callrec_recordings_active", "gauge", "Recordings in progress.", sessions->active());
+  metric(o, "callrec_recordings_started_total", "counter", "Recordings started.", sc.started);
+  metric(o, "callrec_recordings_start_failed_total", "counter", "Start requests refused.", uc.start_failed);
+  metric(o, "callrec_recordings_stopped_total", "counter", "Recordings finished, by stop reason.", sc.stop_by_peer, "reason=\"phone\"");
+  metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_no_space, "reason=\"no_space\"");
+  metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_rtp_timeout, "reason=\"rtp_timeout\"");
+  metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_shutdown, "reason=\"shutdown\"");
+  metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_operator, "reason=\"operator\"");
+  metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_disconnect, "reason=\"disconnect\"");
+  metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_error, "reason=\"error\"");
+  metric(o, "callrec_control_connections", "gauge", "Open control connections.", upload->connections());
+  metric(o, "callrec_control_messages_total", "counter", "Control messages received.", uc.messages);
+  metric(o, "callrec_control_garbage_total", "counter", "Control messages that were not requests.", uc.garbage);
+  metric(o, "callrec_control_bad_requests_total", "counter", "Requests refused as malformed.", uc.bad_request);
+  metric(o, "callrec_control_dropped_connections_total", "counter", "Connections dropped for oversized messages or unread output.", uc.overflow + uc.output_overflow);
+  metric(o, "callrec_rx_packets_total", "counter", "Packets received by the dataplane.", ss.rx_packets);
+  metric(o, "callrec_rx_bytes_total", "counter", "Bytes received by the dataplane.", ss.rx_bytes);
+  metric(o, "callrec_rx_dropped_total", "counter", "Packets dropped by the dataplane, by cause.", ss.ring_full, "cause=\"ring_full\"");
+  metric(o, "callrec_rx_dropped_total", nullptr, nullptr, ss.unknown_flow, "cause=\"unknown_flow\"");
+  metric(o, "callrec_rx_dropped_total", nullptr, nullptr, ss.wrong_source, "cause=\"wrong_source\"");
+  metric(o, "callrec_rx_dropped_total", nullptr, nullptr, ss.not_rtp, "cause=\"not_rtp\"");
+  metric(o, "callrec_rx_errors_total", "counter", "Receive system-call errors.", ss.rx_errors);
+  metric(o, "callrec_writer_packets_total", "counter", "Packets consumed by writer threads.", ws.packets);
+  metric(o, "callrec_writer_bytes_total", "counter", "Bytes written to record files.", ws.bytes_written);
+  metric(o, "callrec_writer_errors_total", "counter", "Write errors.", ws.write_errors);
+  metric(o, "callrec_writer_unknown_stream_total", "counter", "Packets for streams no writer owns.", ws.unknown_stream);
+  metric(o, "callrec_ports_in_use", "gauge", "RTP ports allocated.", ports->in_use());
+  metric(o, "callrec_ports_available", "gauge", "RTP ports free to allocate now.", ports->available(std::chrono::steady_clock::now()));
+  metric(o, "callrec_disk_free_bytes", "gauge", "Free bytes on the storage volume.", disk_free());
+  return {200, "text/plain; version=0.0.4", o};
+}
+
+HttpResponse Daemon::Impl::status() const {
+  const auto ss = source->stats();
+  const auto ws = writers->stats();
+  const auto& sc = sessions->counters();
+  std::string o = "{";
+  auto kv = [&](const char* k, std::uint64_t v) {
+    o += '"';
+    o += k;
+    o += "\":";
+    o += std::to_string(v);
+    o += ',';
+  };
+  kv("uptime_s", static_cast<std::uint64_t>(
+                     std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started).count()));
+  kv("active_recordings", sessions->active());
+  kv("control_connections", upload->connections());
+  kv("started", sc.started);
+  kv("start_failed", upload->counters().start_failed);
+  kv("stopped", sc.stopped);
+  kv("rx_packets", ss.rx_packets);
+  kv("rx_packets_per_s", static_cast<std::uint64_t>(rx_pps));
+  kv("write_bytes_per_s", static_cast<std::uint64_t>(write_bps));
+  kv("bytes_written", ws.bytes_written);
+  kv("drop_ring_full", ss.ring_full);
+  kv("drop_unknown_flow", ss.unknown_flow);
+  kv("drop_wrong_source", ss.wrong_source);
+  kv("drop_not_rtp", ss.not_rtp);
+  kv("write_errors", ws.write_errors);
+  kv("disk_free_bytes", disk_free());
+  kv("ports_in_use", ports->in_use());
+  o += "\"recordings\":[";
+  bool first = true;
+  std::size_t n = 0;
+  for (const auto& r : sessions->list()) {
+    if (++n > 1000) break;
+    if (!first) o += ',';
+    first = false;
+    o += "{\"handle\":" + std::to_string(r.handle) + ",\"kind\":\"" + ingest_name(r.kind) + "\",\"call_id\":\"" +
+         fileio::json_escape(r.meta.call_id) + "\",\"device\":\"" + fileio::json_escape(r.meta.device) +
+         "\",\"peer\":\"" + fileio::json_escape(r.peer) + "\",\"remote_number\":\"" +
+         fileio::json_escape(r.meta.remote_number) + "\",\"local_number\":\"" +
+         fileio::json_escape(r.meta.local_number) + "\",\"port\":" + std::to_string(r.ports.empty() ? 0 : r.ports[0]) +
+         ",\"started_ms\":" + std::to_string(r.started_ms) + ",\"packets\":" + std::to_string(r.packets) +
+         ",\"bytes\":" + std::to_string(r.bytes) + ",\"stopping\":" + (r.stopping ? "true" : "false") + "}";
+  }
+  o += "]}\n";
+  return {200, "application/json", o};
+}
+
+HttpResponse Daemon::Impl::operator_stop(const HttpRequest& r) {
+  if (r.method != "POST") return {405, "text/plain", "use POST /stop?handle=N\n"};
+  auto it = r.query.find("handle");
+  if (it == r.query.end()) return {400, "text/plain", "missing handle\n"};
+  char* end = nullptr;
+  const unsigned long long h = std::strtoull(it->second.c_str(), &end, 10);
+  if (end == it->second.c_str() || *end != '\0') return {400, "text/plain", "bad handle\n"};
+  if (!sessions->stop(h, {}, "operator", true)) return {404, "text/plain", "no such active recording\n"};
+  log_info("operator stop: handle=%llu", h);
+  return {200, "text/plain", "stopping\n"};
+}
+
+int Daemon::run() {
+  Impl& d = *impl_;
+  ::signal(SIGPIPE, SIG_IGN);
+  // Block the shutdown signals before any thread starts (threads inherit the mask), so they
+  // are only ever read from the signalfd on the control thread.
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+  if (Status st = d.init(); !st) {
+    log_error("%s", st.message().c_str());
+    if (d.source) d.source->stop();
+    if (d.writers) d.writers->stop();
+    return 1;
+  }
+  const Status st = d.loop.run();
+  if (!st) log_error("event loop: %s", st.message().c_str());
+  // Phones get their RecordStopRequest before the connections close.
+  d.upload->close_all();
+  d.source->stop();   // end marks for anything still installed
+  d.writers->stop();  // final flush of every file
+  d.events.clear();
+  while (d.writers->poll_events(d.events)) {
+    d.sessions->on_writer_events(d.events);
+    d.events.clear();
+  }
+  if (d.http) d.http->close();
+  d.catalog.close();
+  if (d.sigfd >= 0) ::close(d.sigfd);
+  log_info("stopped: %" PRIu64 " recording(s) recorded in this run", d.sessions->counters().stopped);
+  return st ? 0 : 1;
+}
+
+}  // namespace callrec::control

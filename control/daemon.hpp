@@ -1,0 +1,35 @@
+#pragma once
+// callrecd: the whole appliance wired together on one control thread.
+//
+//   catalog (recovery first) -> writer pool -> packet source (kernel sockets | DPDK)
+//   -> port allocator -> session manager -> ingest paths (phone upload TCP server)
+//   -> operator interface (HTTP: /metrics, /status, /stop)
+//
+// SIGTERM/SIGINT: every recording is stopped with reason "shutdown" (phones get a
+// RecordStopRequest), files and catalog are finalized, exit 0.
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "control/config.hpp"
+
+namespace callrec::control {
+
+class Daemon {
+ public:
+  explicit Daemon(DaemonConfig cfg);
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  /// Runs until SIGTERM/SIGINT (or request_stop()). Returns the process exit code.
+  int run();
+  /// Thread-safe.
+  void request_stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace callrec::control

@@ -1,0 +1,410 @@
+#include "control/session_manager.hpp"
+
+#include <sys/socket.h>
+#include <time.h>
+
+#include <cerrno>
+#include <cstdio>
+
+#include "control/log.hpp"
+#include "fileio/record_reader.hpp"
+
+namespace callrec::control {
+
+namespace {
+
+std::int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::uint64_t mono_ns_now() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+}  // namespace
+
+const char* ingest_name(IngestKind k) {
+  switch (k) {
+    case IngestKind::kUpload: return "upload";
+    case IngestKind::kSpan: return "span";
+    case IngestKind::kSiprec: return "siprec";
+  }
+  return "?";
+}
+
+SessionManager::SessionManager(SessionConfig cfg, fileio::Catalog& catalog, fileio::WriterPool& writers,
+                               dataplane::Source& source, PortAllocator& ports)
+    : cfg_(std::move(cfg)), catalog_(catalog), writers_(writers), source_(source), ports_(ports) {}
+
+SessionManager::~SessionManager() = default;
+
+fileio::StreamId SessionManager::next_stream_id() {
+  for (;;) {
+    fileio::StreamId id = next_stream_++;
+    if (id == 0) continue;
+    if (!stream_index_.contains(id)) return id;
+  }
+}
+
+StartResult SessionManager::start(const StartParams& p) {
+  StartResult res;
+  const auto now = std::chrono::steady_clock::now();
+  auto fail = [&](std::string reason) {
+    ++counters_.start_failed;
+    res.ok = false;
+    res.reason = std::move(reason);
+    return res;
+  };
+  if (!p.meta.codec.empty() && !fileio::codec_from_name(p.meta.codec)) return fail("unsupported_codec");
+
+  // Refuse up front when the volume is already below the reserve (plus the headroom a new
+  // recording needs for its first flushes, ~30 s of G.711): the phone tells its user now instead
+  // of the recording failing at its first packet.
+  constexpr std::uint64_t kStartHeadroom = 256 * 1024;
+  std::uint64_t free_bytes = 0;
+  const Status fs = cfg_.free_space ? cfg_.free_space(cfg_.storage, free_bytes)
+                                    : fileio::free_space_statvfs(cfg_.storage, free_bytes);
+  if (!fs || free_bytes < cfg_.reserve_bytes + kStartHeadroom) {
+    log_warn("start refused: call_id=%s device=%s reason=no_space (%s)", p.meta.call_id.c_str(),
+             p.meta.device.c_str(), fs ? "below reserve" : fs.message().c_str());
+    return fail("no_space");
+  }
+
+  Recording r;
+  r.handle = next_handle_++;
+  r.kind = p.kind;
+  r.meta = p.meta;
+  r.peer = p.peer_text;
+  r.owner = p.owner;
+  r.started = now;
+  r.started_ms = unix_ms_now();
+
+  // Recordings are filed by device (spec: "the server files recordings by device").
+  const std::string dev_part = fileio::sanitize_name_part(p.meta.device.empty() ? "unknown" : p.meta.device);
+  const std::filesystem::path device_dir = cfg_.storage / dev_part;
+  if (std::error_code ec; !std::filesystem::is_directory(device_dir, ec)) {
+    std::filesystem::create_directories(device_dir, ec);
+    if (ec) {
+      log_error("start refused: cannot create %s: %s", device_dir.c_str(), ec.message().c_str());
+      return fail(ec.value() == ENOSPC ? "no_space" : "internal_error");
+    }
+  }
+
+  // Ports and flows, rolled back on failure.
+  auto rollback = [&] {
+    for (auto& s : r.streams) {
+      if (s.id != 0) source_.remove_flow(s.id);
+      if (s.port != 0) ports_.release(s.port, now);
+    }
+  };
+  for (unsigned i = 0; i < std::max(1u, p.streams); ++i) {
+    Stream s;
+    std::string bind_error;
+    for (int attempt = 0; attempt < 8; ++attempt) {
+      auto port = ports_.allocate(now);
+      if (!port) break;
+      s.id = next_stream_id();
+      dataplane::FlowSpec flow;
+      flow.stream = s.id;
+      flow.local_port = *port;
+      flow.latch = cfg_.latch;
+      if (!cfg_.latch) {
+        flow.expected = p.peer;
+        // The phone's TCP source port says nothing about its RTP port: accept any port.
+        if (flow.expected.ss_family == AF_INET)
+          reinterpret_cast<sockaddr_in*>(&flow.expected)->sin_port = 0;
+        else if (flow.expected.ss_family == AF_INET6)
+          reinterpret_cast<sockaddr_in6*>(&flow.expected)->sin6_port = 0;
+      }
+      // The writer must know the stream before its first packet can arrive.
+      fileio::WriterOptions w;
+      w.directory = device_dir;
+      w.tag = p.meta.device.empty() ? p.meta.call_id : p.meta.device;
+      w.max_file_bytes = cfg_.max_file_bytes;
+      w.reserve_bytes = cfg_.reserve_bytes;
+      w.flush_interval = cfg_.flush_interval;
+      w.free_space = cfg_.free_space;
+      writers_.open_stream(s.id, w, cfg_.assembler);
+      const Status st = source_.add_flow(flow);
+      if (st) {
+        s.port = *port;
+        break;
+      }
+      writers_.close_stream_now(s.id);
+      bind_error = st.message();
+      ports_.mark_unusable(*port, now);
+      s.id = 0;
+    }
+    if (s.port == 0) {
+      rollback();
+      if (!bind_error.empty()) log_warn("start: cannot bind an RTP port: %s", bind_error.c_str());
+      ++counters_.no_port;
+      return fail("no_port");
+    }
+    r.streams.push_back(s);
+    res.ports.push_back(s.port);
+  }
+
+  fileio::RecordingRow row;
+  row.call_id = r.meta.call_id;
+  row.source = ingest_name(r.kind);
+  row.device = r.meta.device;
+  row.remote_number = r.meta.remote_number;
+  row.remote_name = r.meta.remote_name;
+  row.local_number = r.meta.local_number;
+  row.local_name = r.meta.local_name;
+  row.direction = r.meta.direction;
+  row.codec = r.meta.codec;
+  row.started_at = r.started_ms;
+  row.peer = r.peer;
+  for (const auto& [k, v] : r.meta.extra) row.extra[k] = v;
+  if (Status st = catalog_.insert_recording(row, r.catalog_id); !st) {
+    log_error("catalog: %s", st.message().c_str());
+    for (auto& s : r.streams) writers_.close_stream_now(s.id);
+    rollback();
+    return fail("internal_error");
+  }
+
+  for (auto& s : r.streams) stream_index_[s.id] = r.handle;
+  res.ok = true;
+  res.handle = r.handle;
+  ++counters_.started;
+  std::string ports_text;
+  for (auto& s : r.streams) ports_text += (ports_text.empty() ? "" : ",") + std::to_string(s.port);
+  log_info("recording start: rec=%lld kind=%s call_id=%s device=%s peer=%s dir=%s codec=%s remote=%s local=%s port=%s",
+           static_cast<long long>(r.catalog_id), ingest_name(r.kind), r.meta.call_id.c_str(),
+           r.meta.device.c_str(), r.peer.c_str(), r.meta.direction.c_str(), r.meta.codec.c_str(),
+           r.meta.remote_number.c_str(), r.meta.local_number.c_str(), ports_text.c_str());
+  recs_.emplace(r.handle, std::move(r));
+  return res;
+}
+
+bool SessionManager::stop(RecordingHandle h, const MetadataOverrides& ov, const std::string& reason,
+                          bool server_initiated) {
+  auto it = recs_.find(h);
+  if (it == recs_.end() || it->second.stopping) return false;
+  Recording& r = it->second;
+  auto apply = [](std::string& dst, const std::optional<std::string>& v) {
+    if (v && *v != dst) dst = *v;
+  };
+  apply(r.meta.remote_number, ov.remote_number);
+  apply(r.meta.remote_name, ov.remote_name);
+  apply(r.meta.local_number, ov.local_number);
+  apply(r.meta.local_name, ov.local_name);
+  for (const auto& [k, v] : ov.extra) {
+    bool found = false;
+    for (auto& [ek, evv] : r.meta.extra)
+      if (ek == k) {
+        evv = v;
+        found = true;
+      }
+    if (!found) r.meta.extra.emplace_back(k, v);
+  }
+  fileio::MetadataOverrides upd;
+  if (ov.remote_number) upd.emplace_back("remote_number", *ov.remote_number);
+  if (ov.remote_name) upd.emplace_back("remote_name", *ov.remote_name);
+  if (ov.local_number) upd.emplace_back("local_number", *ov.local_number);
+  if (ov.local_name) upd.emplace_back("local_name", *ov.local_name);
+  for (const auto& kv : ov.extra) upd.push_back(kv);
+  if (!upd.empty())
+    if (Status st = catalog_.update_metadata(r.catalog_id, upd); !st) log_error("catalog: %s", st.message().c_str());
+
+  r.stopping = true;
+  r.stop_reason = reason;
+  if (reason == "no_space") ++counters_.stop_no_space;
+  else if (reason == "rtp_timeout") ++counters_.stop_rtp_timeout;
+  else if (reason == "shutdown") ++counters_.stop_shutdown;
+  else if (reason == "operator") ++counters_.stop_operator;
+  else if (reason == "disconnect") ++counters_.stop_disconnect;
+  else if (server_initiated) ++counters_.stop_error;
+  else ++counters_.stop_by_peer;
+  // The dataplane marks each stream's end in-band after its last packet; the writer then
+  // closes the files and reports kStreamClosed, which finishes the recording.
+  for (auto& s : r.streams) {
+    if (s.closed) continue;
+    if (auto fs = source_.flow_stats(s.id)) s.stray = fs->wrong_source;
+    source_.remove_flow(s.id);
+  }
+  if (server_initiated && r.owner) r.owner->on_server_stop(h, r.meta.call_id, reason);
+  return true;
+}
+
+void SessionManager::stop_owned_by(RecordingOwner* owner, const std::string& reason) {
+  std::vector<RecordingHandle> hs;
+  for (auto& [h, r] : recs_)
+    if (r.owner == owner && !r.stopping) hs.push_back(h);
+  for (auto h : hs) {
+    recs_.at(h).owner = nullptr;  // the owner is going away
+    stop(h, {}, reason, false);
+  }
+  for (auto& [h, r] : recs_)
+    if (r.owner == owner) r.owner = nullptr;
+}
+
+void SessionManager::stop_all(const std::string& reason) {
+  std::vector<RecordingHandle> hs;
+  for (auto& [h, r] : recs_)
+    if (!r.stopping) hs.push_back(h);
+  for (auto h : hs) stop(h, {}, reason, true);
+}
+
+SessionManager::Recording* SessionManager::by_stream(fileio::StreamId s) {
+  auto it = stream_index_.find(s);
+  if (it == stream_index_.end()) return nullptr;
+  auto rit = recs_.find(it->second);
+  return rit == recs_.end() ? nullptr : &rit->second;
+}
+
+void SessionManager::on_writer_events(std::vector<fileio::WriterEvent>& events) {
+  for (auto& ev : events) {
+    Recording* r = by_stream(ev.stream);
+    if (!r) continue;
+    Stream* s = nullptr;
+    for (auto& x : r->streams)
+      if (x.id == ev.stream) s = &x;
+    if (!s) continue;
+    switch (ev.kind) {
+      case fileio::WriterEventKind::kSegmentOpened:
+        if (Status st = catalog_.add_segment(r->catalog_id, ev.seg); !st)
+          log_error("catalog: %s", st.message().c_str());
+        break;
+      case fileio::WriterEventKind::kSegmentClosed:
+        if (Status st = catalog_.close_segment(r->catalog_id, ev.seg.index, ev.seg.packets,
+                                               fileio::to_unix_ms(ev.seg.closed));
+            !st)
+          log_error("catalog: %s", st.message().c_str());
+        break;
+      case fileio::WriterEventKind::kStats:
+        s->counters = ev.counters;
+        s->bytes = ev.bytes_written;
+        if (ev.last_packet_ns > s->last_packet_ns) s->last_packet_ns = ev.last_packet_ns;
+        break;
+      case fileio::WriterEventKind::kError:
+        log_error("recording rec=%lld call_id=%s: write error: %s", static_cast<long long>(r->catalog_id),
+                  r->meta.call_id.c_str(), ev.status.message().c_str());
+        stop(r->handle, {}, ev.status.code() == ENOSPC ? "no_space" : "io_error", true);
+        break;
+      case fileio::WriterEventKind::kStreamClosed: {
+        s->counters = ev.counters;
+        s->bytes = ev.bytes_written;
+        s->closed = true;
+        stream_index_.erase(s->id);
+        if (!r->stopping) {
+          // The writer closed a stream we did not stop (should not happen): end the recording.
+          r->stopping = true;
+          r->stop_reason = "error";
+        }
+        bool all = true;
+        for (auto& x : r->streams) all = all && x.closed;
+        if (all) finish(*r);
+        break;
+      }
+    }
+  }
+}
+
+void SessionManager::finish(Recording& r) {
+  const auto now = std::chrono::steady_clock::now();
+  fileio::RecordingStats st;
+  for (auto& s : r.streams) {
+    st.received += s.counters.received;
+    st.lost += s.counters.lost;
+    st.filled += s.counters.filled;
+    st.duplicate += s.counters.duplicate;
+    st.reordered += s.counters.reordered;
+    st.late += s.counters.late;
+    st.other_payload += s.counters.other_payload;
+    st.bytes += s.bytes;
+    if (auto fs = source_.flow_stats(s.id)) s.stray = std::max(s.stray, fs->wrong_source);
+    st.stray += s.stray;
+    if (s.port) ports_.release(s.port, now);
+  }
+  const std::int64_t stopped_ms = unix_ms_now();
+  if (Status cs = catalog_.finish_recording(r.catalog_id, stopped_ms, r.stop_reason, st); !cs)
+    log_error("catalog: %s", cs.message().c_str());
+  ++counters_.stopped;
+  log_info("recording stop: rec=%lld call_id=%s device=%s reason=%s duration=%.1fs received=%llu lost=%llu filled=%llu dup=%llu reordered=%llu stray=%llu bytes=%llu",
+           static_cast<long long>(r.catalog_id), r.meta.call_id.c_str(), r.meta.device.c_str(),
+           r.stop_reason.c_str(), static_cast<double>(stopped_ms - r.started_ms) / 1000.0,
+           static_cast<unsigned long long>(st.received), static_cast<unsigned long long>(st.lost),
+           static_cast<unsigned long long>(st.filled), static_cast<unsigned long long>(st.duplicate),
+           static_cast<unsigned long long>(st.reordered), static_cast<unsigned long long>(st.stray),
+           static_cast<unsigned long long>(st.bytes));
+  recs_.erase(r.handle);
+}
+
+void SessionManager::tick(std::chrono::steady_clock::time_point now) {
+  if (cfg_.rtp_timeout.count() <= 0) return;
+  const std::uint64_t mono_now = mono_ns_now();
+  const auto timeout_ns = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.rtp_timeout).count());
+  std::vector<RecordingHandle> expired;
+  for (auto& [h, r] : recs_) {
+    if (r.stopping) continue;
+    if (now - r.started < cfg_.rtp_timeout) continue;
+    std::uint64_t newest = 0;
+    for (auto& s : r.streams) newest = std::max(newest, s.last_packet_ns);
+    if (newest == 0 || mono_now - newest > timeout_ns) expired.push_back(h);
+  }
+  for (auto h : expired) stop(h, {}, "rtp_timeout", true);
+}
+
+std::vector<RecordingView> SessionManager::list() const {
+  std::vector<RecordingView> out;
+  out.reserve(recs_.size());
+  for (const auto& [h, r] : recs_) {
+    RecordingView v{h, r.kind, r.meta, r.peer, {}, r.started_ms, r.stopping, 0, 0};
+    for (const auto& s : r.streams) {
+      v.ports.push_back(s.port);
+      v.packets += s.counters.written + s.counters.filled;
+      v.bytes += s.bytes;
+    }
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+std::optional<RecordingHandle> SessionManager::find(const RecordingOwner* owner, const std::string& call_id) const {
+  for (const auto& [h, r] : recs_)
+    if (r.owner == owner && r.meta.call_id == call_id && !r.stopping) return h;
+  return std::nullopt;
+}
+
+std::size_t SessionManager::recover(fileio::Catalog& catalog, std::string* report) {
+  std::vector<fileio::RecordingRow> open;
+  if (Status st = catalog.open_recordings(open); !st) {
+    log_error("recovery: %s", st.message().c_str());
+    return 0;
+  }
+  std::size_t n = 0;
+  const std::int64_t now_ms = unix_ms_now();
+  for (auto& rec : open) {
+    std::string what;
+    for (auto& seg : rec.segments) {
+      fileio::RepairResult rr;
+      const Status st = fileio::repair_record(seg.path, rr);
+      if (!st) what += " " + seg.path + ": " + st.message() + ";";
+      else if (rr.changed) what += " " + seg.path + ": " + rr.summary + ";";
+      fileio::RecordInfo info;
+      if (fileio::inspect_record(seg.path, info)) {
+        if (Status cs = catalog.close_segment(rec.id, seg.idx, info.whole_packets, now_ms); !cs)
+          log_error("catalog: %s", cs.message().c_str());
+      }
+    }
+    if (Status st = catalog.mark_recovered(rec.id, now_ms, "crash"); !st) {
+      log_error("recovery: %s", st.message().c_str());
+      continue;
+    }
+    log_info("recording recovered: rec=%lld call_id=%s device=%s segments=%zu%s", static_cast<long long>(rec.id),
+             rec.call_id.c_str(), rec.device.c_str(), rec.segments.size(), what.c_str());
+    if (report) *report += "rec " + std::to_string(rec.id) + what + "\n";
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace callrec::control

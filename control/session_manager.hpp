@@ -1,0 +1,184 @@
+#pragma once
+// The session layer shared by every ingest path (phone upload now; passive SPAN capture and
+// the SIPREC server later). A recording is metadata plus one or more RTP streams; the manager
+// owns its lifecycle:
+//
+//   start()  -> ports allocated, flows installed in the dataplane, streams opened in writers,
+//               catalog row inserted, "start" log line
+//   stop()   -> flows removed (the dataplane marks each stream's end in-band), state stopping
+//   writer kStreamClosed for every stream -> catalog finished with statistics, ports
+//               quarantined, "stop" log line, owner notified if the server initiated the stop
+//
+// Server-initiated stops: no_space (a writer hit ENOSPC), rtp_timeout (no RTP for too long),
+// shutdown, operator. The owner of the recording (the TCP connection, a SIP dialog) is told
+// through RecordingOwner so it can tell its peer (RecordStopRequest, BYE ...).
+//
+// Thread: everything here runs on the control thread (the event loop). No locks.
+#include <netinet/in.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "control/port_allocator.hpp"
+#include "dataplane/source.hpp"
+#include "fileio/catalog.hpp"
+#include "fileio/record_format.hpp"
+#include "fileio/writer_pool.hpp"
+
+namespace callrec::control {
+
+enum class IngestKind : std::uint8_t { kUpload, kSpan, kSiprec };
+const char* ingest_name(IngestKind k);
+
+using RecordingHandle = std::uint64_t;
+
+struct RecordingMetadata {
+  std::string call_id;        ///< the peer's id for the recording (phone id, SIP Call-ID ...)
+  std::string device;
+  std::string remote_number, remote_name, local_number, local_name;
+  std::string direction;      ///< "in" / "out"
+  std::string codec;          ///< "PCMA" / "PCMU"
+  std::vector<std::pair<std::string, std::string>> extra;  ///< unknown keys, kept
+};
+
+/// Fields a stop may override (only the present ones replace the stored values).
+struct MetadataOverrides {
+  std::optional<std::string> remote_number, remote_name, local_number, local_name;
+  std::vector<std::pair<std::string, std::string>> extra;
+};
+
+/// The ingest-side owner of a recording. Called on the control thread.
+class RecordingOwner {
+ public:
+  virtual ~RecordingOwner() = default;
+  /// The server ended the recording (reason: no_space, rtp_timeout, shutdown, operator ...).
+  virtual void on_server_stop(RecordingHandle h, const std::string& call_id, const std::string& reason) = 0;
+};
+
+struct SessionConfig {
+  std::filesystem::path storage;
+  std::chrono::seconds rtp_timeout{30};
+  bool latch = false;
+  std::uint64_t reserve_bytes = 256ull << 20;
+  std::uint64_t max_file_bytes = 0;
+  std::chrono::milliseconds flush_interval{1000};
+  fileio::AssemblerOptions assembler;
+  fileio::FreeSpaceFn free_space;  ///< empty: statvfs
+};
+
+struct StartParams {
+  IngestKind kind = IngestKind::kUpload;
+  RecordingMetadata meta;
+  sockaddr_storage peer{};   ///< expected RTP source address (port ignored unless latch is off and set)
+  std::string peer_text;     ///< for logs and the catalog
+  RecordingOwner* owner = nullptr;
+  unsigned streams = 1;      ///< RTP streams to receive (upload: 1; span/siprec: 2)
+};
+
+struct StartResult {
+  bool ok = false;
+  std::string reason;                ///< machine reason when !ok (no_port, no_space, ...)
+  RecordingHandle handle = 0;
+  std::vector<std::uint16_t> ports;  ///< one per stream
+};
+
+struct SessionCounters {
+  std::uint64_t started = 0, start_failed = 0, stopped = 0;
+  std::uint64_t stop_by_peer = 0, stop_no_space = 0, stop_rtp_timeout = 0, stop_shutdown = 0,
+                stop_operator = 0, stop_disconnect = 0, stop_error = 0;
+  std::uint64_t no_port = 0;
+};
+
+/// A recording as the manager sees it (also what `callrec status` shows).
+struct RecordingView {
+  RecordingHandle handle;
+  IngestKind kind;
+  RecordingMetadata meta;
+  std::string peer;
+  std::vector<std::uint16_t> ports;
+  std::int64_t started_ms;
+  bool stopping;
+  std::uint64_t packets;  ///< written + filled, from the latest writer stats
+  std::uint64_t bytes;
+};
+
+class SessionManager {
+ public:
+  SessionManager(SessionConfig cfg, fileio::Catalog& catalog, fileio::WriterPool& writers,
+                 dataplane::Source& source, PortAllocator& ports);
+  ~SessionManager();
+
+  StartResult start(const StartParams& p);
+  /// Peer or operator stop. reason is stored; `server_initiated` notifies the owner.
+  /// Returns false when the handle is unknown or already stopping.
+  bool stop(RecordingHandle h, const MetadataOverrides& ov, const std::string& reason,
+            bool server_initiated);
+  /// Every recording of an owner (its connection failed): stopped with `reason`, no notification.
+  void stop_owned_by(RecordingOwner* owner, const std::string& reason);
+  /// Server stop of everything (shutdown).
+  void stop_all(const std::string& reason);
+
+  /// Feed writer events (kStats, kError, kSegment*, kStreamClosed).
+  void on_writer_events(std::vector<fileio::WriterEvent>& events);
+  /// Periodic (about once a second): RTP timeouts.
+  void tick(std::chrono::steady_clock::time_point now);
+
+  [[nodiscard]] std::size_t active() const { return recs_.size(); }
+  [[nodiscard]] bool idle() const { return recs_.empty(); }
+  [[nodiscard]] const SessionCounters& counters() const { return counters_; }
+  [[nodiscard]] std::vector<RecordingView> list() const;
+  /// Finds a live recording by the owner's id for it.
+  [[nodiscard]] std::optional<RecordingHandle> find(const RecordingOwner* owner, const std::string& call_id) const;
+
+  /// Crash recovery at start-up: repairs files of recordings left open and closes them in the
+  /// catalog with reason "recovered". Returns how many were recovered.
+  static std::size_t recover(fileio::Catalog& catalog, std::string* report = nullptr);
+
+ private:
+  struct Stream {
+    fileio::StreamId id = 0;
+    std::uint16_t port = 0;
+    bool closed = false;
+    fileio::AssemblerCounters counters;
+    std::uint64_t bytes = 0;
+    std::uint64_t last_packet_ns = 0;
+    std::uint64_t stray = 0;   ///< wrong-source packets, read from the dataplane at stop
+  };
+  struct Recording {
+    RecordingHandle handle = 0;
+    std::int64_t catalog_id = 0;
+    IngestKind kind = IngestKind::kUpload;
+    RecordingMetadata meta;
+    std::string peer;
+    RecordingOwner* owner = nullptr;
+    std::vector<Stream> streams;
+    std::chrono::steady_clock::time_point started;
+    std::int64_t started_ms = 0;
+    bool stopping = false;
+    std::string stop_reason;
+  };
+
+  void finish(Recording& r);
+  Recording* by_stream(fileio::StreamId s);
+  fileio::StreamId next_stream_id();
+
+  SessionConfig cfg_;
+  fileio::Catalog& catalog_;
+  fileio::WriterPool& writers_;
+  dataplane::Source& source_;
+  PortAllocator& ports_;
+  SessionCounters counters_;
+  std::unordered_map<RecordingHandle, Recording> recs_;
+  std::unordered_map<fileio::StreamId, RecordingHandle> stream_index_;
+  RecordingHandle next_handle_ = 1;
+  fileio::StreamId next_stream_ = 1;
+};
+
+}  // namespace callrec::control

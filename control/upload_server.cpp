@@ -1,0 +1,390 @@
+#include "control/upload_server.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "control/log.hpp"
+
+namespace callrec::control {
+
+namespace {
+
+std::string addr_text(const sockaddr_storage& a, bool with_port) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  std::uint16_t port = 0;
+  if (a.ss_family == AF_INET) {
+    const auto* s = reinterpret_cast<const sockaddr_in*>(&a);
+    ::inet_ntop(AF_INET, &s->sin_addr, host, sizeof host);
+    port = ntohs(s->sin_port);
+  } else if (a.ss_family == AF_INET6) {
+    const auto* s = reinterpret_cast<const sockaddr_in6*>(&a);
+    ::inet_ntop(AF_INET6, &s->sin6_addr, host, sizeof host);
+    port = ntohs(s->sin6_port);
+    if (with_port) return "[" + std::string(host) + "]:" + std::to_string(port);
+  }
+  return with_port ? std::string(host) + ":" + std::to_string(port) : std::string(host);
+}
+
+/// An IPv4-mapped IPv6 peer (dual-stack listener) becomes a plain IPv4 address, so RTP from
+/// the phone's IPv4 address matches.
+sockaddr_storage unmap_v4(const sockaddr_storage& a) {
+  if (a.ss_family != AF_INET6) return a;
+  const auto* s6 = reinterpret_cast<const sockaddr_in6*>(&a);
+  if (!IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) return a;
+  sockaddr_storage out{};
+  auto* s4 = reinterpret_cast<sockaddr_in*>(&out);
+  s4->sin_family = AF_INET;
+  s4->sin_port = s6->sin6_port;
+  std::memcpy(&s4->sin_addr, &s6->sin6_addr.s6_addr[12], 4);
+  return out;
+}
+
+}  // namespace
+
+class UploadServer::Conn final : public RecordingOwner {
+ public:
+  Conn(UploadServer& srv, int sock, const sockaddr_storage& peer_addr, const sockaddr_storage& local_addr,
+       std::size_t max_msg)
+      : srv_(srv), fd(sock), peer(unmap_v4(peer_addr)), local(unmap_v4(local_addr)), decoder(max_msg) {
+    peer_text = addr_text(this->peer, true);
+    local_host = addr_text(this->local, false);
+  }
+  void on_server_stop(RecordingHandle, const std::string& call_id, const std::string& why) override {
+    StopRequest req;
+    req.id = call_id;
+    req.reason = why;
+    ++srv_.counters_.server_stops_sent;
+    srv_.send(*this, format_stop_request(req));
+  }
+
+  UploadServer& srv_;
+  int fd;
+  sockaddr_storage peer;
+  sockaddr_storage local;
+  std::string peer_text;
+  std::string local_host;
+  FrameDecoder decoder;
+  std::string out;
+  std::size_t out_sent = 0;
+  unsigned garbage = 0;
+  bool want_write = false;
+  bool dead = false;
+  EventLoop::TimerId quiet_timer = 0;
+};
+
+UploadServer::UploadServer(EventLoop& loop, SessionManager& sessions, UploadServerOptions opts)
+    : loop_(loop), sessions_(sessions), opts_(std::move(opts)) {}
+
+UploadServer::~UploadServer() {
+  close_all();
+  stop_listening();
+}
+
+Status UploadServer::listen() {
+  const auto& a = opts_.listen;
+  fd_ = ::socket(a.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd_ < 0) return Status::from_errno("control: socket");
+  int one = 1;
+  ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  const socklen_t len = a.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  if (::bind(fd_, reinterpret_cast<const sockaddr*>(&a), len) != 0) {
+    Status st = Status::from_errno("control: bind " + addr_text(a, true));
+    ::close(fd_);
+    fd_ = -1;
+    return st;
+  }
+  if (::listen(fd_, 4096) != 0) {
+    Status st = Status::from_errno("control: listen");
+    ::close(fd_);
+    fd_ = -1;
+    return st;
+  }
+  sockaddr_storage local{};
+  socklen_t ll = sizeof local;
+  ::getsockname(fd_, reinterpret_cast<sockaddr*>(&local), &ll);
+  port_ = ntohs(local.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&local)->sin6_port
+                                            : reinterpret_cast<sockaddr_in*>(&local)->sin_port);
+  return loop_.add_fd(fd_, EPOLLIN, [this](std::uint32_t) { on_accept(); });
+}
+
+void UploadServer::stop_listening() {
+  if (fd_ < 0) return;
+  loop_.remove_fd(fd_);
+  ::close(fd_);
+  fd_ = -1;
+}
+
+void UploadServer::close_all() {
+  std::vector<Conn*> all;
+  for (auto& [fd, c] : conns_) all.push_back(c.get());
+  for (Conn* c : all) drop(*c, "closing");
+}
+
+void UploadServer::on_accept() {
+  for (int i = 0; i < 256; ++i) {
+    sockaddr_storage peer{};
+    socklen_t pl = sizeof peer;
+    const int fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&peer), &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno != EAGAIN && errno != EINTR) log_warn("control: accept: %s", std::strerror(errno));
+      return;
+    }
+    if (conns_.size() >= opts_.max_connections) {
+      ++counters_.rejected;
+      ::close(fd);
+      continue;
+    }
+    sockaddr_storage local{};
+    socklen_t ll = sizeof local;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ll);
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    auto conn = std::make_unique<Conn>(*this, fd, peer, local, opts_.max_message);
+    Conn* c = conn.get();
+    conns_.emplace(fd, std::move(conn));
+    if (Status st = loop_.add_fd(fd, EPOLLIN | EPOLLRDHUP, [this, c](std::uint32_t ev) { on_readable(*c, ev); }); !st) {
+      log_warn("control: %s", st.message().c_str());
+      conns_.erase(fd);
+      ::close(fd);
+      continue;
+    }
+    ++counters_.accepted;
+    counters_.active = conns_.size();
+    log_debug("control: connection from %s", c->peer_text.c_str());
+  }
+}
+
+void UploadServer::on_readable(Conn& c, std::uint32_t ev) {
+  if (ev & EPOLLOUT) {
+    flush_output(c);
+    if (c.dead) return;
+  }
+  bool eof = false;
+  if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+    char buf[8192];
+    for (;;) {
+      const ssize_t n = ::read(c.fd, buf, sizeof buf);
+      if (n > 0) {
+        c.decoder.feed(std::string_view(buf, static_cast<std::size_t>(n)));
+        if (c.decoder.overflow()) break;
+        if (static_cast<std::size_t>(n) < sizeof buf) break;
+        continue;
+      }
+      if (n == 0) eof = true;
+      else if (errno == EINTR) continue;
+      else if (errno != EAGAIN) eof = true;
+      break;
+    }
+  }
+  while (auto line = c.decoder.next()) {
+    on_message(c, *line);
+    if (c.dead) return;
+  }
+  if (c.decoder.overflow()) {
+    ++counters_.overflow;
+    log_warn("control: %s sent a message longer than %zu bytes: dropping the connection", c.peer_text.c_str(),
+             opts_.max_message);
+    drop(c, "message too long");
+    return;
+  }
+  if (eof) {
+    if (auto rest = c.decoder.take_unterminated()) on_message(c, *rest);
+    if (!c.dead) drop(c, "peer closed");
+    return;
+  }
+  // A complete but unterminated message: process it when the peer goes quiet.
+  if (!c.decoder.pending().empty()) {
+    if (c.quiet_timer) loop_.cancel_timer(c.quiet_timer);
+    const int fd = c.fd;
+    c.quiet_timer = loop_.add_timer(opts_.quiet_flush, [this, fd] {
+      auto it = conns_.find(fd);
+      if (it == conns_.end()) return;
+      Conn& cc = *it->second;
+      cc.quiet_timer = 0;
+      if (auto rest = cc.decoder.take_unterminated()) on_message(cc, *rest);
+    });
+  }
+}
+
+void UploadServer::on_message(Conn& c, const std::string& line) {
+  ++counters_.messages;
+  auto garbage = [&](const std::string& detail) {
+    ++counters_.garbage;
+    ++c.garbage;
+    log_warn("control: garbage from %s (%s): %.80s", c.peer_text.c_str(), detail.c_str(), line.c_str());
+    if (c.garbage >= opts_.garbage_limit) drop(c, "repeated garbage");
+  };
+  auto msg = parse_message(line);
+  if (!msg) {
+    garbage(msg.error().detail);
+    return;
+  }
+  switch (command_of(msg->cmd)) {
+    case Command::kStartRequest: {
+      auto req = parse_start_request(*msg);
+      if (!req) {
+        ++counters_.bad_request;
+        StartResponse r;
+        r.id = std::string(msg->get("id").value_or(""));
+        r.reason = std::string(req.error().reason);
+        log_warn("control: %s: RecordStartRequest refused: %s", c.peer_text.c_str(), req.error().detail.c_str());
+        ++counters_.start_failed;
+        send(c, format_start_response(r));
+        return;
+      }
+      send(c, format_start_response(start_action(c, *req)));
+      return;
+    }
+    case Command::kStopRequest: {
+      auto req = parse_stop_request(*msg);
+      if (!req) {
+        ++counters_.bad_request;
+        StopResponse r;
+        r.id = std::string(msg->get("id").value_or(""));
+        r.success = false;
+        r.reason = std::string(req.error().reason);
+        send(c, format_stop_response(r));
+        return;
+      }
+      send(c, format_stop_response(stop_action(c, *req)));
+      return;
+    }
+    case Command::kStopResponse:
+      ++counters_.stop_responses;  // the phone acknowledged a server-initiated stop
+      return;
+    case Command::kStartResponse:
+    case Command::kUnknown:
+      garbage("unexpected command '" + msg->cmd + "'");
+      return;
+  }
+}
+
+StartResponse UploadServer::start_action(Conn& c, const StartRequest& req) {
+  StartResponse r;
+  r.id = req.id;
+  if (sessions_.find(&c, req.id)) {
+    r.reason = std::string(reason::kDuplicateId);
+    ++counters_.start_failed;
+    return r;
+  }
+  StartParams p;
+  p.kind = IngestKind::kUpload;
+  p.meta.call_id = req.id;
+  p.meta.device = req.device;
+  p.meta.remote_number = req.remote_number;
+  p.meta.remote_name = req.remote_name;
+  p.meta.local_number = req.local_number;
+  p.meta.local_name = req.local_name;
+  p.meta.direction = std::string(direction_name(req.dir));
+  p.meta.codec = req.codec ? std::string(fileio::codec_info(*req.codec).name) : std::string();
+  p.meta.extra = req.extras;
+  p.peer = c.peer;
+  p.peer_text = c.peer_text;
+  p.owner = &c;
+  p.streams = 1;
+  const StartResult res = sessions_.start(p);
+  if (!res.ok) {
+    r.reason = res.reason;
+    ++counters_.start_failed;
+    log_warn("control: %s: RecordStartRequest id=%s device=%s failed: %s", c.peer_text.c_str(), req.id.c_str(),
+             req.device.c_str(), res.reason.c_str());
+    return r;
+  }
+  ++counters_.start_ok;
+  r.success = true;
+  r.server = opts_.advertise.empty() ? c.local_host : opts_.advertise;
+  r.port = res.ports.front();
+  return r;
+}
+
+StopResponse UploadServer::stop_action(Conn& c, const StopRequest& req) {
+  ++counters_.stop_requests;
+  StopResponse r;
+  r.id = req.id;
+  auto h = sessions_.find(&c, req.id);
+  if (!h) {
+    ++counters_.stop_unknown;
+    r.success = false;
+    r.reason = std::string(reason::kUnknownId);
+    return r;
+  }
+  MetadataOverrides ov;
+  ov.remote_number = req.remote_number;
+  ov.remote_name = req.remote_name;
+  ov.local_number = req.local_number;
+  ov.local_name = req.local_name;
+  ov.extra = req.extras;
+  sessions_.stop(*h, ov, req.reason && !req.reason->empty() ? *req.reason : std::string("phone"), false);
+  r.success = true;
+  return r;
+}
+
+void UploadServer::send(Conn& c, std::string msg) {
+  if (c.dead) return;
+  if (c.out.size() - c.out_sent + msg.size() > opts_.max_output) {
+    ++counters_.output_overflow;
+    drop(c, "peer does not read its responses");
+    return;
+  }
+  if (c.out_sent > 0 && c.out_sent == c.out.size()) {
+    c.out.clear();
+    c.out_sent = 0;
+  }
+  c.out += msg;
+  flush_output(c);
+}
+
+void UploadServer::flush_output(Conn& c) {
+  while (c.out_sent < c.out.size()) {
+    const ssize_t n = ::send(c.fd, c.out.data() + c.out_sent, c.out.size() - c.out_sent, MSG_NOSIGNAL);
+    if (n > 0) {
+      c.out_sent += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      if (!c.want_write) {
+        c.want_write = true;
+        loop_.modify_fd(c.fd, EPOLLIN | EPOLLRDHUP | EPOLLOUT);
+      }
+      return;
+    }
+    drop(c, "send failed");
+    return;
+  }
+  c.out.clear();
+  c.out_sent = 0;
+  if (c.want_write) {
+    c.want_write = false;
+    loop_.modify_fd(c.fd, EPOLLIN | EPOLLRDHUP);
+  }
+}
+
+void UploadServer::drop(Conn& c, const char* why) {
+  if (c.dead) return;
+  c.dead = true;
+  log_debug("control: closing %s: %s", c.peer_text.c_str(), why);
+  // The connection failed or ended: every recording it started stops; files are finalized.
+  sessions_.stop_owned_by(&c, "disconnect");
+  if (c.quiet_timer) loop_.cancel_timer(c.quiet_timer);
+  loop_.remove_fd(c.fd);
+  ::close(c.fd);
+  ++counters_.closed;
+  const int fd = c.fd;
+  // Destroy after the current handler returns (we may be inside c's own handler).
+  auto node = conns_.extract(fd);
+  counters_.active = conns_.size();
+  if (!node.empty()) {
+    std::shared_ptr<Conn> keep(std::move(node.mapped()));
+    loop_.post([keep] {});
+  }
+}
+
+}  // namespace callrec::control

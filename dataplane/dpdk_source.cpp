@@ -1,0 +1,1581 @@
+// DpdkSource: see dataplane/dpdk_source.hpp for the contract, threads and spread.
+//
+// Per RX lcore, one poll iteration:
+//   for each of its queues:      rte_eth_rx_burst(32) -> process(burst, received_here)
+//   for each hand-off ring in:   rte_ring_sc_dequeue_burst   -> process(burst, !received_here)
+//   lcore 0: flush host TX; every 100 us poll the exception TAP (kernel -> wire)
+//   commands (rte_ring, drained after the packets so a remove follows what was received)
+//   pending end marks; counters published every 100 ms; optional idle sleep
+// process() is two passes over the burst (the VPP/l3fwd shape): pass 1 prefetches a few packets
+// ahead, parses Ethernet/VLAN/IPv4/UDP and sorts packets into candidates (ours), hand-offs
+// (another lcore owns them), host traffic and drops; the lookup stage maps candidates to flow
+// slots and prefetches the flow entries; pass 2 checks the source and RTP v2, copies the UDP
+// payload into ring(p, writer) and publishes each touched ring once; then mbufs are freed in
+// one rte_pktmbuf_free_bulk. Measured figures: bench/RESULTS-dpdk.md (dpdk_pipeline_bench).
+//
+// Where an RX lcore's cycles go (2.1 GHz TSC, 2-vCPU VM, count consumer, stage timing on),
+// per packet: rx_burst (net_pcap replay: alloc + copy) 80-90; classify (parse + lookup +
+// prefetch) 19 with the flat table up to 18,000 streams, 41 at 100,000; deliver (source and RTP
+// checks, copy into a 32 MiB PacketRing) 75-95; bulk free 9-15. Total 190-235 cycles: 8.8-10.8
+// Mpps per lcore, against 22-25 Mpps for testpmd rxonly on the same vdev and file.
+#include "dataplane/dpdk_source.hpp"
+
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <span>
+#include <thread>
+#include <utility>
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpedantic"
+#pragma GCC diagnostic ignored "-Wold-style-cast"
+#pragma GCC diagnostic ignored "-Wcast-align"
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#include <rte_common.h>
+#include <rte_cycles.h>
+#include <rte_dev.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_hash.h>
+#include <rte_hash_crc.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+#include <rte_prefetch.h>
+#include <rte_ring.h>
+#include <rte_ring_elem.h>
+#pragma GCC diagnostic pop
+
+#include "fileio/rtp.hpp"
+
+namespace callrec::dataplane {
+
+namespace dpdk_detail {
+
+constexpr std::size_t kCacheLine = 64;
+constexpr unsigned kMaxBurst = 64;           ///< also RTE_HASH_LOOKUP_BULK_MAX
+constexpr unsigned kPrefetchAhead = 3;       ///< packets prefetched ahead in pass 1
+constexpr unsigned kCommandBatch = 64;       ///< commands applied per poll iteration at most
+constexpr unsigned kMaxAddresses = 64;
+constexpr unsigned kMaxLcores = 64;
+constexpr std::uint8_t kAllAddresses = 0xFF;
+constexpr std::uint64_t kPublishIntervalNs = 100'000'000;
+constexpr std::uint64_t kTapPollIntervalNs = 100'000;
+constexpr unsigned kIdlePollsBeforeSleep = 1024;
+constexpr std::uint16_t kNoPort = 0xFFFF;
+constexpr auto kCommandRingWait = std::chrono::seconds(1);
+
+inline std::uint64_t mono_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+inline std::uint16_t rd16(const std::uint8_t* p) { return static_cast<std::uint16_t>((p[0] << 8) | p[1]); }
+/// 32/16-bit field as stored (network byte order), for compares.
+inline std::uint32_t raw32(const std::uint8_t* p) {
+  std::uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline std::uint16_t raw16(const std::uint8_t* p) {
+  std::uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+inline void wr16(std::uint8_t* p, std::uint16_t v) {
+  p[0] = static_cast<std::uint8_t>(v >> 8);
+  p[1] = static_cast<std::uint8_t>(v);
+}
+
+/// RFC 1071 checksum of [p, p+len).
+inline std::uint16_t inet_checksum(const std::uint8_t* p, std::size_t len) {
+  std::uint32_t sum = 0;
+  for (std::size_t i = 0; i + 1 < len; i += 2) sum += rd16(p + i);
+  if ((len & 1) != 0) sum += static_cast<std::uint32_t>(p[len - 1]) << 8;
+  while ((sum >> 16) != 0) sum = (sum & 0xFFFF) + (sum >> 16);
+  return static_cast<std::uint16_t>(~sum);
+}
+
+/// The lcore that owns UDP port `port` (of every address). Multiplicative hash: RTP ports are
+/// even, so port % n alone would put everything on lcore 0 for n = 2.
+inline unsigned owner_of(std::uint16_t port, unsigned n) {
+  return n == 1 ? 0 : ((static_cast<std::uint32_t>(port) * 0x9E3779B1U) >> 16) % n;
+}
+
+inline std::uint8_t* mbuf_data(rte_mbuf* m) { return static_cast<std::uint8_t*>(m->buf_addr) + m->data_off; }
+
+/// Counter indices (an array keeps publish/sum loops short).
+enum Counter : unsigned {
+  kRxPackets,
+  kRxBytes,
+  kDelivered,
+  kRingFull,
+  kUnknownFlow,
+  kWrongSource,
+  kNotRtp,
+  kArpReplies,
+  kIcmpReplies,
+  kExceptionPath,
+  kForwarded,
+  kHandoffFull,
+  kDropped,
+  kNotOurs,
+  kTxFailed,
+  kExceptionRx,
+  kRxErrors,
+  kBursts,
+  kTimedPackets,
+  kCyclesRx,
+  kCyclesClassify,
+  kCyclesDeliver,
+  kCyclesFree,
+  kCounterCount
+};
+
+struct Counters {
+  std::array<std::uint64_t, kCounterCount> v{};
+  std::uint64_t& operator[](Counter c) { return v[c]; }
+};
+
+/// The copy other threads read: written only by its lcore (relaxed stores every 100 ms).
+struct alignas(kCacheLine) PublishedCounters {
+  std::array<std::atomic<std::uint64_t>, kCounterCount> v{};
+  void store(const Counters& c) {
+    for (unsigned i = 0; i < kCounterCount; ++i) v[i].store(c.v[i], std::memory_order_relaxed);
+  }
+  [[nodiscard]] std::uint64_t get(Counter c) const { return v[c].load(std::memory_order_relaxed); }
+};
+
+enum Match : std::uint8_t { kAny, kAddr, kAddrPort };
+
+/// One flow entry: one cache line, prefetched by the lookup stage. Written only by the owning
+/// lcore; `packets` and `wrong_source` are also read by control threads (relaxed).
+struct alignas(kCacheLine) Flow {
+  std::atomic<std::uint64_t> packets{0};
+  std::atomic<std::uint64_t> wrong_source{0};
+  StreamId stream = 0;
+  std::uint32_t expect_ip = 0;    ///< network order
+  std::uint32_t latched_ip = 0;   ///< network order
+  std::uint16_t expect_port = 0;  ///< network order
+  std::uint16_t latched_port = 0; ///< network order
+  std::uint16_t writer = 0;
+  std::uint16_t port = 0;         ///< host order (to remove the keys)
+  std::uint8_t address = 0;       ///< index or kAllAddresses
+  std::uint8_t match = kAny;
+  bool active = false;
+  bool latch = false;
+  bool latched = false;
+
+  [[nodiscard]] bool accepts(std::uint32_t ip, std::uint16_t port_be) const {
+    if (latched) return ip == latched_ip && port_be == latched_port;
+    if (match == kAny) return true;
+    return ip == expect_ip && (match == kAddr || port_be == expect_port);
+  }
+  static void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);  // one writer
+  }
+};
+static_assert(sizeof(Flow) == kCacheLine);
+
+struct PendingEnd {
+  StreamId stream = 0;
+  unsigned writer = 0;
+};
+
+/// What pass 1 learned about a candidate packet.
+struct Candidate {
+  rte_mbuf* m;
+  const std::uint8_t* payload;
+  std::uint32_t key;     ///< address index << 16 | dst port
+  std::uint32_t src_ip;  ///< network order
+  std::uint32_t slot;    ///< 1 + flow slot; 0: no flow
+  std::uint16_t src_port;  ///< network order
+  std::uint16_t len;
+};
+
+enum class Kind : std::uint8_t { kCandidate, kHost, kNotOurs, kDrop, kNotRtp };
+
+/// Parses Ethernet (up to two VLAN tags) / IPv4 / UDP. Never reads past `len`.
+inline Kind classify(const std::uint8_t* d, std::uint32_t len, const std::uint32_t* addrs, unsigned n_addr,
+                     Candidate& c) {
+  if (len < 14) return Kind::kDrop;
+  std::uint16_t et = rd16(d + 12);
+  std::uint32_t l3 = 14;
+  while ((et == 0x8100 || et == 0x88A8) && l3 < 22) {
+    if (len < l3 + 4) return Kind::kDrop;
+    et = rd16(d + l3 + 2);
+    l3 += 4;
+  }
+  if (et != 0x0800) return Kind::kHost;  // ARP, IPv6, LLDP ...: the host stack decides
+  if (len < l3 + 20) return Kind::kDrop;
+  const std::uint8_t* ip = d + l3;
+  const std::uint32_t ihl = (ip[0] & 0x0Fu) * 4;
+  if ((ip[0] >> 4) != 4 || ihl < 20) return Kind::kDrop;
+  const std::uint32_t tot = rd16(ip + 2);
+  if (tot < ihl || l3 + tot > len) return Kind::kDrop;  // truncated (or multi-segment)
+  const std::uint32_t dst = raw32(ip + 16);
+  unsigned a = 0;
+  while (a < n_addr && addrs[a] != dst) ++a;
+  if (a == n_addr) {
+    const std::uint8_t first = ip[16];
+    return (first >= 224 || dst == 0xFFFFFFFFU) ? Kind::kHost : Kind::kNotOurs;
+  }
+  if (ip[9] != IPPROTO_UDP || (rd16(ip + 6) & 0x3FFF) != 0) return Kind::kHost;  // TCP, ICMP, fragments
+  if (tot < ihl + 8) return Kind::kNotRtp;
+  const std::uint8_t* udp = ip + ihl;
+  const std::uint32_t ulen = rd16(udp + 4);
+  if (ulen < 8 || ulen > tot - ihl) return Kind::kNotRtp;
+  c.key = (a << 16) | rd16(udp + 2);
+  c.src_ip = raw32(ip + 12);
+  c.src_port = raw16(udp);
+  c.payload = udp + 8;
+  c.len = static_cast<std::uint16_t>(ulen - 8);
+  return Kind::kCandidate;
+}
+
+/// EAL and the process-wide claims on lcores and ports.
+struct Registry {
+  std::mutex mu;
+  bool attempted = false;
+  Status result;
+  std::vector<std::string> base_args;  ///< the first init's arguments without --vdev
+  std::vector<std::string> argv_storage;
+  std::vector<char*> argv;
+  std::array<bool, RTE_MAX_LCORE> lcore_claimed{};
+  std::array<bool, RTE_MAX_ETHPORTS> port_claimed{};
+  unsigned next_instance = 0;
+};
+
+Registry& registry() {
+  static Registry r;
+  return r;
+}
+
+/// Splits EAL arguments into --vdev device strings and the rest.
+void split_vdevs(const std::vector<std::string>& args, std::vector<std::string>& vdevs, std::vector<std::string>& rest) {
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a.rfind("--vdev=", 0) == 0) {
+      vdevs.push_back(a.substr(7));
+    } else if (a == "--vdev" && i + 1 < args.size()) {
+      vdevs.push_back(args[++i]);
+    } else {
+      rest.push_back(a);
+    }
+  }
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) {
+    if (!s.empty()) s += ' ';
+    s += x;
+  }
+  return s;
+}
+
+std::string rte_error(int err) { return rte_strerror(err < 0 ? -err : err); }
+
+/// Runs rte_eal_init once per process; later calls hot-plug new vdevs (added to `hotplugged`).
+/// Caller holds registry().mu.
+Status ensure_eal_locked(const std::vector<std::string>& args, std::vector<std::string>& hotplugged) {
+  Registry& r = registry();
+  std::vector<std::string> vdevs;
+  std::vector<std::string> rest;
+  split_vdevs(args, vdevs, rest);
+  if (!r.attempted) {
+    r.attempted = true;
+    r.argv_storage.clear();
+    r.argv_storage.emplace_back("callrec");
+    r.argv_storage.insert(r.argv_storage.end(), args.begin(), args.end());
+    for (auto& s : r.argv_storage) r.argv.push_back(s.data());
+    r.argv.push_back(nullptr);
+    // rte_eal_init pins this thread to the main lcore; the control thread is not a poll loop
+    // and threads it creates later must not inherit that pinning.
+    cpu_set_t before;
+    CPU_ZERO(&before);
+    const bool have_before = pthread_getaffinity_np(pthread_self(), sizeof before, &before) == 0;
+    const int rc = rte_eal_init(static_cast<int>(r.argv.size() - 1), r.argv.data());
+    if (have_before) pthread_setaffinity_np(pthread_self(), sizeof before, &before);
+    if (rc < 0) {
+      r.result = Status(EINVAL, "dpdk: rte_eal_init failed: " + rte_error(rte_errno) + " (arguments: " + join(args) +
+                                    "; EAL can be initialised only once per process)");
+    } else {
+      r.base_args = rest;
+    }
+    return r.result;
+  }
+  if (!r.result) return Status(r.result.code(), r.result.message() + " (earlier attempt in this process)");
+  if (rest != r.base_args) {
+    return Status(EINVAL, "dpdk: EAL is already initialised in this process with arguments '" + join(r.base_args) +
+                              "'; rte_eal_init runs once per process, so a later source may only differ by --vdev "
+                              "(got '" + join(rest) + "')");
+  }
+  for (const std::string& dev : vdevs) {
+    const std::string name = dev.substr(0, dev.find(','));
+    std::uint16_t pid = 0;
+    if (rte_eth_dev_get_port_by_name(name.c_str(), &pid) == 0) continue;  // exists already
+    const int rc = rte_dev_probe(dev.c_str());
+    if (rc < 0) return Status(-rc, "dpdk: hot-plugging vdev '" + dev + "' failed: " + rte_error(rc));
+    hotplugged.push_back(name);
+  }
+  return Status::ok();
+}
+
+std::string format_mac(const rte_ether_addr& a) {
+  char buf[18];
+  std::snprintf(buf, sizeof buf, "%02x:%02x:%02x:%02x:%02x:%02x", a.addr_bytes[0], a.addr_bytes[1], a.addr_bytes[2],
+                a.addr_bytes[3], a.addr_bytes[4], a.addr_bytes[5]);
+  return buf;
+}
+
+}  // namespace dpdk_detail
+
+using namespace dpdk_detail;  // NOLINT(google-build-using-namespace): this file's own details
+
+// ---- control -> lcore message ------------------------------------------------------------------
+
+struct DpdkSource::Command {
+  enum : std::uint8_t { kAdd = 1, kRemove = 2 };
+  std::uint8_t kind = 0;
+  std::uint8_t address = 0;  ///< index or kAllAddresses
+  std::uint8_t match = kAny;
+  std::uint8_t latch = 0;
+  std::uint16_t port = 0;         ///< host order
+  std::uint16_t expect_port = 0;  ///< network order
+  std::uint32_t slot = 0;
+  StreamId stream = 0;
+  std::uint32_t expect_ip = 0;    ///< network order
+};
+
+// ---- rte objects of one source -----------------------------------------------------------------
+
+struct DpdkSource::Port {
+  std::uint16_t port_id = kNoPort;
+  std::uint16_t tap_port = kNoPort;
+  bool port_claimed = false;
+  bool port_hotplugged = false;  ///< the port is one of `hotplugged` (its pool can be freed)
+  bool started = false;
+  bool tap_started = false;
+  rte_mempool* pool = nullptr;
+  std::vector<std::string> hotplugged;  ///< vdev names this source added (removed at the end)
+  std::vector<unsigned> claimed_lcores;
+  std::vector<rte_ring*> rings;
+  std::vector<rte_hash*> hashes;
+  std::vector<rte_ring*> handoff;  ///< [from * n + to], nullptr on the diagonal
+  unsigned n_lcores = 0;
+
+  Port() = default;
+  Port(const Port&) = delete;
+  Port& operator=(const Port&) = delete;
+  ~Port() {
+    std::lock_guard lock(registry().mu);
+    if (tap_started) rte_eth_dev_stop(tap_port);
+    if (started) rte_eth_dev_stop(port_id);
+    for (rte_ring* r : handoff) {
+      if (r == nullptr) continue;
+      void* objs[kMaxBurst];
+      unsigned n = 0;
+      while ((n = rte_ring_dequeue_burst(r, objs, kMaxBurst, nullptr)) != 0) {
+        rte_pktmbuf_free_bulk(reinterpret_cast<rte_mbuf**>(objs), n);
+      }
+      rte_ring_free(r);
+    }
+    for (rte_ring* r : rings) rte_ring_free(r);
+    for (rte_hash* h : hashes) rte_hash_free(h);
+    bool removed_all = true;
+    // Our hot-plugged devices are closed here (their queues give back their mbufs). A device
+    // from the first EAL init stays; its queues may still reference the pool (net_pcap
+    // infinite_rx holds the whole file in it), so that pool is kept for the process lifetime.
+    for (const std::string& name : hotplugged) {
+      if (rte_eal_hotplug_remove("vdev", name.c_str()) != 0) removed_all = false;
+    }
+    if (pool != nullptr && port_hotplugged && removed_all) rte_mempool_free(pool);
+    Registry& r = registry();
+    for (unsigned l : claimed_lcores) r.lcore_claimed[l] = false;
+    if (port_claimed) r.port_claimed[port_id] = false;
+  }
+};
+
+// ---- per-lcore state ---------------------------------------------------------------------------
+
+struct alignas(kCacheLine) DpdkSource::Lcore {
+  // ---- owned by the lcore once it runs (prepared by the control thread before) --------------
+  unsigned index = 0;
+  unsigned lcore_id = 0;
+  unsigned n_lcores = 1;
+  std::uint16_t port_id = 0;
+  std::uint16_t tap_port = kNoPort;
+  bool has_tx = false;
+  bool timing = false;
+  unsigned burst = 32;
+  FlowTable table_kind = FlowTable::kFlat;
+  std::vector<std::uint16_t> queues;
+  const std::uint32_t* addresses = nullptr;
+  unsigned n_addr = 0;
+  std::array<std::uint8_t, 6> mac{};
+  std::unique_ptr<std::uint32_t[]> flat;  ///< n_addr * 65536 entries: 1 + slot, 0 = none
+  rte_hash* hash = nullptr;
+  std::unique_ptr<Flow[]> flows;
+  std::uint32_t max_flows = 0;
+  fileio::RingMatrix* rings = nullptr;
+  rte_ring* commands = nullptr;
+  std::vector<rte_ring*> handoff_in;   ///< from lcore i (nullptr for self)
+  std::vector<rte_ring*> handoff_out;  ///< to lcore i (nullptr for self)
+  std::vector<PendingEnd> pending_ends;
+  std::vector<std::array<rte_mbuf*, kMaxBurst>> fwd;  ///< per destination lcore, one burst
+  std::vector<unsigned> fwd_n;
+  std::vector<std::uint8_t> dirty;     ///< per writer: ring pushed in this burst
+  std::vector<std::uint16_t> dirty_list;
+  Counters c;
+  std::uint64_t base_tsc = 0;
+  std::uint64_t base_ns = 0;
+  double ns_per_tsc = 1.0;
+  std::uint64_t publish_interval_tsc = 0;
+  std::uint64_t next_publish_tsc = 0;
+  std::uint64_t tap_interval_tsc = 0;
+  std::uint64_t next_tap_tsc = 0;
+  unsigned idle_sleep_us = 0;
+  unsigned idle_polls = 0;
+  // Optional RX rate limit (token bucket in packets; rate re-read at every publish).
+  double tokens_per_tsc = 0;  ///< 0: unlimited
+  double tokens = 0;
+  std::uint64_t tokens_tsc = 0;
+  std::chrono::milliseconds stop_drain_timeout{2000};
+  std::atomic<std::uint64_t>* end_marks_lost = nullptr;
+  // lcore 0: host TX batch (replies to the wire) and exception batch (to the kernel)
+  std::array<rte_mbuf*, kMaxBurst> host_tx{};
+  std::array<Counter, kMaxBurst> host_tx_kind{};
+  unsigned host_tx_n = 0;
+  std::array<rte_mbuf*, kMaxBurst> exc_tx{};
+  unsigned exc_tx_n = 0;
+
+  // ---- shared with control threads ------------------------------------------------------------
+  alignas(kCacheLine) PublishedCounters published;
+  alignas(kCacheLine) std::atomic<bool> stop_requested{false};
+  std::atomic<double> rate_limit_pps{0};  ///< control -> lcore (relaxed; read every 100 ms)
+  std::atomic<std::uint64_t> commands_done{0};  ///< release: pairs with reclaim's acquire
+  bool launched = false;                         ///< control thread only
+
+  Lcore() = default;
+  Lcore(const Lcore&) = delete;
+  Lcore& operator=(const Lcore&) = delete;
+
+  static int entry(void* arg) {
+    static_cast<Lcore*>(arg)->run();
+    return 0;
+  }
+  void run();
+  unsigned poll_once();
+  void process(rte_mbuf** pkts, unsigned n, bool received_here);
+  void lookup(Candidate* cand, unsigned n) const;
+  void host(rte_mbuf* m);
+  void queue_host_tx(rte_mbuf* m, Counter kind);
+  void queue_exception(rte_mbuf* m);
+  void flush_host();
+  void poll_tap();
+  unsigned drain_commands();
+  void apply(const Command& cmd);
+  void set_key(std::uint32_t key, std::uint32_t value);
+  void end_flow(Flow& f);
+  void push_end(StreamId stream, unsigned writer);
+  void retry_end_marks();
+  void shutdown();
+  void publish() { published.store(c); }
+  [[nodiscard]] std::uint64_t now_ns(std::uint64_t tsc) const {
+    return base_ns + static_cast<std::uint64_t>(static_cast<double>(tsc - base_tsc) * ns_per_tsc);
+  }
+  void rebase_clock() {
+    base_tsc = rte_rdtsc();
+    base_ns = mono_ns();
+  }
+};
+
+void DpdkSource::Lcore::run() {
+  rebase_clock();
+  tokens_tsc = base_tsc;
+  tokens_per_tsc = rate_limit_pps.load(std::memory_order_relaxed) * ns_per_tsc / 1e9;
+  next_publish_tsc = base_tsc + publish_interval_tsc;
+  next_tap_tsc = base_tsc;
+  // acquire: pairs with stop()'s release; commands posted before it are seen by shutdown().
+  while (!stop_requested.load(std::memory_order_acquire)) {
+    const unsigned got = poll_once();
+    drain_commands();
+    if (!pending_ends.empty()) retry_end_marks();
+    const std::uint64_t now = rte_rdtsc();
+    if (now >= next_publish_tsc) {
+      publish();
+      rebase_clock();
+      next_publish_tsc = now + publish_interval_tsc;
+      tokens_per_tsc = rate_limit_pps.load(std::memory_order_relaxed) * ns_per_tsc / 1e9;
+    }
+    if (got != 0) {
+      idle_polls = 0;
+    } else if (idle_sleep_us != 0 && ++idle_polls > kIdlePollsBeforeSleep) {
+      ::usleep(idle_sleep_us);
+    }
+  }
+  shutdown();
+}
+
+unsigned DpdkSource::Lcore::poll_once() {
+  std::array<rte_mbuf*, kMaxBurst> pkts;
+  unsigned got = 0;
+  unsigned budget = burst;
+  if (tokens_per_tsc > 0) [[unlikely]] {
+    const std::uint64_t now = rte_rdtsc();
+    tokens = std::min(tokens + static_cast<double>(now - tokens_tsc) * tokens_per_tsc, 4.0 * burst);
+    tokens_tsc = now;
+    budget = tokens >= static_cast<double>(burst) ? burst : static_cast<unsigned>(tokens);
+  }
+  for (const std::uint16_t q : queues) {
+    if (budget == 0) break;
+    const std::uint64_t t0 = timing ? rte_rdtsc() : 0;
+    const std::uint16_t n = rte_eth_rx_burst(port_id, q, pkts.data(), static_cast<std::uint16_t>(budget));
+    if (tokens_per_tsc > 0) [[unlikely]] {
+      tokens -= n;
+      budget -= n;
+    }
+    if (n == 0) continue;
+    if (timing) {
+      c[kCyclesRx] += rte_rdtsc() - t0;
+      ++c[kBursts];
+      c[kTimedPackets] += n;
+    }
+    process(pkts.data(), n, true);
+    got += n;
+  }
+  for (rte_ring* r : handoff_in) {
+    if (r == nullptr) continue;
+    const unsigned n = rte_ring_sc_dequeue_burst(r, reinterpret_cast<void**>(pkts.data()), burst, nullptr);
+    if (n == 0) continue;
+    process(pkts.data(), n, false);
+    got += n;
+  }
+  if (tap_port != kNoPort || host_tx_n != 0 || exc_tx_n != 0) {
+    flush_host();
+    if (tap_port != kNoPort && rte_rdtsc() >= next_tap_tsc) {
+      poll_tap();
+      next_tap_tsc = rte_rdtsc() + tap_interval_tsc;
+    }
+  }
+  return got;
+}
+
+// Flat table vs rte_hash (classify stage, cycles/packet, bench/RESULTS-dpdk.md): 19 vs 40-43 at
+// 1,000-18,000 streams; 41 vs 80 at 100,000. Flat costs 256 KiB per address per lcore.
+void DpdkSource::Lcore::lookup(Candidate* cand, unsigned n) const {
+  if (table_kind == FlowTable::kFlat) {
+    for (unsigned i = 0; i < n; ++i) {
+      const std::uint32_t s = flat[cand[i].key];
+      cand[i].slot = s;
+      if (s != 0) rte_prefetch0(&flows[s - 1]);
+    }
+    return;
+  }
+  std::array<const void*, kMaxBurst> keys;
+  std::array<void*, kMaxBurst> data;
+  for (unsigned i = 0; i < n; ++i) keys[i] = &cand[i].key;
+  std::uint64_t hits = 0;
+  rte_hash_lookup_bulk_data(hash, keys.data(), n, &hits, data.data());
+  for (unsigned i = 0; i < n; ++i) {
+    const std::uint32_t s = ((hits >> i) & 1U) != 0 ? static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(data[i])) : 0;
+    cand[i].slot = s;
+    if (s != 0) rte_prefetch0(&flows[s - 1]);
+  }
+}
+
+// Per-packet path: no allocation, no lock, no log. Cycle figures: bench/RESULTS-dpdk.md.
+void DpdkSource::Lcore::process(rte_mbuf** pkts, unsigned n, bool received_here) {
+  const std::uint64_t t0 = timing ? rte_rdtsc() : 0;
+  std::array<Candidate, kMaxBurst> cand;
+  std::array<rte_mbuf*, kMaxBurst> to_free;
+  std::array<rte_mbuf*, kMaxBurst> host_pkts;
+  unsigned nc = 0;
+  unsigned nf = 0;
+  unsigned nh = 0;
+  std::uint64_t bytes = 0;
+
+  // Pass 1: parse and sort. Host traffic belongs to lcore 0; a candidate to owner_of(port) --
+  // except after a hand-off, where it is ours by construction (no ping-pong).
+  for (unsigned i = 0; i < n; ++i) {
+    if (i + kPrefetchAhead < n) rte_prefetch0(mbuf_data(pkts[i + kPrefetchAhead]));
+    rte_mbuf* m = pkts[i];
+    bytes += m->pkt_len;
+    Candidate& cd = cand[nc];
+    const Kind k = classify(mbuf_data(m), m->data_len, addresses, n_addr, cd);
+    switch (k) {
+      case Kind::kCandidate: {
+        const unsigned owner = received_here ? owner_of(static_cast<std::uint16_t>(cd.key), n_lcores) : index;
+        if (owner == index) {
+          cd.m = m;
+          ++nc;
+        } else {
+          fwd[owner][fwd_n[owner]++] = m;
+        }
+        break;
+      }
+      case Kind::kHost:
+        if (index == 0) {
+          host_pkts[nh++] = m;
+        } else {
+          fwd[0][fwd_n[0]++] = m;
+        }
+        break;
+      case Kind::kNotOurs:
+        ++c[kNotOurs];
+        ++c[kDropped];
+        to_free[nf++] = m;
+        break;
+      case Kind::kDrop:
+        ++c[kDropped];
+        to_free[nf++] = m;
+        break;
+      case Kind::kNotRtp:
+        ++c[kNotRtp];
+        to_free[nf++] = m;
+        break;
+    }
+  }
+  if (received_here) {
+    c[kRxPackets] += n;
+    c[kRxBytes] += bytes;
+  }
+  lookup(cand.data(), nc);
+  const std::uint64_t t1 = timing ? rte_rdtsc() : 0;
+
+  // Pass 2: source check, RTP check, copy into the writer's ring.
+  const std::uint64_t now = now_ns(rte_rdtsc());
+  std::uint64_t delivered = 0;
+  for (unsigned i = 0; i < nc; ++i) {
+    const Candidate& cd = cand[i];
+    if (cd.slot == 0) [[unlikely]] {
+      if (tap_port != kNoPort) {  // a UDP port nobody records: the kernel may want it (SIP ...)
+        if (index == 0) {
+          host_pkts[nh++] = cd.m;
+        } else {
+          fwd[0][fwd_n[0]++] = cd.m;
+        }
+        continue;
+      }
+      ++c[kUnknownFlow];
+      to_free[nf++] = cd.m;
+      continue;
+    }
+    to_free[nf++] = cd.m;
+    Flow& f = flows[cd.slot - 1];
+    if (!f.accepts(cd.src_ip, cd.src_port)) [[unlikely]] {
+      ++c[kWrongSource];
+      Flow::bump(f.wrong_source);
+      continue;
+    }
+    const std::span<const std::byte> payload(reinterpret_cast<const std::byte*>(cd.payload), cd.len);
+    if (!fileio::parse_rtp(payload)) [[unlikely]] {
+      ++c[kNotRtp];
+      continue;
+    }
+    if (f.latch && !f.latched) [[unlikely]] {  // first RTP packet from an acceptable source
+      f.latched = true;
+      f.latched_ip = cd.src_ip;
+      f.latched_port = cd.src_port;
+    }
+    Flow::bump(f.packets);
+    if (rings->ring(index, f.writer).push(f.stream, fileio::RecordKind::kPacket, now, payload)) [[likely]] {
+      ++delivered;
+      if (dirty[f.writer] == 0) {
+        dirty[f.writer] = 1;
+        dirty_list.push_back(f.writer);  // capacity reserved: no allocation
+      }
+    } else {
+      ++c[kRingFull];
+    }
+  }
+  c[kDelivered] += delivered;
+  for (const std::uint16_t w : dirty_list) {  // one release store per touched ring per burst
+    rings->ring(index, w).publish();
+    dirty[w] = 0;
+  }
+  dirty_list.clear();
+  const std::uint64_t t2 = timing ? rte_rdtsc() : 0;
+
+  // Hand-offs to the owners, host traffic, then one bulk free.
+  for (unsigned o = 0; o < n_lcores; ++o) {
+    const unsigned k = fwd_n[o];
+    if (k == 0) continue;
+    fwd_n[o] = 0;
+    rte_mbuf** list = fwd[o].data();
+    const unsigned sent = rte_ring_sp_enqueue_burst(handoff_out[o], reinterpret_cast<void* const*>(list), k, nullptr);
+    c[kForwarded] += sent;
+    if (sent < k) {
+      c[kHandoffFull] += k - sent;
+      c[kRingFull] += k - sent;
+      for (unsigned j = sent; j < k; ++j) to_free[nf++] = list[j];
+    }
+  }
+  for (unsigned i = 0; i < nh; ++i) host(host_pkts[i]);
+  if (nf != 0) rte_pktmbuf_free_bulk(to_free.data(), nf);
+  if (timing) {
+    const std::uint64_t t3 = rte_rdtsc();
+    c[kCyclesClassify] += t1 - t0;
+    c[kCyclesDeliver] += t2 - t1;
+    c[kCyclesFree] += t3 - t2;
+  }
+}
+
+// ---- host stack (lcore 0) ----------------------------------------------------------------------
+
+void DpdkSource::Lcore::queue_host_tx(rte_mbuf* m, Counter kind) {
+  if (!has_tx) {
+    ++c[kDropped];
+    ++c[kTxFailed];
+    rte_pktmbuf_free(m);
+    return;
+  }
+  if (host_tx_n == host_tx.size()) flush_host();
+  host_tx_kind[host_tx_n] = kind;
+  host_tx[host_tx_n++] = m;
+}
+
+void DpdkSource::Lcore::queue_exception(rte_mbuf* m) {
+  if (tap_port == kNoPort) {
+    ++c[kDropped];
+    rte_pktmbuf_free(m);
+    return;
+  }
+  if (exc_tx_n == exc_tx.size()) flush_host();
+  exc_tx[exc_tx_n++] = m;
+}
+
+void DpdkSource::Lcore::flush_host() {
+  if (host_tx_n != 0) {
+    const std::uint16_t sent = rte_eth_tx_burst(port_id, 0, host_tx.data(), static_cast<std::uint16_t>(host_tx_n));
+    for (unsigned i = 0; i < sent; ++i) ++c[host_tx_kind[i]];
+    for (unsigned i = sent; i < host_tx_n; ++i) {
+      ++c[kDropped];
+      ++c[kTxFailed];
+      rte_pktmbuf_free(host_tx[i]);
+    }
+    host_tx_n = 0;
+  }
+  if (exc_tx_n != 0) {
+    const std::uint16_t sent = rte_eth_tx_burst(tap_port, 0, exc_tx.data(), static_cast<std::uint16_t>(exc_tx_n));
+    c[kExceptionPath] += sent;
+    for (unsigned i = sent; i < exc_tx_n; ++i) {
+      ++c[kDropped];
+      ++c[kTxFailed];
+      rte_pktmbuf_free(exc_tx[i]);
+    }
+    exc_tx_n = 0;
+  }
+}
+
+void DpdkSource::Lcore::poll_tap() {
+  std::array<rte_mbuf*, kMaxBurst> pkts;
+  const std::uint16_t n = rte_eth_rx_burst(tap_port, 0, pkts.data(), static_cast<std::uint16_t>(burst));
+  if (n == 0) return;
+  const std::uint16_t sent = has_tx ? rte_eth_tx_burst(port_id, 0, pkts.data(), n) : 0;
+  c[kExceptionRx] += sent;
+  if (sent < n) {
+    c[kTxFailed] += n - sent;
+    rte_pktmbuf_free_bulk(pkts.data() + sent, n - sent);
+  }
+}
+
+/// ARP requests and ICMP echo requests for our addresses are answered in place (the mbuf
+/// becomes the reply); anything else goes to the kernel or is dropped.
+void DpdkSource::Lcore::host(rte_mbuf* m) {
+  std::uint8_t* d = mbuf_data(m);
+  const std::uint32_t len = m->data_len;
+  if (len < 14) {
+    ++c[kDropped];
+    rte_pktmbuf_free(m);
+    return;
+  }
+  std::uint16_t et = rd16(d + 12);
+  std::uint32_t l3 = 14;
+  while ((et == 0x8100 || et == 0x88A8) && l3 < 22 && len >= l3 + 4) {
+    et = rd16(d + l3 + 2);
+    l3 += 4;
+  }
+  auto ours = [this](std::uint32_t ip) {
+    for (unsigned a = 0; a < n_addr; ++a) {
+      if (addresses[a] == ip) return true;
+    }
+    return false;
+  };
+  if (et == 0x0806 && len >= l3 + 28) {
+    std::uint8_t* arp = d + l3;
+    const bool ethernet_ipv4 = rd16(arp) == 1 && rd16(arp + 2) == 0x0800 && arp[4] == 6 && arp[5] == 4;
+    const std::uint32_t tpa = raw32(arp + 24);
+    if (ethernet_ipv4 && rd16(arp + 6) == 1 && ours(tpa)) {
+      std::memcpy(d, arp + 8, 6);            // eth dst = requester
+      std::memcpy(d + 6, mac.data(), 6);     // eth src = us
+      wr16(arp + 6, 2);                      // op = reply
+      std::memcpy(arp + 18, arp + 8, 10);    // tha, tpa = sha, spa
+      std::memcpy(arp + 8, mac.data(), 6);   // sha = us
+      std::memcpy(arp + 14, &tpa, 4);        // spa = the address asked for
+      queue_host_tx(m, kArpReplies);
+      return;
+    }
+    queue_exception(m);  // replies, gratuitous ARP: the kernel keeps its own neighbour table
+    return;
+  }
+  if (et == 0x0800 && len >= l3 + 20) {
+    std::uint8_t* ip = d + l3;
+    const std::uint32_t ihl = (ip[0] & 0x0Fu) * 4;
+    const std::uint32_t tot = rd16(ip + 2);
+    const std::uint32_t dst = raw32(ip + 16);
+    if (ip[9] == IPPROTO_ICMP && ihl >= 20 && tot >= ihl + 8 && l3 + tot <= len && ours(dst) &&
+        (rd16(ip + 6) & 0x3FFF) == 0 && ip[ihl] == 8 && ip[ihl + 1] == 0) {
+      std::uint8_t* icmp = ip + ihl;
+      std::memcpy(d, d + 6, 6);
+      std::memcpy(d + 6, mac.data(), 6);
+      std::memcpy(ip + 16, ip + 12, 4);  // dst = the pinger
+      std::memcpy(ip + 12, &dst, 4);     // src = the address pinged
+      ip[8] = 64;                        // TTL
+      wr16(ip + 10, 0);
+      wr16(ip + 10, inet_checksum(ip, ihl));
+      icmp[0] = 0;  // echo reply
+      wr16(icmp + 2, 0);
+      wr16(icmp + 2, inet_checksum(icmp, tot - ihl));
+      queue_host_tx(m, kIcmpReplies);
+      return;
+    }
+  }
+  queue_exception(m);
+}
+
+// ---- commands ------------------------------------------------------------------------------------
+
+void DpdkSource::Lcore::set_key(std::uint32_t key, std::uint32_t value) {
+  if (table_kind == FlowTable::kFlat) {
+    flat[key] = value;
+    return;
+  }
+  if (value == 0) {
+    rte_hash_del_key(hash, &key);
+  } else if (rte_hash_add_key_data(hash, &key, reinterpret_cast<void*>(static_cast<std::uintptr_t>(value))) != 0) {
+    ++c[kRxErrors];  // table full: the flow is not reachable on this key (counted)
+  }
+}
+
+unsigned DpdkSource::Lcore::drain_commands() {
+  static_assert(sizeof(Command) % 4 == 0, "rte_ring element size must be a multiple of 4");
+  std::array<Command, kCommandBatch> batch;
+  const unsigned n = rte_ring_sc_dequeue_burst_elem(commands, batch.data(), sizeof(Command), kCommandBatch, nullptr);
+  if (n == 0) return 0;
+  for (unsigned i = 0; i < n; ++i) apply(batch[i]);
+  // release: pairs with reclaim_locked()'s acquire; removed slots' final counters are written.
+  commands_done.fetch_add(n, std::memory_order_release);
+  return n;
+}
+
+void DpdkSource::Lcore::apply(const Command& cmd) {
+  Flow& f = flows[cmd.slot];
+  const auto for_keys = [&](std::uint8_t address, std::uint16_t port, std::uint32_t value) {
+    if (address == kAllAddresses) {
+      for (unsigned a = 0; a < n_addr; ++a) set_key((a << 16) | port, value);
+    } else {
+      set_key((static_cast<std::uint32_t>(address) << 16) | port, value);
+    }
+  };
+  if (cmd.kind == Command::kAdd) {
+    f.packets.store(0, std::memory_order_relaxed);
+    f.wrong_source.store(0, std::memory_order_relaxed);
+    f.stream = cmd.stream;
+    f.expect_ip = cmd.expect_ip;
+    f.expect_port = cmd.expect_port;
+    f.match = cmd.match;
+    f.latch = cmd.latch != 0;
+    f.latched = false;
+    f.latched_ip = 0;
+    f.latched_port = 0;
+    f.port = cmd.port;
+    f.address = cmd.address;
+    f.writer = rings != nullptr ? static_cast<std::uint16_t>(rings->writer_for(cmd.stream)) : 0;
+    f.active = true;
+    for_keys(cmd.address, cmd.port, cmd.slot + 1);
+    return;
+  }
+  if (f.active) end_flow(f);
+}
+
+void DpdkSource::Lcore::end_flow(Flow& f) {
+  const auto port = f.port;
+  if (f.address == kAllAddresses) {
+    for (unsigned a = 0; a < n_addr; ++a) set_key((a << 16) | port, 0);
+  } else {
+    set_key((static_cast<std::uint32_t>(f.address) << 16) | port, 0);
+  }
+  f.active = false;
+  if (rings != nullptr) push_end(f.stream, f.writer);
+}
+
+void DpdkSource::Lcore::push_end(StreamId stream, unsigned writer) {
+  fileio::PacketRing& ring = rings->ring(index, writer);
+  if (ring.push(stream, fileio::RecordKind::kEndOfStream, mono_ns(), {})) {
+    ring.publish();
+    return;
+  }
+  // Ring full: the mark waits (the flow is gone from the table, so nothing of this stream can
+  // overtake it) and is retried every poll iteration without stalling other flows.
+  pending_ends.push_back({stream, writer});
+}
+
+void DpdkSource::Lcore::retry_end_marks() {
+  std::size_t kept = 0;
+  for (const PendingEnd& e : pending_ends) {
+    fileio::PacketRing& ring = rings->ring(index, e.writer);
+    if (ring.push(e.stream, fileio::RecordKind::kEndOfStream, mono_ns(), {})) {
+      ring.publish();
+    } else {
+      pending_ends[kept++] = e;
+    }
+  }
+  pending_ends.resize(kept);
+}
+
+void DpdkSource::Lcore::shutdown() {
+  while (drain_commands() != 0) {
+  }
+  // Packets other lcores handed over before they stopped (they may still be stopping: what
+  // arrives later is freed by stop() and counted there).
+  std::array<rte_mbuf*, kMaxBurst> pkts;
+  for (rte_ring* r : handoff_in) {
+    if (r == nullptr) continue;
+    unsigned n = 0;
+    while ((n = rte_ring_sc_dequeue_burst(r, reinterpret_cast<void**>(pkts.data()), burst, nullptr)) != 0) {
+      process(pkts.data(), n, false);
+    }
+  }
+  flush_host();
+  for (std::uint32_t s = 0; s < max_flows; ++s) {
+    if (flows[s].active) end_flow(flows[s]);
+  }
+  const std::uint64_t deadline = mono_ns() + static_cast<std::uint64_t>(stop_drain_timeout.count()) * 1'000'000ULL;
+  while (!pending_ends.empty()) {
+    retry_end_marks();
+    if (pending_ends.empty() || mono_ns() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  if (!pending_ends.empty()) {
+    end_marks_lost->fetch_add(pending_ends.size(), std::memory_order_relaxed);
+    pending_ends.clear();
+  }
+  publish();
+}
+
+// ---- control side ----------------------------------------------------------------------------------
+
+DpdkSource::DpdkSource(Options options) : options_(std::move(options)), port_(std::make_unique<Port>()) {
+  init_status_ = init();
+}
+
+DpdkSource::~DpdkSource() {
+  stop();
+  lcores_.clear();
+  port_.reset();
+}
+
+Status DpdkSource::init() {
+  Options& o = options_;
+  if (o.burst < 1 || o.burst > kMaxBurst) return Status(EINVAL, "dpdk: burst must be 1.." + std::to_string(kMaxBurst));
+  if (!std::has_single_bit(o.handoff_ring_size) || !std::has_single_bit(o.command_ring_size)) {
+    return Status(EINVAL, "dpdk: handoff_ring_size and command_ring_size must be powers of two");
+  }
+  if (o.addresses.empty()) return Status(EINVAL, "dpdk: at least one dataplane IPv4 address is required");
+  if (o.addresses.size() > kMaxAddresses) {
+    return Status(EINVAL, "dpdk: at most " + std::to_string(kMaxAddresses) + " addresses");
+  }
+  for (const std::string& a : o.addresses) {
+    in_addr ia{};
+    if (inet_pton(AF_INET, a.c_str(), &ia) != 1) return Status(EINVAL, "dpdk: '" + a + "' is not an IPv4 address");
+    if (std::find(addresses_.begin(), addresses_.end(), ia.s_addr) != addresses_.end()) {
+      return Status(EINVAL, "dpdk: address " + a + " given twice");
+    }
+    addresses_.push_back(ia.s_addr);
+  }
+  if (o.max_flows_per_lcore == 0 || o.max_flows_per_lcore > (1U << 24)) {
+    return Status(EINVAL, "dpdk: max_flows_per_lcore must be 1..16777216");
+  }
+  if (!o.lcores.empty()) o.rx_threads = static_cast<unsigned>(o.lcores.size());
+  if (o.rx_threads == 0 || o.rx_threads > kMaxLcores) {
+    return Status(EINVAL, "dpdk: rx_threads must be 1.." + std::to_string(kMaxLcores));
+  }
+
+  Registry& reg = registry();
+  std::lock_guard lock(reg.mu);
+  if (Status s = ensure_eal_locked(o.eal_args, port_->hotplugged); !s) return s;
+  const unsigned instance = reg.next_instance++;
+
+  // RX lcores: EAL worker lcores, not claimed by another live source.
+  std::string workers;
+  unsigned lc = 0;
+  RTE_LCORE_FOREACH_WORKER(lc) { workers += (workers.empty() ? "" : ",") + std::to_string(lc); }
+  if (workers.empty()) workers = "none";
+  std::vector<unsigned> chosen;
+  if (o.lcores.empty()) {
+    RTE_LCORE_FOREACH_WORKER(lc) {
+      if (chosen.size() < o.rx_threads && !reg.lcore_claimed[lc]) chosen.push_back(lc);
+    }
+    if (chosen.size() < o.rx_threads) {
+      return Status(EINVAL, "dpdk: " + std::to_string(o.rx_threads) + " RX lcores requested but only " +
+                                std::to_string(chosen.size()) + " free EAL worker lcores (workers: " + workers +
+                                "; the main lcore " + std::to_string(rte_get_main_lcore()) +
+                                " is the control thread; give more with -l/--lcores)");
+    }
+  } else {
+    for (const unsigned l : o.lcores) {
+      if (l >= RTE_MAX_LCORE || !rte_lcore_is_enabled(l)) {
+        return Status(EINVAL, "dpdk: lcore " + std::to_string(l) + " is not an EAL lcore (workers: " + workers + ")");
+      }
+      if (l == rte_get_main_lcore()) {
+        return Status(EINVAL, "dpdk: lcore " + std::to_string(l) + " is the main lcore (the control thread), not an RX lcore");
+      }
+      if (std::find(chosen.begin(), chosen.end(), l) != chosen.end()) {
+        return Status(EINVAL, "dpdk: lcore " + std::to_string(l) + " listed twice");
+      }
+      if (reg.lcore_claimed[l]) return Status(EBUSY, "dpdk: lcore " + std::to_string(l) + " is used by another DpdkSource");
+      chosen.push_back(l);
+    }
+  }
+
+  // Port: by id or by name.
+  std::uint16_t pid = kNoPort;
+  const bool numeric = !o.port.empty() && o.port.size() <= 5 && std::all_of(o.port.begin(), o.port.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+  if (numeric) {
+    const unsigned long v = std::stoul(o.port);
+    if (v < RTE_MAX_ETHPORTS) pid = static_cast<std::uint16_t>(v);
+  } else if (rte_eth_dev_get_port_by_name(o.port.c_str(), &pid) != 0) {
+    pid = kNoPort;
+  }
+  if (pid == kNoPort || !rte_eth_dev_is_valid_port(pid)) {
+    std::string ports;
+    for (std::uint16_t p = 0; p < RTE_MAX_ETHPORTS; ++p) {
+      if (!rte_eth_dev_is_valid_port(p)) continue;
+      char name[RTE_ETH_NAME_MAX_LEN] = {};
+      rte_eth_dev_get_name_by_port(p, name);
+      ports += (ports.empty() ? "" : ", ") + std::to_string(p) + "=" + name;
+    }
+    return Status(ENODEV, "dpdk: no such port '" + o.port + "' (ports: " + (ports.empty() ? "none" : ports) +
+                              "; a vdev needs --vdev=... in eal_args)");
+  }
+  if (reg.port_claimed[pid]) return Status(EBUSY, "dpdk: port " + o.port + " is used by another DpdkSource");
+  reg.port_claimed[pid] = true;
+  port_->port_claimed = true;
+  {
+    char pname[RTE_ETH_NAME_MAX_LEN] = {};
+    rte_eth_dev_get_name_by_port(pid, pname);
+    port_->port_hotplugged = std::find(port_->hotplugged.begin(), port_->hotplugged.end(), std::string(pname)) !=
+                             port_->hotplugged.end();
+  }
+  port_->port_id = pid;
+  port_id_ = pid;
+  for (const unsigned l : chosen) {
+    reg.lcore_claimed[l] = true;
+    port_->claimed_lcores.push_back(l);
+  }
+
+  rte_eth_dev_info info{};
+  if (const int rc = rte_eth_dev_info_get(pid, &info); rc != 0) {
+    return Status(-rc, "dpdk: port " + o.port + ": rte_eth_dev_info_get: " + rte_error(rc));
+  }
+  const unsigned n = o.rx_threads;
+  unsigned nq = o.rx_queues;
+  if (nq == 0) nq = info.max_rx_queues >= n ? n : 1;
+  if (nq > info.max_rx_queues) {
+    return Status(EINVAL, "dpdk: port " + o.port + " has at most " + std::to_string(info.max_rx_queues) + " RX queues (" +
+                              std::to_string(nq) + " requested)");
+  }
+  const std::uint16_t ntx = info.max_tx_queues >= 1 ? 1 : 0;
+  rte_eth_conf conf{};
+  const std::uint64_t rss_hf = info.flow_type_rss_offloads & (RTE_ETH_RSS_IP | RTE_ETH_RSS_UDP);
+  if (nq > 1 && rss_hf != 0) {
+    conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+    conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
+    rss_ = true;
+  }
+  rx_queues_ = nq;
+
+  const int socket = rte_eth_dev_socket_id(pid) < 0 ? static_cast<int>(rte_socket_id()) : rte_eth_dev_socket_id(pid);
+  const std::string pool_name = "crmp" + std::to_string(instance);
+  port_->pool = rte_pktmbuf_pool_create(pool_name.c_str(), o.mempool_mbufs, std::min(o.mempool_cache, 512U), 0,
+                                        static_cast<std::uint16_t>(std::min(o.mbuf_data_room, 65535U)), socket);
+  if (port_->pool == nullptr) {
+    return Status(ENOMEM, "dpdk: mempool of " + std::to_string(o.mempool_mbufs) + " mbufs (" +
+                              std::to_string(o.mbuf_data_room) + " B data room): " + rte_error(rte_errno) +
+                              " (raise -m, or use hugepages)");
+  }
+  if (const int rc = rte_eth_dev_configure(pid, static_cast<std::uint16_t>(nq), ntx, &conf); rc != 0) {
+    return Status(-rc, "dpdk: port " + o.port + ": rte_eth_dev_configure(" + std::to_string(nq) + " rx, " +
+                           std::to_string(ntx) + " tx): " + rte_error(rc));
+  }
+  std::uint16_t nrxd = static_cast<std::uint16_t>(std::min(o.rx_descriptors, 65535U));
+  std::uint16_t ntxd = static_cast<std::uint16_t>(std::min(o.tx_descriptors, 65535U));
+  rte_eth_dev_adjust_nb_rx_tx_desc(pid, &nrxd, &ntxd);
+  for (unsigned q = 0; q < nq; ++q) {
+    if (const int rc = rte_eth_rx_queue_setup(pid, static_cast<std::uint16_t>(q), nrxd, static_cast<unsigned>(socket), nullptr,
+                                              port_->pool);
+        rc != 0) {
+      return Status(-rc, "dpdk: port " + o.port + ": rx queue " + std::to_string(q) + " setup: " + rte_error(rc) +
+                             " (net_pcap with infinite_rx=1 keeps the whole file in the mempool: mempool_mbufs must "
+                             "exceed its packet count)");
+    }
+  }
+  if (ntx == 1) {
+    if (const int rc = rte_eth_tx_queue_setup(pid, 0, ntxd, static_cast<unsigned>(socket), nullptr); rc != 0) {
+      return Status(-rc, "dpdk: port " + o.port + ": tx queue setup: " + rte_error(rc));
+    }
+  }
+  rte_ether_addr mac{};
+  rte_eth_macaddr_get(pid, &mac);
+  mac_ = format_mac(mac);
+  if (o.promiscuous) rte_eth_promiscuous_enable(pid);
+
+  // Exception path: a TAP with the port's MAC, one queue pair owned by lcore 0.
+  if (!o.exception_tap.empty()) {
+    const std::string vname = "net_tap_cr" + std::to_string(instance);
+    const std::string devargs = vname + ",iface=" + o.exception_tap + ",mac=" + mac_;
+    if (const int rc = rte_dev_probe(devargs.c_str()); rc < 0) {
+      return Status(-rc, "dpdk: exception TAP '" + devargs + "': " + rte_error(rc));
+    }
+    port_->hotplugged.push_back(vname);
+    std::uint16_t tp = 0;
+    if (rte_eth_dev_get_port_by_name(vname.c_str(), &tp) != 0) return Status(ENODEV, "dpdk: TAP " + vname + " has no port");
+    port_->tap_port = tp;
+    rte_eth_conf tconf{};
+    if (const int rc = rte_eth_dev_configure(tp, 1, 1, &tconf); rc != 0) {
+      return Status(-rc, "dpdk: TAP configure: " + rte_error(rc));
+    }
+    if (const int rc = rte_eth_rx_queue_setup(tp, 0, 512, static_cast<unsigned>(socket), nullptr, port_->pool); rc != 0) {
+      return Status(-rc, "dpdk: TAP rx queue: " + rte_error(rc));
+    }
+    if (const int rc = rte_eth_tx_queue_setup(tp, 0, 512, static_cast<unsigned>(socket), nullptr); rc != 0) {
+      return Status(-rc, "dpdk: TAP tx queue: " + rte_error(rc));
+    }
+  }
+
+  // Per-lcore state: tables, flows, command ring, hand-off rings.
+  port_->n_lcores = n;
+  port_->handoff.assign(std::size_t{n} * n, nullptr);
+  if (n > 1) {
+    for (unsigned from = 0; from < n; ++from) {
+      for (unsigned to = 0; to < n; ++to) {
+        if (from == to) continue;
+        const std::string rn = "crh" + std::to_string(instance) + "_" + std::to_string(from) + "_" + std::to_string(to);
+        rte_ring* r = rte_ring_create(rn.c_str(), o.handoff_ring_size, socket, RING_F_SP_ENQ | RING_F_SC_DEQ);
+        if (r == nullptr) return Status(ENOMEM, "dpdk: hand-off ring " + rn + ": " + rte_error(rte_errno));
+        port_->handoff[from * n + to] = r;
+      }
+    }
+  }
+  const double ns_per_tsc = 1e9 / static_cast<double>(rte_get_tsc_hz());
+  for (unsigned i = 0; i < n; ++i) {
+    auto lp = std::make_unique<Lcore>();
+    Lcore& l = *lp;
+    l.index = i;
+    l.lcore_id = chosen[i];
+    l.n_lcores = n;
+    l.port_id = pid;
+    l.has_tx = i == 0 && ntx == 1;
+    l.tap_port = i == 0 ? port_->tap_port : kNoPort;
+    l.timing = o.stage_timing;
+    l.burst = o.burst;
+    l.table_kind = o.flow_table;
+    for (unsigned q = i; q < nq; q += n) l.queues.push_back(static_cast<std::uint16_t>(q));
+    l.addresses = addresses_.data();
+    l.n_addr = static_cast<unsigned>(addresses_.size());
+    std::memcpy(l.mac.data(), mac.addr_bytes, 6);
+    l.max_flows = o.max_flows_per_lcore;
+    l.flows = std::make_unique<Flow[]>(l.max_flows);
+    if (o.flow_table == FlowTable::kFlat) {
+      l.flat = std::make_unique<std::uint32_t[]>(std::size_t{l.n_addr} << 16);  // zeroed
+    } else {
+      const std::string hn = "crft" + std::to_string(instance) + "_" + std::to_string(i);
+      rte_hash_parameters hp{};
+      hp.name = hn.c_str();
+      hp.entries = std::max(1024U, std::min(o.max_flows_per_lcore * l.n_addr, l.n_addr << 16));
+      hp.key_len = sizeof(std::uint32_t);
+      hp.hash_func = rte_hash_crc;
+      hp.socket_id = socket;
+      l.hash = rte_hash_create(&hp);
+      if (l.hash == nullptr) return Status(ENOMEM, "dpdk: rte_hash " + hn + ": " + rte_error(rte_errno));
+      port_->hashes.push_back(l.hash);
+    }
+    const std::string cn = "crc" + std::to_string(instance) + "_" + std::to_string(i);
+    l.commands = rte_ring_create_elem(cn.c_str(), sizeof(Command), o.command_ring_size, socket, RING_F_SP_ENQ | RING_F_SC_DEQ);
+    if (l.commands == nullptr) return Status(ENOMEM, "dpdk: command ring " + cn + ": " + rte_error(rte_errno));
+    port_->rings.push_back(l.commands);
+    l.fwd.resize(n);
+    l.fwd_n.assign(n, 0);
+    l.handoff_in.assign(n, nullptr);
+    l.handoff_out.assign(n, nullptr);
+    for (unsigned j = 0; j < n; ++j) {
+      if (j == i) continue;
+      l.handoff_in[j] = port_->handoff[j * n + i];
+      l.handoff_out[j] = port_->handoff[i * n + j];
+    }
+    l.ns_per_tsc = ns_per_tsc;
+    l.publish_interval_tsc = static_cast<std::uint64_t>(static_cast<double>(kPublishIntervalNs) / ns_per_tsc);
+    l.tap_interval_tsc = static_cast<std::uint64_t>(static_cast<double>(kTapPollIntervalNs) / ns_per_tsc);
+    l.idle_sleep_us = static_cast<unsigned>(o.idle_sleep.count());
+    l.rate_limit_pps.store(std::max(0.0, o.rx_rate_limit_pps), std::memory_order_relaxed);
+    l.stop_drain_timeout = o.stop_drain_timeout;
+    l.end_marks_lost = &end_marks_lost_;
+    l.pending_ends.reserve(l.max_flows);
+    l.dirty_list.reserve(kMaxBurst);
+    lcores_.push_back(std::move(lp));
+  }
+  free_slots_.resize(n);
+  pending_free_.resize(n);
+  commands_posted_.assign(n, 0);
+  for (unsigned i = 0; i < n; ++i) {
+    free_slots_[i].reserve(o.max_flows_per_lcore);
+    for (std::uint32_t s = o.max_flows_per_lcore; s > 0; --s) free_slots_[i].push_back(s - 1);
+  }
+  return Status::ok();
+}
+
+std::string DpdkSource::describe() const {
+  std::string s = std::string(options_.flow_table == FlowTable::kFlat ? "flat" : "rte_hash") + " flow table, " +
+                  std::to_string(rx_queues_) + " rx queue(s)" + (rss_ ? " with RSS" : "") + ", " +
+                  std::to_string(lcores_.size()) + " RX lcore(s) [";
+  for (std::size_t i = 0; i < lcores_.size(); ++i) s += (i != 0 ? "," : "") + std::to_string(lcores_[i]->lcore_id);
+  s += "]";
+  if (lcores_.size() > 1 && rx_queues_ < lcores_.size()) s += ", software spread from lcore 0";
+  return s;
+}
+
+Status DpdkSource::start(fileio::RingMatrix& rings) {
+  std::unique_lock lock(control_mu_);
+  if (!init_status_) return init_status_;
+  if (state_ != State::kIdle) return Status::error("dpdk source: start() after start() or stop()");
+  if (rings.producers() != lcores_.size()) {
+    return Status::error("dpdk source: ring matrix has " + std::to_string(rings.producers()) + " producers for " +
+                         std::to_string(lcores_.size()) + " RX lcores");
+  }
+  if (rings.writers() > 65535) return Status::error("dpdk source: at most 65535 writers");
+  for (auto& lp : lcores_) {
+    Lcore& l = *lp;
+    l.rings = &rings;
+    l.dirty.assign(rings.writers(), 0);
+    for (std::uint32_t s = 0; s < l.max_flows; ++s) {  // flows installed before start()
+      if (l.flows[s].active) l.flows[s].writer = static_cast<std::uint16_t>(rings.writer_for(l.flows[s].stream));
+    }
+  }
+  if (const int rc = rte_eth_dev_start(port_id_); rc != 0) {
+    return Status(-rc, "dpdk: port " + options_.port + ": rte_eth_dev_start: " + rte_error(rc));
+  }
+  port_->started = true;
+  if (port_->tap_port != kNoPort) {
+    if (const int rc = rte_eth_dev_start(port_->tap_port); rc != 0) {
+      return Status(-rc, "dpdk: exception TAP: rte_eth_dev_start: " + rte_error(rc));
+    }
+    port_->tap_started = true;
+  }
+  state_ = State::kRunning;
+  Status result;
+  for (auto& lp : lcores_) {
+    const int rc = rte_eal_remote_launch(&Lcore::entry, lp.get(), lp->lcore_id);
+    if (rc != 0) {
+      result = Status(-rc, "dpdk: launching lcore " + std::to_string(lp->lcore_id) + ": " + rte_error(rc));
+      break;
+    }
+    lp->launched = true;
+  }
+  if (!result) {
+    lock.unlock();
+    stop();
+  }
+  return result;
+}
+
+void DpdkSource::stop() {
+  std::lock_guard lock(control_mu_);
+  const State was = state_;
+  state_ = State::kStopped;
+  if (was != State::kRunning) return;
+  for (auto& lp : lcores_) lp->stop_requested.store(true, std::memory_order_release);
+  for (auto& lp : lcores_) {
+    if (lp->launched) rte_eal_wait_lcore(lp->lcore_id);
+    lp->launched = false;
+  }
+  // Hand-offs enqueued after their owner had stopped.
+  std::uint64_t discarded = 0;
+  for (rte_ring* r : port_->handoff) {
+    if (r == nullptr) continue;
+    void* objs[kMaxBurst];
+    unsigned k = 0;
+    while ((k = rte_ring_dequeue_burst(r, objs, kMaxBurst, nullptr)) != 0) {
+      rte_pktmbuf_free_bulk(reinterpret_cast<rte_mbuf**>(objs), k);
+      discarded += k;
+    }
+  }
+  stop_discarded_.fetch_add(discarded, std::memory_order_relaxed);
+  if (port_->tap_started) rte_eth_dev_stop(port_->tap_port);
+  port_->tap_started = false;
+  if (port_->started) rte_eth_dev_stop(port_id_);
+  port_->started = false;
+  // Every flow has its end mark (or was counted lost); keep final counters.
+  for (auto& [stream, e] : removing_) {
+    const Flow& f = lcores_[e.lcore]->flows[e.slot];
+    remember_removed_locked(stream, {f.packets.load(std::memory_order_relaxed), f.wrong_source.load(std::memory_order_relaxed)});
+  }
+  for (auto& [stream, e] : flows_) {
+    const Flow& f = lcores_[e.lcore]->flows[e.slot];
+    remember_removed_locked(stream, {f.packets.load(std::memory_order_relaxed), f.wrong_source.load(std::memory_order_relaxed)});
+  }
+  removing_.clear();
+  flows_.clear();
+  keys_.clear();
+  for (auto& q : pending_free_) q.clear();
+}
+
+void DpdkSource::remember_removed_locked(StreamId stream, FlowStats stats) {
+  if (removed_.insert_or_assign(stream, stats).second) removed_order_.push_back(stream);
+  while (removed_order_.size() > kKeptRemovedFlows) {
+    removed_.erase(removed_order_.front());
+    removed_order_.pop_front();
+  }
+}
+
+void DpdkSource::reclaim_locked(unsigned lcore) {
+  auto& q = pending_free_[lcore];
+  if (q.empty()) return;
+  Lcore& l = *lcores_[lcore];
+  // acquire: pairs with drain_commands()'s release; the slot's final counters are visible.
+  const std::uint64_t done = l.commands_done.load(std::memory_order_acquire);
+  while (!q.empty() && q.front().seq <= done) {
+    const PendingFree pf = q.front();
+    q.pop_front();
+    if (const auto it = removing_.find(pf.stream); it != removing_.end() && it->second.lcore == lcore && it->second.slot == pf.slot) {
+      const Flow& f = l.flows[pf.slot];
+      remember_removed_locked(pf.stream, {f.packets.load(std::memory_order_relaxed), f.wrong_source.load(std::memory_order_relaxed)});
+      removing_.erase(it);
+    }
+    free_slots_[lcore].push_back(pf.slot);
+  }
+}
+
+Status DpdkSource::post_locked(unsigned lcore, const Command& cmd) {
+  Lcore& l = *lcores_[lcore];
+  if (state_ == State::kIdle) {
+    // The lcore is not running: the control thread owns its table and applies directly.
+    l.apply(cmd);
+    l.commands_done.fetch_add(1, std::memory_order_release);
+    ++commands_posted_[lcore];
+    return Status::ok();
+  }
+  Command copy = cmd;
+  const auto deadline = std::chrono::steady_clock::now() + kCommandRingWait;
+  while (rte_ring_sp_enqueue_elem(l.commands, &copy, sizeof copy) != 0) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Status(EAGAIN, "dpdk: command ring of RX lcore " + std::to_string(l.lcore_id) + " stays full (lcore stalled?)");
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  ++commands_posted_[lcore];
+  return Status::ok();
+}
+
+Status DpdkSource::add_flow(const FlowSpec& flow) {
+  std::lock_guard lock(control_mu_);
+  return add_flow_locked(flow, kAllAddresses);
+}
+
+Status DpdkSource::add_flow_on(const FlowSpec& flow, unsigned address_index) {
+  std::lock_guard lock(control_mu_);
+  if (address_index >= addresses_.size()) {
+    return Status(EINVAL, "dpdk: address index " + std::to_string(address_index) + " out of range (" +
+                              std::to_string(addresses_.size()) + " addresses)");
+  }
+  return add_flow_locked(flow, address_index);
+}
+
+Status DpdkSource::add_flow_locked(const FlowSpec& spec, unsigned address_index) {
+  if (!init_status_) return init_status_;
+  const std::string what = "dpdk udp port " + std::to_string(spec.local_port);
+  if (state_ == State::kStopped) return Status::error(what + ": dpdk source stopped");
+  if (spec.local_port == 0) return Status(EINVAL, what + ": the dpdk source needs an explicit port");
+  if (flows_.contains(spec.stream)) {
+    return Status(EEXIST, what + ": stream " + std::to_string(spec.stream) + " already has a flow");
+  }
+  const auto n_addr = static_cast<unsigned>(addresses_.size());
+  const unsigned a_lo = address_index == kAllAddresses ? 0 : address_index;
+  const unsigned a_hi = address_index == kAllAddresses ? n_addr : address_index + 1;
+  for (unsigned a = a_lo; a < a_hi; ++a) {
+    if (const auto it = keys_.find((a << 16) | spec.local_port); it != keys_.end()) {
+      return Status(EADDRINUSE, what + ": already used by stream " + std::to_string(it->second));
+    }
+  }
+  Command cmd;
+  cmd.kind = Command::kAdd;
+  cmd.address = static_cast<std::uint8_t>(address_index);
+  cmd.port = spec.local_port;
+  cmd.stream = spec.stream;
+  cmd.latch = spec.latch ? 1 : 0;
+  cmd.match = kAny;
+  if (spec.expected.ss_family == AF_INET) {
+    sockaddr_in sin{};
+    std::memcpy(&sin, &spec.expected, sizeof sin);
+    cmd.expect_ip = sin.sin_addr.s_addr;
+    cmd.expect_port = sin.sin_port;
+    cmd.match = sin.sin_port != 0 ? kAddrPort : kAddr;
+  } else if (spec.expected.ss_family == AF_INET6) {
+    sockaddr_in6 s6{};
+    std::memcpy(&s6, &spec.expected, sizeof s6);
+    if (!IN6_IS_ADDR_V4MAPPED(&s6.sin6_addr)) {
+      return Status(EAFNOSUPPORT, what + ": IPv6 expected source on an IPv4 dataplane");
+    }
+    std::memcpy(&cmd.expect_ip, &s6.sin6_addr.s6_addr[12], 4);
+    cmd.expect_port = s6.sin6_port;
+    cmd.match = s6.sin6_port != 0 ? kAddrPort : kAddr;
+  } else if (spec.expected.ss_family != AF_UNSPEC) {
+    return Status(EAFNOSUPPORT, what + ": expected source is neither IPv4 nor IPv6");
+  }
+  const unsigned owner = owner_of(spec.local_port, static_cast<unsigned>(lcores_.size()));
+  reclaim_locked(owner);
+  if (free_slots_[owner].empty()) {
+    return Status(ENOSPC, what + ": flow table of RX lcore " + std::to_string(lcores_[owner]->lcore_id) + " is full (" +
+                              std::to_string(options_.max_flows_per_lcore) + " flows)");
+  }
+  cmd.slot = free_slots_[owner].back();
+  if (Status s = post_locked(owner, cmd); !s) return s;
+  free_slots_[owner].pop_back();
+  flows_.emplace(spec.stream, FlowEntry{owner, cmd.slot, spec.local_port, cmd.address});
+  removing_.erase(spec.stream);  // a re-used stream id: flow_stats() now means the new flow
+  removed_.erase(spec.stream);
+  for (unsigned a = a_lo; a < a_hi; ++a) keys_[(a << 16) | spec.local_port] = spec.stream;
+  return Status::ok();
+}
+
+void DpdkSource::remove_flow(StreamId stream) {
+  std::lock_guard lock(control_mu_);
+  const auto it = flows_.find(stream);
+  if (it == flows_.end()) return;
+  const FlowEntry e = it->second;
+  Command cmd;
+  cmd.kind = Command::kRemove;
+  cmd.slot = e.slot;
+  cmd.stream = stream;
+  if (Status s = post_locked(e.lcore, cmd); !s) {
+    // The lcore is stalled for a second: nothing sane is left to do but report it.
+    std::fprintf(stderr, "callrec dpdk: remove_flow(%u): %s\n", stream, s.message().c_str());
+    return;
+  }
+  const auto n_addr = static_cast<unsigned>(addresses_.size());
+  const unsigned a_lo = e.address == kAllAddresses ? 0 : e.address;
+  const unsigned a_hi = e.address == kAllAddresses ? n_addr : e.address + 1U;
+  for (unsigned a = a_lo; a < a_hi; ++a) keys_.erase((a << 16) | e.port);
+  pending_free_[e.lcore].push_back({commands_posted_[e.lcore], e.slot, stream});
+  removing_[stream] = e;
+  flows_.erase(it);
+  reclaim_locked(e.lcore);
+}
+
+SourceStats DpdkSource::stats() const { return dpdk_stats().source; }
+
+void DpdkSource::set_rx_rate_limit(double pps) {
+  for (const auto& lp : lcores_) lp->rate_limit_pps.store(std::max(0.0, pps), std::memory_order_relaxed);
+}
+
+DpdkStats DpdkSource::dpdk_stats() const {
+  DpdkStats d;
+  SourceStats& s = d.source;
+  for (const auto& lp : lcores_) {
+    const PublishedCounters& p = lp->published;
+    s.rx_packets += p.get(kRxPackets);
+    s.rx_bytes += p.get(kRxBytes);
+    s.delivered += p.get(kDelivered);
+    s.ring_full += p.get(kRingFull);
+    s.unknown_flow += p.get(kUnknownFlow);
+    s.wrong_source += p.get(kWrongSource);
+    s.not_rtp += p.get(kNotRtp);
+    s.rx_errors += p.get(kRxErrors);
+    s.arp_replies += p.get(kArpReplies);
+    s.icmp_replies += p.get(kIcmpReplies);
+    s.exception_path += p.get(kExceptionPath);
+    d.forwarded += p.get(kForwarded);
+    d.handoff_full += p.get(kHandoffFull);
+    d.dropped += p.get(kDropped);
+    d.not_ours += p.get(kNotOurs);
+    d.tx_failed += p.get(kTxFailed);
+    d.exception_rx += p.get(kExceptionRx);
+    d.bursts += p.get(kBursts);
+    d.timed_packets += p.get(kTimedPackets);
+    d.cycles_rx += p.get(kCyclesRx);
+    d.cycles_classify += p.get(kCyclesClassify);
+    d.cycles_deliver += p.get(kCyclesDeliver);
+    d.cycles_free += p.get(kCyclesFree);
+  }
+  d.dropped += stop_discarded_.load(std::memory_order_relaxed);
+  d.end_marks_lost = end_marks_lost_.load(std::memory_order_relaxed);
+  if (init_status_ && port_id_ != kNoPort) {
+    rte_eth_stats es{};
+    if (rte_eth_stats_get(port_id_, &es) == 0) {
+      s.nic_missed = es.imissed;
+      s.nic_nombuf = es.rx_nombuf;
+      d.nic_ipackets = es.ipackets;
+      d.nic_ibytes = es.ibytes;
+      d.nic_ierrors = es.ierrors;
+    }
+    d.tsc_hz = rte_get_tsc_hz();
+  }
+  return d;
+}
+
+std::optional<FlowStats> DpdkSource::flow_stats(StreamId stream) const {
+  std::lock_guard lock(control_mu_);
+  const FlowEntry* e = nullptr;
+  if (const auto it = flows_.find(stream); it != flows_.end()) {
+    e = &it->second;
+  } else if (const auto rit = removing_.find(stream); rit != removing_.end()) {
+    e = &rit->second;  // slot not released yet: its counters are the flow's
+  }
+  if (e != nullptr) {
+    const Flow& f = lcores_[e->lcore]->flows[e->slot];
+    return FlowStats{f.packets.load(std::memory_order_relaxed), f.wrong_source.load(std::memory_order_relaxed)};
+  }
+  if (const auto it = removed_.find(stream); it != removed_.end()) return it->second;
+  return std::nullopt;
+}
+
+DpdkMemory DpdkSource::memory() const {
+  DpdkMemory m;
+  if (!init_status_) return m;
+  if (port_->pool != nullptr) {
+    const rte_mempool* p = port_->pool;
+    m.mempool_bytes = static_cast<std::uint64_t>(p->size) * (p->header_size + p->elt_size + p->trailer_size);
+  }
+  const std::uint64_t n_addr = addresses_.size();
+  for (const auto& lp : lcores_) {
+    m.flow_entries_bytes += std::uint64_t{lp->max_flows} * sizeof(Flow);
+    if (lp->flat) {
+      m.flow_table_bytes += (n_addr << 16) * sizeof(std::uint32_t);
+    } else if (lp->hash != nullptr) {
+      // rte_hash: buckets of 8 (16-bit signature + key index) + key store (key + data pointer).
+      const std::uint64_t entries = std::max<std::uint64_t>(1024, std::min<std::uint64_t>(std::uint64_t{lp->max_flows} * n_addr, n_addr << 16));
+      m.flow_table_bytes += entries * (sizeof(std::uint32_t) + sizeof(void*)) + entries / 8 * 64;
+    }
+  }
+  const std::uint64_t n = lcores_.size();
+  m.rings_bytes = n * options_.command_ring_size * sizeof(Command) + n * (n - 1) * options_.handoff_ring_size * sizeof(void*);
+  m.per_stream_bytes = sizeof(Flow) + (options_.flow_table == FlowTable::kFlat ? sizeof(std::uint32_t) : 16);
+  return m;
+}
+
+}  // namespace callrec::dataplane
