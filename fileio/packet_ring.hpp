@@ -66,7 +66,7 @@ class PacketRing {
   // consumer-owned
   alignas(kCacheLine) std::atomic<std::uint64_t> tail_{0};  ///< released read position
   std::uint64_t head_cache_ = 0;                           ///< consumer's view of head_
-  alignas(kCacheLine) char pad_[1] = {};
+  [[maybe_unused]] alignas(kCacheLine) char pad_[1] = {};  ///< keeps neighbours off the consumer line
 };
 
 template <typename Fn>
