@@ -659,6 +659,46 @@ Status Catalog::open(const std::filesystem::path& path) {
   return st;
 }
 
+Status Catalog::open_read_only(const std::filesystem::path& path) {
+  close();
+  path_ = path;
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    return Status(ec ? ec.value() : ENOENT, "catalog " + path.string() + ": " +
+                                                (ec ? ec.message() : std::string("no such file")));
+  }
+  sqlite3* db = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    Status st(errno_for(db, rc), "catalog " + path.string() + ": open: " + describe(db, rc));
+    sqlite3_close(db);
+    return st;
+  }
+  db_ = db;
+  sqlite3_extended_result_codes(db_, 1);
+  Status st = sqlite3_busy_timeout(db_, kBusyTimeoutMs) == SQLITE_OK ? Status::ok() : err("busy_timeout");
+  int version = 0;
+  if (st) {
+    Stmt uv;
+    st = prepare(uv, "PRAGMA user_version");
+    if (st) {
+      if (sqlite3_step(uv.get()) == SQLITE_ROW) {
+        version = sqlite3_column_int(uv.get(), 0);
+      } else {
+        st = err("PRAGMA user_version");
+      }
+    }
+  }
+  if (st && version == 0) {
+    st = Status(EPROTO, "catalog " + path_.string() + ": not a callrec catalog (no schema)");
+  } else if (st && version > kCatalogSchemaVersion) {
+    st = Status(EPROTO, "catalog " + path_.string() + ": schema version " + std::to_string(version) +
+                            " is newer than this program's (" + std::to_string(kCatalogSchemaVersion) + ")");
+  }
+  if (!st) close();
+  return st;
+}
+
 Status Catalog::create_schema() {
   Status st = exec("BEGIN IMMEDIATE");
   if (!st) return st;
@@ -963,7 +1003,7 @@ Status Catalog::get(std::int64_t id, RecordingRow& out) {
 
 Status Catalog::list(const CatalogFilter& f, std::vector<RecordingRow>& out) {
   out.clear();
-  enum : unsigned { kDevice = 1, kNumber = 2, kFrom = 4, kTo = 8, kCallId = 16, kLimit = 32 };
+  enum : unsigned { kDevice = 1, kNumber = 2, kFrom = 4, kTo = 8, kCallId = 16, kLimit = 32, kId = 64, kState = 128 };
   unsigned mask = 0;
   if (!f.device.empty()) mask |= kDevice;
   if (!f.number.empty()) mask |= kNumber;
@@ -971,6 +1011,8 @@ Status Catalog::list(const CatalogFilter& f, std::vector<RecordingRow>& out) {
   if (f.to) mask |= kTo;
   if (!f.call_id.empty()) mask |= kCallId;
   if (f.limit != 0) mask |= kLimit;
+  if (f.id) mask |= kId;
+  if (!f.state.empty()) mask |= kState;
   // One cached statement per combination of filters: each can use its own index (a generic
   // "(? IS NULL OR col = ?)" statement would scan the table).
   Stmt& slot = list_[mask];
@@ -981,6 +1023,8 @@ Status Catalog::list(const CatalogFilter& f, std::vector<RecordingRow>& out) {
     if (mask & kFrom) sql += " AND started_at >= ?";
     if (mask & kTo) sql += " AND started_at < ?";
     if (mask & kCallId) sql += " AND call_id = ?";
+    if (mask & kId) sql += " AND id = ?";
+    if (mask & kState) sql += " AND state = ?";
     sql += " ORDER BY started_at DESC, id DESC";
     if (mask & kLimit) sql += " LIMIT ?";
     Status st = prepare(slot, sql.c_str());
@@ -997,6 +1041,8 @@ Status Catalog::list(const CatalogFilter& f, std::vector<RecordingRow>& out) {
   if (mask & kFrom) b.i64(*f.from);
   if (mask & kTo) b.i64(*f.to);
   if (mask & kCallId) b.text(f.call_id);
+  if (mask & kId) b.i64(*f.id);
+  if (mask & kState) b.text(f.state);
   if (mask & kLimit)
     b.i64(f.limit > static_cast<std::size_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(f.limit));
   if (b.rc() != SQLITE_OK) return err("list: bind");

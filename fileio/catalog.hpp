@@ -87,7 +87,9 @@ struct CatalogFilter {
   std::optional<std::int64_t> from;  ///< started_at >= from (unix ms)
   std::optional<std::int64_t> to;    ///< started_at < to (unix ms)
   std::string call_id;
-  std::size_t limit = 100;  ///< 0: no limit
+  std::optional<std::int64_t> id;  ///< the catalog id
+  std::string state;               ///< "recording", "stopped" or "recovered"
+  std::size_t limit = 100;         ///< 0: no limit
 };
 
 /// Key/value metadata as received (e.g. a RecordStopRequest). See Catalog::update_metadata.
@@ -106,6 +108,10 @@ class Catalog {
   /// Opens (creating if absent) the database at path, switches it to WAL, creates or checks
   /// the schema. Fails on a database written by a newer schema version.
   Status open(const std::filesystem::path& path);
+  /// Opens an existing database for reading only (`callrec list` beside a running daemon):
+  /// never creates the file or the schema and takes no write lock. ENOENT when the file does
+  /// not exist; fails on a file without a catalog schema or with a newer one.
+  Status open_read_only(const std::filesystem::path& path);
   void close();
   [[nodiscard]] bool is_open() const { return db_ != nullptr; }
   [[nodiscard]] const std::filesystem::path& path() const { return path_; }

@@ -297,6 +297,77 @@ TEST_F(CatalogTest, ListFilters) {
   EXPECT_EQ(got.call_id, "D");
 }
 
+TEST_F(CatalogTest, ListFiltersByIdAndState) {
+  Catalog c;
+  ASSERT_TRUE(c.open(db_));
+  const std::int64_t a = insert(c, row("A", "dev1", "555", "100", 1000));
+  const std::int64_t b = insert(c, row("B", "dev1", "666", "101", 2000));
+  const std::int64_t d = insert(c, row("D", "dev2", "100", "777", 3000));
+  ASSERT_TRUE(c.finish_recording(a, 1500, "phone", {}));
+  ASSERT_TRUE(c.mark_recovered(b, 2500));
+
+  std::vector<RecordingRow> rows;
+  CatalogFilter f;
+  f.id = b;
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{b}));
+  f.id = d + 100;
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_TRUE(rows.empty());
+
+  f = {};
+  f.state = "recording";
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{d}));
+  f.state = "stopped";
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{a}));
+  f.state = "recovered";
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{b}));
+
+  f = {};
+  f.state = "stopped";
+  f.number = "100";  // A (local) and D (remote) match the number; only A is stopped
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{a}));
+}
+
+TEST_F(CatalogTest, OpenReadOnly) {
+  {
+    Catalog missing;
+    const Status st = missing.open_read_only(db_);
+    EXPECT_FALSE(st);
+    EXPECT_EQ(st.code(), ENOENT);
+    EXPECT_NE(st.message().find(db_.string()), std::string::npos) << st.message();
+    EXPECT_FALSE(fs::exists(db_)) << "a read-only open never creates the file";
+  }
+  Catalog w;
+  ASSERT_TRUE(w.open(db_));
+  const std::int64_t a = insert(w, row("A", "dev1", "555", "100", 1000));
+
+  Catalog r;  // beside the writer, as `callrec list` beside the daemon
+  ASSERT_TRUE(r.open_read_only(db_));
+  std::vector<RecordingRow> rows;
+  ASSERT_TRUE(r.list({}, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{a}));
+  std::int64_t id = 0;
+  EXPECT_FALSE(r.insert_recording(row("B", "dev1", "1", "2", 2000), id)) << "read-only";
+  const std::int64_t b = insert(w, row("B", "dev1", "1", "2", 2000));
+  ASSERT_TRUE(r.list({}, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{b, a})) << "sees the writer's commits";
+
+  const fs::path other = dir_ / "not-a-catalog.db";
+  {
+    std::ofstream(other) << "this is not a database, just some text long enough to not be empty\n";
+  }
+  Catalog bad;
+  const Status st = bad.open_read_only(other);
+  EXPECT_FALSE(st);
+  EXPECT_NE(st.message().find(other.string()), std::string::npos) << st.message();
+  EXPECT_FALSE(bad.is_open());
+}
+
 TEST_F(CatalogTest, OpenRecordingsAfterCrash) {
   // A child process writes the catalog and dies without closing it (no checkpoint, WAL left
   // behind): the state a crash leaves.

@@ -31,6 +31,12 @@
 #include <string_view>
 #include <vector>
 
+#include <cmath>
+#include <stdexcept>
+#include <thread>
+
+#include "../e2e/harness.hpp"
+#include "fileio/catalog.hpp"
 #include "fileio/record_writer.hpp"
 
 namespace {
@@ -529,8 +535,7 @@ TEST_F(CallrecCli, HelpListsEverySubcommandAndExitCodes) {
   for (const std::vector<std::string>& args : {std::vector<std::string>{"--help"}, {"-h"}, {"help"}}) {
     const RunResult r = callrec(args);
     ASSERT_EQ(r.exit_code, 0) << describe(r);
-    for (const char* word : {"info", "export", "play", "repair", "list", "status", "help", "Exit codes",
-                             "available with the daemon"}) {
+    for (const char* word : {"info", "export", "play", "repair", "list", "status", "help", "Exit codes"}) {
       EXPECT_TRUE(contains(r.out, word)) << word << " missing from\n" << r.out;
     }
     for (const char* code : {"  0  ", "  1  ", "  2  ", "  3  "}) EXPECT_TRUE(contains(r.out, code)) << r.out;
@@ -578,8 +583,10 @@ TEST_F(CallrecCli, UsageErrorsExit2) {
       {"play", good, "--to", "127.0.0.1:9", "--speed", "0"},
       {"play", good, "--to", "127.0.0.1:9", "--speed", "fast"},
       {"help", "bogus"},
-      {"list"},
-      {"status"},
+      {"list", "--since", "yesterday"},
+      {"list", "extra"},
+      {"status", "--metrics", "localhost"},
+      {"status", "extra"},
   };
   for (const auto& args : cases) {
     const RunResult r = callrec(args);
@@ -589,8 +596,6 @@ TEST_F(CallrecCli, UsageErrorsExit2) {
     EXPECT_FALSE(r.err.empty()) << cmdline;
     EXPECT_TRUE(r.out.empty()) << cmdline << "\n" << r.out;
   }
-  const RunResult list = callrec({"list"});
-  EXPECT_TRUE(contains(list.err, "daemon")) << list.err;
   const RunResult unknown = callrec({"info", "--nope", good});
   EXPECT_TRUE(contains(unknown.err, "--nope")) << unknown.err;
 }
@@ -1146,6 +1151,381 @@ TEST_F(CallrecCli, RepairRefusesBrokenAndMissing) {
   r = callrec({"repair", missing});
   EXPECT_EQ(r.exit_code, 3) << describe(r);
   EXPECT_TRUE(contains(r.err, missing)) << r.err;
+}
+
+// ---------------------------------------------------------------------------------------------
+// list
+
+/// Unix ms of 2026-11-29 at h:m (UTC).
+std::int64_t nov29(int h, int m) {
+  using namespace std::chrono;
+  const auto t = sys_days{year{2026} / 11 / 29} + hours(h) + minutes(m);
+  return duration_cast<milliseconds>(t.time_since_epoch()).count();
+}
+
+/// o[key], or a null value when absent (never a null pointer).
+const Json& at(const Json& o, std::string_view key) {
+  static const Json kNull;
+  const Json* v = o.get(key);
+  return v != nullptr ? *v : kNull;
+}
+
+class CallrecList : public CallrecCli {
+ protected:
+  void SetUp() override {
+    CallrecCli::SetUp();
+    db_ = path("catalog.db").string();
+    fileio::Catalog c;
+    ASSERT_TRUE(c.open(db_));
+    // a: dev1, 100 -> 555, stopped by the phone, two files
+    a_ = add(c, "call-a", "00:00:5e:00:53:01", "555", "100", "out", nov29(17, 0));
+    fileio::SegmentInfo seg;
+    seg.path = "/rec/a0.rec";
+    seg.codec = "PCMA";
+    seg.rtp_len = 172;
+    seg.increment = 160;
+    seg.index = 0;
+    ASSERT_TRUE(c.add_segment(a_, seg));
+    seg.path = "/rec/a1.rec";
+    seg.index = 1;
+    ASSERT_TRUE(c.add_segment(a_, seg));
+    fileio::RecordingStats st;
+    st.received = 3000;
+    st.lost = 7;
+    ASSERT_TRUE(c.finish_recording(a_, nov29(17, 1) + 5000, "phone", st));  // 0:01:05
+    // b: dev1, 666 <- 200, recovered after a crash
+    b_ = add(c, "call-b", "00:00:5e:00:53:01", "666", "200", "in", nov29(18, 30));
+    ASSERT_TRUE(c.mark_recovered(b_, nov29(18, 40)));
+    // d: dev2, 100 is the remote number here, still recording
+    d_ = add(c, "call-d", "00:00:5e:00:53:02", "100", "300", "in", nov29(19, 0));
+    // e: dev2, another day
+    e_ = add(c, "call-e", "00:00:5e:00:53:02", "777", "301", "out", nov29(12, 0) + 86'400'000LL);
+    ASSERT_TRUE(c.finish_recording(e_, nov29(12, 1) + 86'400'000LL, "rtp_timeout", {}));
+  }
+
+  static std::int64_t add(fileio::Catalog& c, const std::string& call_id, const std::string& device,
+                          const std::string& remote, const std::string& local, const std::string& dir,
+                          std::int64_t started) {
+    fileio::RecordingRow r;
+    r.call_id = call_id;
+    r.source = "upload";
+    r.device = device;
+    r.remote_number = remote;
+    r.remote_name = "Remote \"R\"";
+    r.local_number = local;
+    r.local_name = "Local";
+    r.direction = dir;
+    r.codec = "PCMA";
+    r.started_at = started;
+    r.peer = "192.0.2.7:5060";
+    std::int64_t id = 0;
+    const Status st = c.insert_recording(r, id);
+    EXPECT_TRUE(st) << st.message();
+    return id;
+  }
+
+  /// Runs `callrec list --catalog DB --json ARGS...` and returns the ids, in output order.
+  std::vector<std::int64_t> ids(std::vector<std::string> args) {
+    args.insert(args.begin(), {"list", "--catalog", db_, "--json"});
+    const RunResult r = callrec(args);
+    EXPECT_EQ(r.exit_code, 0) << describe(r);
+    JsonParser parser(r.out);
+    const auto json = parser.parse();
+    EXPECT_TRUE(json) << parser.error() << "\n" << r.out;
+    std::vector<std::int64_t> out;
+    if (!json || json->kind != Json::Kind::kArray) return out;
+    for (const Json& o : json->items) {
+      const Json& id = at(o, "id");
+      EXPECT_EQ(id.kind, Json::Kind::kNumber) << r.out;
+      out.push_back(static_cast<std::int64_t>(id.number));
+    }
+    return out;
+  }
+
+  std::string db_;
+  std::int64_t a_ = 0, b_ = 0, d_ = 0, e_ = 0;
+};
+
+using Ids = std::vector<std::int64_t>;
+
+TEST_F(CallrecList, Filters) {
+  EXPECT_EQ(ids({}), (Ids{e_, d_, b_, a_})) << "newest first";
+  EXPECT_EQ(ids({"--device", "00:00:5e:00:53:01"}), (Ids{b_, a_}));
+  EXPECT_EQ(ids({"-d", "00:00:5e:00:53:02"}), (Ids{e_, d_}));
+  EXPECT_EQ(ids({"--device", "00:00:5e:00:53:09"}), Ids{});
+  EXPECT_EQ(ids({"--number", "100"}), (Ids{d_, a_})) << "local number of a, remote number of d";
+  EXPECT_EQ(ids({"--number", "666"}), (Ids{b_}));
+  EXPECT_EQ(ids({"--id", std::to_string(b_)}), (Ids{b_}));
+  EXPECT_EQ(ids({"--call-id", "call-d"}), (Ids{d_}));
+  EXPECT_EQ(ids({"--state", "recording"}), (Ids{d_}));
+  EXPECT_EQ(ids({"--state", "recovered"}), (Ids{b_}));
+  EXPECT_EQ(ids({"--state", "stopped"}), (Ids{e_, a_}));
+  // time ranges: since inclusive, until exclusive; a date alone as --until includes that day
+  EXPECT_EQ(ids({"--since", "2026-11-29T18:00:00Z", "--until", "2026-11-29T19:00:00Z"}), (Ids{b_}));
+  EXPECT_EQ(ids({"--since", "2026-11-29T18:30:00Z", "--until", "2026-11-29T19:00:00.001Z"}), (Ids{d_, b_}));
+  EXPECT_EQ(ids({"--since", "2026-11-29", "--until", "2026-11-29"}), (Ids{d_, b_, a_}));
+  EXPECT_EQ(ids({"--since", "2026-11-30"}), (Ids{e_}));
+  EXPECT_EQ(ids({"--until", "2026-11-29T18:30:00+01:00"}), (Ids{a_})) << "17:30 UTC";
+  EXPECT_EQ(ids({"--since", std::to_string(nov29(18, 30) / 1000)}), (Ids{e_, d_, b_})) << "unix seconds";
+  // filters combine
+  EXPECT_EQ(ids({"--device", "00:00:5e:00:53:02", "--number", "100"}), (Ids{d_}));
+  EXPECT_EQ(ids({"--device", "00:00:5e:00:53:01", "--since", "2026-11-29T18:00:00Z"}), (Ids{b_}));
+  EXPECT_EQ(ids({"--limit", "2"}), (Ids{e_, d_}));
+  EXPECT_EQ(ids({"--limit", "0"}), (Ids{e_, d_, b_, a_}));
+}
+
+TEST_F(CallrecList, JsonCarriesEveryField) {
+  const RunResult r = callrec({"list", "--catalog", db_, "--json", "--id", std::to_string(a_)});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  JsonParser parser(r.out);
+  const auto json = parser.parse();
+  ASSERT_TRUE(json) << parser.error() << "\n" << r.out;
+  ASSERT_EQ(json->kind, Json::Kind::kArray);
+  ASSERT_EQ(json->items.size(), 1u);
+  const Json& o = json->items[0];
+  auto str = [&o](const char* k) { return at(o, k).str; };
+  EXPECT_EQ(str("call_id"), "call-a");
+  EXPECT_EQ(str("device"), "00:00:5e:00:53:01");
+  EXPECT_EQ(str("remote_number"), "555");
+  EXPECT_EQ(str("remote_name"), "Remote \"R\"");
+  EXPECT_EQ(str("local_number"), "100");
+  EXPECT_EQ(str("direction"), "out");
+  EXPECT_EQ(str("state"), "stopped");
+  EXPECT_EQ(str("stop_reason"), "phone");
+  EXPECT_EQ(static_cast<std::int64_t>(at(o, "started_at").number), nov29(17, 0));
+  const Json& stats = at(o, "stats");
+  EXPECT_EQ(at(stats, "received").number, 3000);
+  EXPECT_EQ(at(stats, "lost").number, 7);
+  const Json& segs = at(o, "segments");
+  ASSERT_EQ(segs.items.size(), 2u);
+  EXPECT_EQ(at(segs.items[1], "path").str, "/rec/a1.rec");
+
+  // No match: an empty array, exit 0.
+  const RunResult none = callrec({"list", "--catalog", db_, "--json", "--number", "nobody"});
+  EXPECT_EQ(none.exit_code, 0) << describe(none);
+  EXPECT_EQ(none.out, "[]\n");
+}
+
+TEST_F(CallrecList, Table) {
+  const RunResult r = callrec({"list", "--catalog", db_});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  std::vector<std::string> lines;
+  for (std::size_t at = 0, nl; (nl = r.out.find('\n', at)) != std::string::npos; at = nl + 1) {
+    lines.push_back(r.out.substr(at, nl - at));
+  }
+  ASSERT_EQ(lines.size(), 5u) << r.out;
+  for (const char* h : {"ID", "DEVICE", "REMOTE", "LOCAL", "DIR", "CODEC", "START (UTC)", "DURATION", "STATE",
+                        "PACKETS", "LOST", "FILES"}) {
+    EXPECT_TRUE(contains(lines[0], h)) << h << "\n" << r.out;
+  }
+  // Newest first: e, d, b, a. The start column is aligned under its header.
+  const std::size_t start_col = lines[0].find("START (UTC)");
+  EXPECT_EQ(lines[4].find("2026-11-29 17:00:00"), start_col) << r.out;
+  EXPECT_EQ(lines[2].find("2026-11-29 19:00:00"), start_col) << r.out;
+  EXPECT_EQ(lines[1].find("2026-11-30 12:00:00"), start_col) << r.out;
+  const std::string& a = lines[4];
+  for (const char* s : {"00:00:5e:00:53:01", "555", "100", "out", "PCMA", "0:01:05", "stopped (phone)", "3000", " 7",
+                        " 2"}) {
+    EXPECT_TRUE(contains(a, s)) << s << " missing in\n" << a;
+  }
+  EXPECT_TRUE(contains(lines[3], "recovered (crash)")) << lines[3];
+  EXPECT_TRUE(contains(lines[3], "0:10:00")) << lines[3];
+  EXPECT_TRUE(contains(lines[2], "recording")) << lines[2];
+  EXPECT_TRUE(contains(lines[1], "stopped (rtp_timeout)")) << lines[1];
+  EXPECT_TRUE(r.err.empty()) << r.err;
+
+  // --limit reached: a note on stderr, the table unchanged on stdout.
+  const RunResult lim = callrec({"list", "--catalog", db_, "--limit", "1"});
+  EXPECT_EQ(lim.exit_code, 0) << describe(lim);
+  EXPECT_EQ(std::count(lim.out.begin(), lim.out.end(), '\n'), 2) << lim.out;
+  EXPECT_TRUE(contains(lim.err, "--limit 0")) << lim.err;
+
+  // No match: nothing on stdout, a note on stderr, exit 0.
+  const RunResult none = callrec({"list", "--catalog", db_, "--device", "nobody"});
+  EXPECT_EQ(none.exit_code, 0) << describe(none);
+  EXPECT_TRUE(none.out.empty()) << none.out;
+  EXPECT_TRUE(contains(none.err, "no recordings")) << none.err;
+}
+
+TEST_F(CallrecList, BadValuesNameTheFlag) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--since", "yesterday"}, "--since"},
+      {{"--since", "2026-11-31"}, "--since"},  // no such day
+      {{"--until", "2026-11-29T25:00:00Z"}, "--until"},
+      {{"--until", "2026-11-29T18:00:00Q"}, "--until"},
+      {{"--since", "2026-11-30", "--until", "2026-11-29T12:00:00Z"}, "--since"},  // empty range
+      {{"--id", "abc"}, "--id"},
+      {{"--id", "0"}, "--id"},
+      {{"--state", "done"}, "--state"},
+      {{"--limit", "-1"}, "--limit"},
+      {{"--limit", "ten"}, "--limit"},
+      {{"--device"}, "--device"},
+      {{"--bogus"}, "--bogus"},
+  };
+  for (const auto& [extra, flag] : cases) {
+    std::vector<std::string> args = {"list", "--catalog", db_};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const RunResult r = callrec(args);
+    EXPECT_EQ(r.exit_code, 2) << flag << "\n" << describe(r);
+    EXPECT_TRUE(contains(r.err, flag)) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+}
+
+TEST_F(CallrecList, MissingOrBadCatalogIsAnIoError) {
+  const std::string missing = path("nothing-here.db").string();
+  RunResult r = callrec({"list", "--catalog", missing});
+  EXPECT_EQ(r.exit_code, 3) << describe(r);
+  EXPECT_TRUE(contains(r.err, missing)) << r.err;
+  EXPECT_FALSE(fs::exists(missing)) << "list must not create a catalog";
+
+  const std::string text = record("text.db", Bytes(4096, 'x'));
+  r = callrec({"list", "--catalog", text, "--json"});
+  EXPECT_EQ(r.exit_code, 3) << describe(r);
+  EXPECT_TRUE(contains(r.err, text)) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+}
+
+TEST_F(CallrecList, HelpDocumentsFiltersAndDefaultCatalog) {
+  const RunResult r = callrec({"list", "--help"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  for (const char* s : {"Usage: callrec list", "--catalog", "--device", "--number", "--id", "--since", "--until",
+                        "--state", "--limit", "--json", "2026-11-29T18:00:00Z", "Exit codes"}) {
+    EXPECT_TRUE(contains(r.out, s)) << s << "\n" << r.out;
+  }
+  // The default catalog is the daemon's (control::DaemonConfig: <storage>/../catalog.db).
+  const std::string def = "/var/lib/callrec/catalog.db";
+  EXPECT_TRUE(contains(r.out, def)) << r.out;
+  if (!fs::exists(def)) {
+    const RunResult l = callrec({"list"});
+    EXPECT_EQ(l.exit_code, 3) << describe(l);
+    EXPECT_TRUE(contains(l.err, def)) << l.err;
+    EXPECT_FALSE(fs::exists(def)) << "list must not create the default catalog";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// status
+
+/// `callrec status --metrics 127.0.0.1:PORT --json`, parsed.
+std::optional<Json> status_json(std::uint16_t port) {
+  const RunResult r = callrec({"status", "--metrics", "127.0.0.1:" + std::to_string(port), "--json"});
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  JsonParser parser(r.out);
+  auto json = parser.parse();
+  EXPECT_TRUE(json) << parser.error() << "\n" << r.out;
+  if (json && json->kind != Json::Kind::kObject) return std::nullopt;
+  return json;
+}
+
+double field(const std::optional<Json>& j, const char* key) {
+  if (!j || j->get(key) == nullptr) return -1;
+  return at(*j, key).number;
+}
+
+TEST_F(CallrecCli, StatusOfARunningDaemon) {
+  callrec::e2e::DaemonProcess daemon(dir_, {});
+  ASSERT_TRUE(daemon.ready()) << daemon.log();
+  ASSERT_NE(daemon.metrics_port(), 0) << daemon.log();
+  const std::string addr = "127.0.0.1:" + std::to_string(daemon.metrics_port());
+
+  auto j = status_json(daemon.metrics_port());
+  EXPECT_EQ(field(j, "active_recordings"), 0);
+  EXPECT_GE(field(j, "disk_free_bytes"), 1);
+  RunResult h = callrec({"status", "--metrics", addr});
+  ASSERT_EQ(h.exit_code, 0) << describe(h);
+  for (const char* s : {"0 active", "/s received", "/s written", "wrong_source", "ring_full", "disk free", "up "}) {
+    EXPECT_TRUE(contains(h.out, s)) << s << "\n" << h.out;
+  }
+  EXPECT_TRUE(contains(h.out, addr)) << h.out;
+
+  callrec::e2e::Phone phone(daemon.control_port());
+  ASSERT_TRUE(phone.connected());
+  const auto started = phone.start("4711");
+  ASSERT_TRUE(started) << daemon.log();
+  j = status_json(daemon.metrics_port());
+  EXPECT_EQ(field(j, "active_recordings"), 1);
+  h = callrec({"status", "-m", addr});
+  ASSERT_EQ(h.exit_code, 0) << describe(h);
+  EXPECT_TRUE(contains(h.out, "1 active")) << h.out;
+  EXPECT_TRUE(contains(h.out, "00:11:22:33:44:55")) << h.out;  // the recording's line
+  EXPECT_TRUE(contains(h.out, "HANDLE")) << h.out;
+
+  ASSERT_TRUE(phone.stop("4711")) << daemon.log();
+  EXPECT_TRUE(callrec::e2e::wait_until([&] { return field(status_json(daemon.metrics_port()), "active_recordings") == 0; }))
+      << daemon.log();
+
+  // The catalog the daemon writes is what list reads, even while the daemon runs.
+  const RunResult l = callrec({"list", "--catalog", daemon.catalog().string(), "--json"});
+  ASSERT_EQ(l.exit_code, 0) << describe(l);
+  JsonParser lp(l.out);
+  const auto rows = lp.parse();
+  ASSERT_TRUE(rows) << lp.error() << "\n" << l.out;
+  ASSERT_EQ(rows->items.size(), 1u) << l.out;
+  EXPECT_EQ(at(rows->items[0], "call_id").str, "4711");
+  EXPECT_EQ(at(rows->items[0], "device").str, "00:11:22:33:44:55");
+}
+
+TEST_F(CallrecCli, StatusDaemonNotReachable) {
+  // A port nobody listens on: bound, then closed.
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  close(fd);
+  const std::string addr = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  for (const bool json : {false, true}) {
+    std::vector<std::string> args = {"status", "--metrics", addr};
+    if (json) args.emplace_back("--json");
+    const RunResult r = callrec(args);
+    EXPECT_EQ(r.exit_code, 3) << describe(r);
+    EXPECT_TRUE(contains(r.err, addr)) << r.err;
+    EXPECT_TRUE(contains(r.err, "not reachable")) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+}
+
+TEST_F(CallrecCli, StatusFromSomethingElseIsAProblem) {
+  // Something that answers, but not HTTP (another service on the port): exit 1, not 3.
+  const int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(listen(lfd, 4), 0);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  std::thread server([lfd] {
+    for (const char* answer : {"SSH-2.0-OpenSSH_9.2\r\n", "HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\n\r\nnot found\n"}) {
+      const int c = accept(lfd, nullptr, nullptr);
+      if (c < 0) return;
+      char buf[1024];
+      [[maybe_unused]] const ssize_t n = read(c, buf, sizeof buf);
+      [[maybe_unused]] const ssize_t w = write(c, answer, std::strlen(answer));
+      close(c);
+    }
+  });
+  const std::string addr = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  const RunResult ssh = callrec({"status", "--metrics", addr});
+  const RunResult http404 = callrec({"status", "--metrics", addr, "--json"});
+  server.join();
+  close(lfd);
+  EXPECT_EQ(ssh.exit_code, 1) << describe(ssh);
+  EXPECT_TRUE(contains(ssh.err, addr)) << ssh.err;
+  EXPECT_EQ(http404.exit_code, 1) << describe(http404);
+  EXPECT_TRUE(contains(http404.err, "404")) << http404.err;
+  EXPECT_TRUE(http404.out.empty()) << http404.out;
+}
+
+TEST_F(CallrecCli, StatusHelp) {
+  const RunResult r = callrec({"help", "status"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  for (const char* s : {"Usage: callrec status", "--metrics", "--json", "127.0.0.1:9464", "not reachable"}) {
+    EXPECT_TRUE(contains(r.out, s)) << s << "\n" << r.out;
+  }
 }
 
 }  // namespace

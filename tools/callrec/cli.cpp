@@ -14,7 +14,8 @@ constexpr std::string_view kExitCodes =
     "  0  ok\n"
     "  1  a file has problems (info verdict not ok, play or export partial, repair impossible)\n"
     "  2  usage error (unknown command or option, missing or bad argument)\n"
-    "  3  I/O error (a file cannot be opened, read or written; a socket cannot be set up)\n";
+    "  3  I/O error (a file cannot be opened, read or written; a socket cannot be set up;\n"
+    "     the daemon is not reachable)\n";
 
 constexpr OptionSpec kHelpOption{"help", 'h', "", "show this help"};
 constexpr std::size_t kOptionColumn = 24;
@@ -103,7 +104,8 @@ std::optional<std::string> ParsedArgs::value(std::string_view long_name) const {
 void usage(std::FILE* out, const CommandSpec* cmd) {
   if (cmd == nullptr) {
     put(out,
-        "callrec - inspect, export, play and repair call-recording files\n"
+        "callrec - inspect, export, play and repair call-recording files; list the catalog\n"
+        "          of recordings and show what a running daemon (callrecd) is doing\n"
         "\n"
         "Usage: callrec COMMAND [OPTIONS] [ARGS]\n"
         "       callrec help COMMAND      (or: callrec COMMAND --help)\n"

@@ -7,6 +7,7 @@
 //
 // Output conventions: results go to stdout, diagnostics to stderr as
 // "callrec CMD: FILE: problem". Exit codes are the Exit enum, documented in every --help.
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -105,10 +106,33 @@ std::string printable(std::string_view s);
 /// bytes that are not valid UTF-8 are escaped as \u00XX, so the output is always valid JSON.
 std::string json_string(std::string_view s);
 
+// --- network helpers (net.cpp) ---
+struct HostPort {
+  std::string host;  ///< name or IP literal, without IPv6 brackets
+  std::string port;  ///< decimal, 1..65535
+};
+/// "1.2.3.4:5004", "[::1]:5004", "name:5004". A bare IPv6 address must be in brackets.
+/// nullopt with a message for the user in err.
+std::optional<HostPort> split_host_port(std::string_view s, std::string& err);
+
+inline constexpr std::size_t kHttpMaxResponse = 16u << 20;
+struct HttpResult {
+  bool connected = false;  ///< the TCP connection was established
+  bool timed_out = false;  ///< no (complete) answer within the timeout
+  int status = 0;          ///< HTTP status code; 0: no HTTP response (see error)
+  std::string body;
+  std::string error;  ///< why there is no response ("cannot connect: Connection refused")
+};
+/// One blocking HTTP/1.1 GET (Connection: close); the whole exchange, name resolution aside,
+/// is bounded by timeout.
+HttpResult http_get(const HostPort& to, std::string_view path, std::chrono::milliseconds timeout);
+
 // --- subcommand handlers (cmd_*.cpp) ---
 Exit run_info(const CommandSpec& cmd, const ParsedArgs& args);
 Exit run_export(const CommandSpec& cmd, const ParsedArgs& args);
 Exit run_play(const CommandSpec& cmd, const ParsedArgs& args);
 Exit run_repair(const CommandSpec& cmd, const ParsedArgs& args);
+Exit run_list(const CommandSpec& cmd, const ParsedArgs& args);
+Exit run_status(const CommandSpec& cmd, const ParsedArgs& args);
 
 }  // namespace callrec::cli

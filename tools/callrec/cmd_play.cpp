@@ -59,47 +59,6 @@ void sleep_until(std::int64_t t_ns) {
   }
 }
 
-struct Destination {
-  std::string host;
-  std::string port;
-};
-
-/// "1.2.3.4:5004", "[::1]:5004", "name:5004". A bare IPv6 address must be in brackets.
-std::optional<Destination> split_host_port(std::string_view s, std::string& err) {
-  Destination d;
-  std::string_view port;
-  if (s.starts_with('[')) {
-    const auto close = s.find(']');
-    if (close == std::string_view::npos || close + 1 >= s.size() || s[close + 1] != ':') {
-      err = "expected [IPv6]:PORT, got '" + printable(s) + "'";
-      return std::nullopt;
-    }
-    d.host = std::string(s.substr(1, close - 1));
-    port = s.substr(close + 2);
-  } else {
-    const auto colon = s.rfind(':');
-    if (colon == std::string_view::npos) {
-      err = "expected HOST:PORT, got '" + printable(s) + "'";
-      return std::nullopt;
-    }
-    d.host = std::string(s.substr(0, colon));
-    if (d.host.find(':') != std::string::npos) {
-      err = "an IPv6 address needs brackets: [" + printable(d.host) + "]:PORT";
-      return std::nullopt;
-    }
-    port = s.substr(colon + 1);
-  }
-  unsigned value = 0;
-  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-  if (d.host.empty() || port.empty() || ec != std::errc{} || end != port.data() + port.size() || value == 0 ||
-      value > 65535) {
-    err = "expected HOST:PORT with a port from 1 to 65535, got '" + printable(s) + "'";
-    return std::nullopt;
-  }
-  d.port = std::to_string(value);
-  return d;
-}
-
 std::optional<double> parse_speed(const std::string& s) {
   double v = 0;
   const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);

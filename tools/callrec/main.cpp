@@ -1,8 +1,9 @@
-// callrec: inspect, export, play and repair record files (../shared/spec/record-format.md).
+// callrec: inspect, export, play and repair record files (../shared/spec/record-format.md),
+// list the recordings catalog and show a running daemon's status.
 //
 // This file holds the one table of subcommands and their options; usage(), the parser and the
 // handlers are driven by it. To add a subcommand: add its options array and one kCommands
-// entry (the reserved "list" and "status" entries only need their handler filled in).
+// entry.
 #include <cstdio>
 #include <span>
 #include <string>
@@ -33,6 +34,24 @@ constexpr OptionSpec kPlayOptions[] = {
 
 constexpr OptionSpec kRepairOptions[] = {
     {"dry-run", 'n', "", "only inspect and print what would change"},
+};
+
+constexpr OptionSpec kListOptions[] = {
+    {"catalog", 'c', "FILE", "the catalog database (default: the daemon's, /var/lib/callrec/catalog.db)"},
+    {"device", 'd', "MAC", "only recordings of this device (exact match)"},
+    {"number", 'n', "NUMBER", "only calls with this number as remote or local number"},
+    {"id", 0, "ID", "only the recording with this catalog id (the ID column)"},
+    {"call-id", 0, "ID", "only recordings with this phone-chosen id (RecordStartRequest id)"},
+    {"since", 0, "TIME", "only recordings started at or after TIME"},
+    {"until", 0, "TIME", "only recordings started before TIME (a DATE: up to the end of that day)"},
+    {"state", 0, "STATE", "only recordings in STATE: recording, stopped or recovered"},
+    {"limit", 0, "N", "show at most the N newest (default 100; 0: no limit)"},
+    {"json", 0, "", "print one JSON array with one object per recording instead of a table"},
+};
+
+constexpr OptionSpec kStatusOptions[] = {
+    {"metrics", 'm', "HOST:PORT", "the daemon's metrics endpoint (default: its default, 127.0.0.1:9464)"},
+    {"json", 0, "", "print the daemon's /status JSON object as it is"},
 };
 
 constexpr CommandSpec kCommands[] = {
@@ -83,8 +102,28 @@ constexpr CommandSpec kCommands[] = {
      "  when a FILE needs a repair;\n"
      "3 when a FILE cannot be opened, read or written.",
      run_repair},
-    {"list", "", "(available with the daemon)", "", {}, 0, SIZE_MAX, "", "", nullptr},
-    {"status", "", "(available with the daemon)", "", {}, 0, SIZE_MAX, "", "", nullptr},
+    {"list", "[--catalog FILE] [FILTERS] [--limit N] [--json]", "list recordings from the daemon's catalog",
+     "Reads the catalog (the SQLite database callrecd keeps of its recordings; read-only,\n"
+     "safe beside a running daemon) and prints the recordings that match every filter given,\n"
+     "newest first: catalog id, device, remote and local number, direction, codec, start\n"
+     "time (UTC), duration (so far, while recording), state with the stop reason, packets\n"
+     "received, packets lost and number of record files. --json prints every column, the\n"
+     "stream statistics and the record files (segments) of each recording.\n"
+     "\n"
+     "TIME is a date 2026-11-29 (UTC midnight), an ISO-8601 time 2026-11-29T18:00:00Z\n"
+     "(Z or an offset such as +01:00; none means UTC) or unix seconds 1795975200.\n",
+     kListOptions, 0, 0, "", "3 when the catalog cannot be opened or read (missing, not a catalog, unreadable).\n"
+     "No match is not an error: exit 0, nothing on stdout ([] with --json).",
+     run_list},
+    {"status", "[--metrics HOST:PORT] [--json]", "show what a running daemon is doing",
+     "Asks a running callrecd (GET /status on its metrics endpoint, --metrics of callrecd)\n"
+     "and prints: uptime, active recordings, packets per second received and bytes per\n"
+     "second written (over the daemon's last second), packets dropped by cause, free space on\n"
+     "the storage volume, then one line per active recording.\n",
+     kStatusOptions, 0, 0, "",
+     "1 when the daemon answers, but not with a JSON status (an HTTP error, another program);\n"
+     "3 when the daemon is not reachable at HOST:PORT (not running, metrics off, timeout).",
+     run_status},
     {"help", "[COMMAND]", "show this help, or the help of COMMAND",
      "Shows the global help, or the help of one COMMAND (same as callrec COMMAND --help).\n",
      {}, 0, 1, "COMMAND", "", run_help},

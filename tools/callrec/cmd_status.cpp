@@ -1,0 +1,321 @@
+// callrec status: what a running daemon is doing, from its operator interface (GET /status on
+// the metrics endpoint, a JSON object; see control/daemon.cpp).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cli.hpp"
+#include "control/config.hpp"
+
+namespace callrec::cli {
+namespace {
+
+using namespace std::chrono;
+
+constexpr auto kTimeout = 5s;
+
+/// Just enough JSON for /status: objects, arrays, strings, numbers, true/false/null.
+struct Json {
+  enum class Kind { kNull, kBool, kNumber, kString, kArray, kObject };
+  Kind kind = Kind::kNull;
+  bool boolean = false;
+  double number = 0;
+  std::string str;
+  std::vector<Json> items;        ///< array elements, or object values
+  std::vector<std::string> keys;  ///< object keys (parallel to items)
+
+  [[nodiscard]] const Json* get(std::string_view key) const {
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      if (keys[i] == key) return &items[i];
+    }
+    return nullptr;
+  }
+  [[nodiscard]] double num(std::string_view key) const {
+    const Json* v = get(key);
+    return v != nullptr && v->kind == Kind::kNumber ? v->number : 0;
+  }
+  [[nodiscard]] bool flag(std::string_view key) const {
+    const Json* v = get(key);
+    return v != nullptr && v->kind == Kind::kBool && v->boolean;
+  }
+  [[nodiscard]] std::string text(std::string_view key) const {
+    const Json* v = get(key);
+    return v != nullptr && v->kind == Kind::kString ? v->str : std::string();
+  }
+};
+
+class JsonParser {
+ public:
+  explicit JsonParser(std::string_view s) : s_(s) {}
+  bool parse(Json& v) {
+    if (!value(v, 0)) return false;
+    ws();
+    return i_ == s_.size();
+  }
+
+ private:
+  void ws() {
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\n' || s_[i_] == '\r' || s_[i_] == '\t')) ++i_;
+  }
+  bool lit(std::string_view w) {
+    if (s_.substr(i_, w.size()) != w) return false;
+    i_ += w.size();
+    return true;
+  }
+  bool value(Json& v, int depth) {
+    if (depth > 32) return false;
+    ws();
+    if (i_ >= s_.size()) return false;
+    const char c = s_[i_];
+    if (c == '{') return object(v, depth);
+    if (c == '[') return array(v, depth);
+    if (c == '"') {
+      v.kind = Json::Kind::kString;
+      return string(v.str);
+    }
+    if (lit("true")) {
+      v.kind = Json::Kind::kBool;
+      v.boolean = true;
+      return true;
+    }
+    if (lit("false")) {
+      v.kind = Json::Kind::kBool;
+      return true;
+    }
+    if (lit("null")) return true;
+    const std::size_t start = i_;
+    while (i_ < s_.size() && std::string_view("+-0123456789.eE").find(s_[i_]) != std::string_view::npos) ++i_;
+    if (i_ == start) return false;
+    const std::string num(s_.substr(start, i_ - start));
+    char* end = nullptr;
+    v.kind = Json::Kind::kNumber;
+    v.number = std::strtod(num.c_str(), &end);
+    return end == num.c_str() + num.size();
+  }
+  bool string(std::string& out) {
+    ++i_;
+    while (i_ < s_.size()) {
+      const char c = s_[i_++];
+      if (c == '"') return true;
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
+      if (i_ >= s_.size()) return false;
+      const char e = s_[i_++];
+      switch (e) {
+        case 'n': out += '\n'; break;
+        case 't': out += '\t'; break;
+        case 'r': out += '\r'; break;
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'u': {
+          if (i_ + 4 > s_.size()) return false;
+          unsigned cp = 0;
+          for (int k = 0; k < 4; ++k) {
+            const char h = s_[i_++];
+            cp <<= 4;
+            if (h >= '0' && h <= '9') cp |= static_cast<unsigned>(h - '0');
+            else if (h >= 'a' && h <= 'f') cp |= static_cast<unsigned>(h - 'a' + 10);
+            else if (h >= 'A' && h <= 'F') cp |= static_cast<unsigned>(h - 'A' + 10);
+            else return false;
+          }
+          if (cp < 0x80) {
+            out += static_cast<char>(cp);
+          } else if (cp < 0x800) {
+            out += static_cast<char>(0xC0 | (cp >> 6));
+            out += static_cast<char>(0x80 | (cp & 0x3F));
+          } else {  // surrogates are kept as is: display only
+            out += static_cast<char>(0xE0 | (cp >> 12));
+            out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+            out += static_cast<char>(0x80 | (cp & 0x3F));
+          }
+          break;
+        }
+        default: out += e; break;  // \" \\ \/
+      }
+    }
+    return false;
+  }
+  bool array(Json& v, int depth) {
+    v.kind = Json::Kind::kArray;
+    ++i_;
+    ws();
+    if (lit("]")) return true;
+    for (;;) {
+      Json item;
+      if (!value(item, depth + 1)) return false;
+      v.items.push_back(std::move(item));
+      ws();
+      if (lit("]")) return true;
+      if (!lit(",")) return false;
+    }
+  }
+  bool object(Json& v, int depth) {
+    v.kind = Json::Kind::kObject;
+    ++i_;
+    ws();
+    if (lit("}")) return true;
+    for (;;) {
+      ws();
+      if (i_ >= s_.size() || s_[i_] != '"') return false;
+      std::string key;
+      if (!string(key)) return false;
+      ws();
+      if (!lit(":")) return false;
+      Json item;
+      if (!value(item, depth + 1)) return false;
+      v.keys.push_back(std::move(key));
+      v.items.push_back(std::move(item));
+      ws();
+      if (lit("}")) return true;
+      if (!lit(",")) return false;
+    }
+  }
+
+  std::string_view s_;
+  std::size_t i_ = 0;
+};
+
+std::string count(double v) { return std::to_string(static_cast<std::uint64_t>(v < 0 ? 0 : std::llround(v))); }
+
+/// 1536 -> "1.5 KiB".
+std::string bytes(double v) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  int u = 0;
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    ++u;
+  }
+  return u == 0 ? count(v) + " B" : fixed(v, 1) + " " + units[u];
+}
+
+std::string duration_text(double seconds) {
+  auto s = static_cast<std::int64_t>(seconds < 0 ? 0 : seconds);
+  const std::int64_t d = s / 86400;
+  s %= 86400;
+  char buf[64];
+  if (d > 0) {
+    std::snprintf(buf, sizeof buf, "%lldd %lld:%02lld:%02lld", static_cast<long long>(d),
+                  static_cast<long long>(s / 3600), static_cast<long long>(s / 60 % 60), static_cast<long long>(s % 60));
+  } else {
+    std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", static_cast<long long>(s / 3600),
+                  static_cast<long long>(s / 60 % 60), static_cast<long long>(s % 60));
+  }
+  return buf;
+}
+
+std::string or_dash(const std::string& s) { return s.empty() ? "-" : printable(s); }
+
+void put(const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); }
+
+void print_human(const std::string& address, const Json& j) {
+  std::string o;
+  auto line = [&o](std::string_view label, const std::string& value) {
+    std::string l(label);
+    l.resize(13, ' ');
+    o += l + value + "\n";
+  };
+  const std::string source = j.text("source");
+  line("daemon", address + ", up " + duration_text(j.num("uptime_s")) +
+                     (source.empty() ? "" : ", " + printable(source) + " packet source"));
+  line("recordings", count(j.num("active_recordings")) + " active (" + count(j.num("started")) + " started, " +
+                         count(j.num("stopped")) + " stopped, " + count(j.num("start_failed")) +
+                         " refused since start)");
+  line("connections", count(j.num("control_connections")) + " control");
+  line("packets", count(j.num("rx_packets_per_s")) + "/s received (" + count(j.num("rx_packets")) + " in total)");
+  line("bytes", bytes(j.num("write_bytes_per_s")) + "/s written (" + bytes(j.num("bytes_written")) + " in total)");
+  line("drops", "ring_full " + count(j.num("drop_ring_full")) + ", unknown_flow " +
+                    count(j.num("drop_unknown_flow")) + ", wrong_source " + count(j.num("drop_wrong_source")) +
+                    ", not_rtp " + count(j.num("drop_not_rtp")) + "; write errors " + count(j.num("write_errors")));
+  line("disk free", bytes(j.num("disk_free_bytes")));
+  line("rtp ports", count(j.num("ports_in_use")) + " in use");
+  const Json* recs = j.get("recordings");
+  if (recs != nullptr && recs->kind == Json::Kind::kArray && !recs->items.empty()) {
+    const double now_ms = static_cast<double>(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
+    std::vector<std::vector<std::string>> t;
+    t.push_back({"HANDLE", "DEVICE", "REMOTE", "LOCAL", "PEER", "PORT", "DURATION", "PACKETS", "BYTES", ""});
+    for (const Json& r : recs->items) {
+      t.push_back({count(r.num("handle")), or_dash(r.text("device")), or_dash(r.text("remote_number")),
+                   or_dash(r.text("local_number")), or_dash(r.text("peer")), count(r.num("port")),
+                   duration_text((now_ms - r.num("started_ms")) / 1000.0), count(r.num("packets")),
+                   count(r.num("bytes")), r.flag("stopping") ? "stopping" : ""});
+    }
+    std::vector<std::size_t> w(t.front().size(), 0);
+    for (const auto& row : t) {
+      for (std::size_t c = 0; c < row.size(); ++c) w[c] = std::max(w[c], row[c].size());
+    }
+    o += '\n';
+    for (const auto& row : t) {
+      std::string l;
+      for (std::size_t c = 0; c < row.size(); ++c) {
+        const bool right = c == 0 || c == 5 || c == 7 || c == 8;
+        const std::size_t pad = w[c] - row[c].size();
+        if (right) l.append(pad, ' ');
+        l += row[c];
+        if (!right) l.append(pad, ' ');
+        l += "  ";
+      }
+      while (!l.empty() && l.back() == ' ') l.pop_back();
+      o += l + '\n';
+    }
+    const double active = j.num("active_recordings");
+    if (active > static_cast<double>(recs->items.size())) {
+      o += "(" + count(active - static_cast<double>(recs->items.size())) + " more not listed)\n";
+    }
+  }
+  put(o);
+}
+
+}  // namespace
+
+Exit run_status(const CommandSpec& cmd, const ParsedArgs& args) {
+  std::string address;
+  if (auto v = args.value("metrics")) {
+    address = *v;
+  } else {
+    address = control::DaemonConfig{}.metrics;
+  }
+  std::string err;
+  auto to = split_host_port(address, err);
+  if (!to) return usage_error(&cmd, "--metrics " + printable(address) + ": " + err);
+
+  const HttpResult r = http_get(*to, "/status", kTimeout);
+  if (!r.connected || r.timed_out) {
+    report(cmd, "daemon not reachable at " + printable(address) + ": " + r.error +
+                    " (is callrecd running, with --metrics " + printable(address) + "?)");
+    return Exit::kIo;
+  }
+  if (r.status == 0) {
+    report(cmd, printable(address) + ": " + r.error + " (is this callrecd's metrics endpoint?)");
+    return Exit::kProblems;
+  }
+  if (r.status != 200) {
+    std::string body = r.body.substr(0, 200);
+    while (!body.empty() && (body.back() == '\n' || body.back() == '\r')) body.pop_back();
+    report(cmd, printable(address) + ": GET /status answered HTTP " + std::to_string(r.status) +
+                    (body.empty() ? "" : ": " + printable(body)));
+    return Exit::kProblems;
+  }
+  Json j;
+  if (!JsonParser(r.body).parse(j) || j.kind != Json::Kind::kObject) {
+    report(cmd, printable(address) + ": GET /status did not answer a JSON object");
+    return Exit::kProblems;
+  }
+  if (args.flag("json")) {
+    std::string body = r.body;
+    if (body.empty() || body.back() != '\n') body += '\n';
+    put(body);
+  } else {
+    print_human(printable(address), j);
+  }
+  return Exit::kOk;
+}
+
+}  // namespace callrec::cli
