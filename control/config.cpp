@@ -189,18 +189,40 @@ std::string check_source(const DaemonConfig& c) {
 std::string check_dpdk_queues(const DaemonConfig& c) { return range_check(c.dpdk.queues, 0, 64); }
 std::string check_dpdk_mempool(const DaemonConfig& c) { return range_check(c.dpdk.mempool, 1023, 1u << 24); }
 std::string check_dpdk_lcores(const DaemonConfig& c) {
-  const bool ok = std::all_of(c.dpdk.lcores.begin(), c.dpdk.lcores.end(), [](char ch) {
-    return (ch >= '0' && ch <= '9') || ch == ',' || ch == '-' || ch == '@' || ch == '(' || ch == ')';
-  });
-  return ok ? "" : "expected an lcore list such as 1-2 or 1,3";
+  if (c.dpdk.lcores.empty()) return {};
+  std::vector<unsigned> ids;
+  if (!parse_cpu_list(c.dpdk.lcores, ids)) return "expected an lcore list such as 1-2 or 1,3";
+  return {};
 }
 std::string check_dpdk_address(const DaemonConfig& c) {
   if (c.dpdk.address.empty()) return {};
-  in_addr a{};
-  if (inet_pton(AF_INET, c.dpdk.address.c_str(), &a) != 1) return "not an IPv4 address";
-  if (a.s_addr == htonl(INADDR_ANY)) return "a wildcard address cannot be the dataplane's";
+  const std::vector<std::string> list = split_list(c.dpdk.address);
+  if (list.empty()) return "not an IPv4 address";
+  if (list.size() > 16) return "at most 16 addresses";
+  std::vector<std::uint32_t> seen;
+  for (const std::string& item : list) {
+    in_addr a{};
+    if (inet_pton(AF_INET, item.c_str(), &a) != 1) return list.size() == 1 ? "not an IPv4 address" : item + ": not an IPv4 address";
+    if (a.s_addr == htonl(INADDR_ANY)) return "a wildcard address cannot be the dataplane's";
+    if (std::find(seen.begin(), seen.end(), a.s_addr) != seen.end()) return item + " given twice";
+    seen.push_back(a.s_addr);
+  }
   return {};
 }
+std::string check_dpdk_vdev(const DaemonConfig& c) {
+  if (c.dpdk.vdev.empty()) return {};
+  const std::string name = c.dpdk.vdev.substr(0, c.dpdk.vdev.find(','));
+  if (name.empty()) return "expected DRIVER[N][,ARG=VALUE...], e.g. net_af_packet0,iface=eth1";
+  if (c.dpdk.vdev.find_first_of(" \t") != std::string::npos) return "no blanks in a device string";
+  return {};
+}
+std::string check_dpdk_tap(const DaemonConfig& c) {
+  if (c.dpdk.tap.empty()) return {};
+  if (c.dpdk.tap.size() >= IFNAMSIZ) return "interface names are at most " + std::to_string(IFNAMSIZ - 1) + " characters";
+  if (c.dpdk.tap.find_first_of(" \t,/=") != std::string::npos) return "not an interface name";
+  return {};
+}
+std::string check_dpdk_idle_sleep(const DaemonConfig& c) { return range_check(c.dpdk.idle_sleep_us, 0, 100000); }
 
 std::string set_string(std::string& field, std::string_view v) {
   field.assign(v);
@@ -314,19 +336,39 @@ const std::vector<Option>& options() {
       {"dpdk-port", "dpdk.port", "N", "DPDK ethdev port id", "",
        [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.dpdk.port); },
        [](const DaemonConfig& c) { return std::to_string(c.dpdk.port); }, no_check},
+      {"dpdk-vdev", "dpdk.vdev", "DEVARGS",
+       "use a virtual device as the port (EAL --vdev), e.g. net_af_packet0,iface=eth1 or net_pcap0,rx_pcap=f.pcap",
+       "none: the port is --dpdk-port",
+       [](DaemonConfig& c, std::string_view v) { return set_string(c.dpdk.vdev, v); },
+       [](const DaemonConfig& c) { return c.dpdk.vdev; }, check_dpdk_vdev},
       {"dpdk-queues", "dpdk.queues", "N", "RX queues (0..64)", "0: one per RX thread",
        [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.dpdk.queues); },
        [](const DaemonConfig& c) { return std::to_string(c.dpdk.queues); }, check_dpdk_queues},
-      {"dpdk-lcores", "dpdk.lcores", "LIST", "EAL lcore list, e.g. 1-2", "EAL default",
+      {"dpdk-lcores", "dpdk.lcores", "LIST",
+       "RX lcores, e.g. 1-2 (one poll loop each, --rx-threads = their count); writers run on the other CPUs",
+       "the --rx-threads CPUs after the main lcore (or -l/--lcores in --dpdk-eal)",
        [](DaemonConfig& c, std::string_view v) { return set_string(c.dpdk.lcores, v); },
        [](const DaemonConfig& c) { return c.dpdk.lcores; }, check_dpdk_lcores},
       {"dpdk-mempool", "dpdk.mempool", "N", "mbufs in the packet pool (1023..16777216)", "",
        [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.dpdk.mempool); },
        [](const DaemonConfig& c) { return std::to_string(c.dpdk.mempool); }, check_dpdk_mempool},
-      {"dpdk-address", "dpdk.address", "IPV4", "the dataplane's own IPv4 address (required with --source dpdk)",
+      {"dpdk-address", "dpdk.address", "IPV4[,IPV4...]",
+       "the dataplane's own IPv4 address(es), on no kernel interface: it answers ARP and ICMP echo and "
+       "receives RTP there; the first is server= (required with --source dpdk)",
        "none",
        [](DaemonConfig& c, std::string_view v) { return set_string(c.dpdk.address, v); },
        [](const DaemonConfig& c) { return c.dpdk.address; }, check_dpdk_address},
+      {"dpdk-tap", "dpdk.tap", "IFNAME",
+       "kernel exception path: other traffic of the port goes to a TAP interface of this name (net_tap), "
+       "and what the kernel sends there leaves through the port",
+       "none: such traffic is dropped and counted",
+       [](DaemonConfig& c, std::string_view v) { return set_string(c.dpdk.tap, v); },
+       [](const DaemonConfig& c) { return c.dpdk.tap; }, check_dpdk_tap},
+      {"dpdk-idle-sleep", "dpdk.idle_sleep", "USEC",
+       "an RX lcore idle for 1024 polls sleeps this long between polls (0..100000; for shared CPUs and tests)",
+       "0: busy poll",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.dpdk.idle_sleep_us); },
+       [](const DaemonConfig& c) { return std::to_string(c.dpdk.idle_sleep_us); }, check_dpdk_idle_sleep},
   };
   return kOptions;
 }
@@ -359,6 +401,38 @@ std::string flag_error(const Option& o, std::string_view value, const std::strin
 }
 
 }  // namespace
+
+Status parse_cpu_list(std::string_view text, std::vector<unsigned>& out) {
+  out.clear();
+  const auto bad = [&] { return Status::error("'" + std::string(text) + "': expected a list such as 1-2 or 1,3"); };
+  if (trim(text).empty()) return bad();
+  for (const std::string& item : split_list(text)) {
+    const auto dash = item.find('-');
+    unsigned lo = 0;
+    unsigned hi = 0;
+    if (!parse_unsigned(std::string_view(item).substr(0, dash), lo).empty()) return bad();
+    hi = lo;
+    if (dash != std::string::npos && !parse_unsigned(std::string_view(item).substr(dash + 1), hi).empty()) return bad();
+    if (lo > hi || hi >= 1024) return bad();
+    for (unsigned v = lo; v <= hi; ++v) out.push_back(v);
+  }
+  if (out.empty()) return bad();
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return Status::ok();
+}
+
+std::vector<std::string> split_list(std::string_view text) {
+  std::vector<std::string> out;
+  while (!text.empty()) {
+    const auto comma = text.find(',');
+    const std::string_view item = trim(text.substr(0, comma));
+    if (!item.empty()) out.emplace_back(item);
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  return out;
+}
 
 std::string_view source_name(SourceKind s) { return s == SourceKind::kDpdk ? "dpdk" : "kernel"; }
 
@@ -518,7 +592,21 @@ Status validate(DaemonConfig& cfg) {
   }
   if (cfg.source == SourceKind::kDpdk) {
     if (cfg.dpdk.address.empty()) return Status::error("--dpdk-address: required with --source dpdk");
-    if (cfg.advertise.empty()) cfg.advertise = cfg.dpdk.address;
+    if (!cfg.dpdk.vdev.empty() && cfg.dpdk.port != 0) {
+      return Status::error("--dpdk-port " + std::to_string(cfg.dpdk.port) + ": conflicts with --dpdk-vdev " +
+                           cfg.dpdk.vdev + " (the vdev is the port)");
+    }
+    if (!cfg.dpdk.lcores.empty()) {
+      std::vector<unsigned> ids;
+      (void)parse_cpu_list(cfg.dpdk.lcores, ids);  // checked above
+      if (cfg.rx_threads != 1 && cfg.rx_threads != ids.size()) {
+        return Status::error("--dpdk-lcores " + cfg.dpdk.lcores + ": " + std::to_string(ids.size()) +
+                             " RX lcore(s), but --rx-threads " + std::to_string(cfg.rx_threads) +
+                             " (give one of them, or the same count)");
+      }
+      cfg.rx_threads = static_cast<std::uint32_t>(ids.size());
+    }
+    if (cfg.advertise.empty()) cfg.advertise = split_list(cfg.dpdk.address).front();
     if (cfg.dpdk.queues == 0) cfg.dpdk.queues = cfg.rx_threads;
   }
   if (cfg.catalog.empty()) {

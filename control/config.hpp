@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "fileio/status.hpp"
 
@@ -25,11 +26,17 @@ enum class SourceKind : std::uint8_t { kKernel, kDpdk };
 /// DPDK packet source settings; used only with source = dpdk.
 struct DpdkConfig {
   std::string eal;                    ///< extra EAL arguments, split on blanks ("--no-huge -a 0000:03:00.0")
-  std::uint16_t port = 0;             ///< ethdev port id
+  std::uint16_t port = 0;             ///< ethdev port id (ignored with vdev)
+  std::string vdev;                   ///< a virtual device as the port: EAL --vdev=VDEV, port = its name
+                                      ///< ("net_af_packet0,iface=eth1"); empty: use `port`
   std::uint32_t queues = 0;           ///< RX queues; 0: one per RX thread (validate() resolves it)
-  std::string lcores;                 ///< EAL lcore list ("1-2"); empty: EAL default / --dpdk-eal
+  std::string lcores;                 ///< RX lcore ids ("1-2", "1,3"); empty: the next CPUs after the
+                                      ///< main lcore (or the EAL's -l/--lcores in `eal`)
   std::uint32_t mempool = 16383;      ///< mbufs in the pool (2^n - 1 is best for rte_mempool)
-  std::string address;                ///< IPv4 address the dataplane answers ARP for and receives RTP on
+  std::string address;                ///< IPv4 address(es), comma-separated, the dataplane answers ARP
+                                      ///< and ICMP echo for and receives RTP on; the first is advertised
+  std::string tap;                    ///< kernel exception path: TAP interface name; empty: drop
+  std::uint32_t idle_sleep_us = 0;    ///< 0: busy poll; else sleep this long when idle (shared CPUs)
 };
 
 struct DaemonConfig {
@@ -89,6 +96,11 @@ std::string usage(std::string_view program = "callrecd");
 std::string to_config_text(const DaemonConfig& cfg);
 
 std::string_view source_name(SourceKind s);
+
+/// Parses a CPU / lcore list such as "1-2,4" into sorted unique ids (each < 1024).
+Status parse_cpu_list(std::string_view text, std::vector<unsigned>& out);
+/// Splits "a,b , c" on commas, trimming blanks; empty items are dropped.
+std::vector<std::string> split_list(std::string_view text);
 
 // ---- addresses (shared with the daemon and tools) ---------------------------------------------
 

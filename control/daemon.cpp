@@ -10,12 +10,14 @@
 #include <cstring>
 #include <filesystem>
 
+#include "control/dpdk_setup.hpp"
 #include "control/event_loop.hpp"
 #include "control/http_server.hpp"
 #include "control/log.hpp"
 #include "control/port_allocator.hpp"
 #include "control/session_manager.hpp"
 #include "control/upload_server.hpp"
+#include "dataplane/dpdk_source.hpp"
 #include "dataplane/udp_source.hpp"
 #include "fileio/catalog.hpp"
 #include "fileio/writer_pool.hpp"
@@ -77,6 +79,8 @@ struct Daemon::Impl {
 
   explicit Impl(DaemonConfig c) : cfg(std::move(c)) {}
   Status init();
+  Status make_source(const sockaddr_storage& listen_addr);
+  void release_source();
   void shutdown();
   void on_tick();
   std::uint64_t disk_free() const;
@@ -110,26 +114,18 @@ Status Daemon::Impl::init() {
   if (const std::size_t n = SessionManager::recover(catalog, &report); n > 0)
     log_info("recovered %zu recording(s) left open by an earlier run", n);
 
-  if (cfg.source == SourceKind::kDpdk) {
-    return Status::error("--source dpdk: this build has no DPDK packet source yet (use --source kernel)");
-  }
-  dataplane::UdpSource::Options so;
-  so.rx_threads = cfg.rx_threads;
   sockaddr_storage listen_addr{};
   if (Status st = parse_endpoint(cfg.listen, listen_addr); !st) return st;
-  // RTP sockets bind the same address family and address as the control listener.
-  so.bind_address = listen_addr;
-  if (so.bind_address.ss_family == AF_INET) reinterpret_cast<sockaddr_in*>(&so.bind_address)->sin_port = 0;
-  else reinterpret_cast<sockaddr_in6*>(&so.bind_address)->sin6_port = 0;
-  auto udp = std::make_unique<dataplane::UdpSource>(so);
+  if (Status st = make_source(listen_addr); !st) return st;
 
   fileio::WriterPoolOptions wo;
   wo.writers = cfg.writers;
-  wo.producers = udp->rx_threads();
+  wo.producers = source->rx_threads();
   writers = std::make_unique<fileio::WriterPool>(wo);
   writers->start();
-  if (Status st = udp->start(writers->rings()); !st) return st;
-  source = std::move(udp);
+  if (Status st = source->start(writers->rings()); !st) {
+    return cfg.source == SourceKind::kDpdk ? Status(st.code(), "--source dpdk: " + st.message()) : st;
+  }
 
   PortAllocatorOptions po;
   po.lo = cfg.rtp_port_lo;
@@ -205,6 +201,70 @@ Status Daemon::Impl::init() {
   return {};
 }
 
+/// Creates (does not start) the packet source. With DPDK this initialises EAL and the port, and
+/// moves the control thread -- and so the writer threads it creates next -- off the RX lcores'
+/// CPUs.
+Status Daemon::Impl::make_source(const sockaddr_storage& listen_addr) {
+  if (cfg.source == SourceKind::kDpdk) {
+#ifdef CALLREC_HAVE_DPDK
+    dataplane::DpdkSource::Options o;
+    if (Status st = make_dpdk_options(cfg, allowed_cpus(), o); !st) return st;
+    std::string eal;
+    for (const auto& a : o.eal_args) eal += (eal.empty() ? "" : " ") + a;
+    log_info("dpdk: EAL arguments: %s", eal.c_str());
+    auto dp = std::make_unique<dataplane::DpdkSource>(std::move(o));
+    if (!dp->status()) {
+      const Status st = dp->status();
+      dp.reset();
+      const std::string port = cfg.dpdk.vdev.empty() ? "--dpdk-port " + std::to_string(cfg.dpdk.port)
+                                                     : "--dpdk-vdev " + cfg.dpdk.vdev;
+      return Status(st.code(), "--source dpdk: " + st.message() + " [" + port + ", --dpdk-eal '" + cfg.dpdk.eal +
+                                   "'; EAL's own messages above say more]");
+    }
+    const std::vector<unsigned> rx_cpus = dp->rx_cpus();
+    const std::vector<unsigned> rest = keep_off_cpus(rx_cpus);
+    if (rest.empty()) {
+      log_warn("dpdk: no CPU left besides the RX lcores' (%s): writer threads share them",
+               format_cpu_list(rx_cpus).c_str());
+    } else {
+      log_info("dpdk: RX lcores on CPU(s) %s; control and writer threads on CPU(s) %s",
+               format_cpu_list(rx_cpus).c_str(), format_cpu_list(rest).c_str());
+    }
+    log_info("dpdk: port %s (id %u, mac %s), %s, address(es) %s, advertised server=%s", cfg.dpdk.vdev.empty() ? std::to_string(cfg.dpdk.port).c_str() : cfg.dpdk.vdev.c_str(),
+             static_cast<unsigned>(dp->port_id()), dp->mac_address().c_str(), dp->describe().c_str(),
+             cfg.dpdk.address.c_str(), cfg.advertise.c_str());
+    source = std::move(dp);
+    return Status::ok();
+#else
+    (void)listen_addr;
+    return Status::error("--source dpdk: this build has no DPDK support (libdpdk was not found)");
+#endif
+  }
+  dataplane::UdpSource::Options so;
+  so.rx_threads = cfg.rx_threads;
+  // RTP sockets bind the same address family and address as the control listener.
+  so.bind_address = listen_addr;
+  if (so.bind_address.ss_family == AF_INET) reinterpret_cast<sockaddr_in*>(&so.bind_address)->sin_port = 0;
+  else reinterpret_cast<sockaddr_in6*>(&so.bind_address)->sin6_port = 0;
+  source = std::make_unique<dataplane::UdpSource>(so);
+  return Status::ok();
+}
+
+/// Stops and destroys the source after everything that refers to it, then (DPDK) closes the
+/// ports and releases EAL's memory with rte_eal_cleanup().
+void Daemon::Impl::release_source() {
+  if (source) source->stop();
+  http.reset();
+  upload.reset();
+  sessions.reset();
+  source.reset();
+#ifdef CALLREC_HAVE_DPDK
+  if (cfg.source == SourceKind::kDpdk) {
+    if (Status st = dataplane::dpdk_eal_cleanup(); !st) log_error("%s", st.message().c_str());
+  }
+#endif
+}
+
 void Daemon::Impl::on_tick() {
   sessions->tick(std::chrono::steady_clock::now());
   const auto ss = source->stats();
@@ -260,6 +320,10 @@ HttpResponse Daemon::Impl::metrics() const {
   metric(o, "callrec_rx_dropped_total", nullptr, nullptr, ss.wrong_source, "cause=\"wrong_source\"");
   metric(o, "callrec_rx_dropped_total", nullptr, nullptr, ss.not_rtp, "cause=\"not_rtp\"");
   metric(o, "callrec_rx_errors_total", "counter", "Receive system-call errors.", ss.rx_errors);
+  for (const auto& c : source->counters()) {
+    const std::string name = "callrec_" + c.name + "_total";
+    metric(o, name.c_str(), "counter", c.help.c_str(), c.value);
+  }
   metric(o, "callrec_writer_packets_total", "counter", "Packets consumed by writer threads.", ws.packets);
   metric(o, "callrec_writer_bytes_total", "counter", "Bytes written to record files.", ws.bytes_written);
   metric(o, "callrec_writer_errors_total", "counter", "Write errors.", ws.write_errors);
@@ -274,7 +338,7 @@ HttpResponse Daemon::Impl::status() const {
   const auto ss = source->stats();
   const auto ws = writers->stats();
   const auto& sc = sessions->counters();
-  std::string o = "{";
+  std::string o = "{\"source\":\"" + std::string(source_name(cfg.source)) + "\",";
   auto kv = [&](const char* k, std::uint64_t v) {
     o += '"';
     o += k;
@@ -297,6 +361,7 @@ HttpResponse Daemon::Impl::status() const {
   kv("drop_unknown_flow", ss.unknown_flow);
   kv("drop_wrong_source", ss.wrong_source);
   kv("drop_not_rtp", ss.not_rtp);
+  for (const auto& c : source->counters()) kv(c.name.c_str(), c.value);
   kv("write_errors", ws.write_errors);
   kv("disk_free_bytes", disk_free());
   kv("ports_in_use", ports->in_use());
@@ -345,6 +410,7 @@ int Daemon::run() {
     log_error("%s", st.message().c_str());
     if (d.source) d.source->stop();
     if (d.writers) d.writers->stop();
+    d.release_source();
     return 1;
   }
   const Status st = d.loop.run();
@@ -359,9 +425,11 @@ int Daemon::run() {
     d.events.clear();
   }
   if (d.http) d.http->close();
+  const std::uint64_t recorded = d.sessions->counters().stopped;
+  d.release_source();  // DPDK: ports closed, rte_eal_cleanup()
   d.catalog.close();
   if (d.sigfd >= 0) ::close(d.sigfd);
-  log_info("stopped: %" PRIu64 " recording(s) recorded in this run", d.sessions->counters().stopped);
+  log_info("stopped: %" PRIu64 " recording(s) recorded in this run", recorded);
   return st ? 0 : 1;
 }
 

@@ -1538,6 +1538,63 @@ DpdkStats DpdkSource::dpdk_stats() const {
   return d;
 }
 
+std::vector<SourceCounter> DpdkSource::counters() const {
+  const DpdkStats d = dpdk_stats();
+  const SourceStats& s = d.source;
+  return {
+      {"dpdk_imissed", "Packets the NIC dropped because the RX queues were full (rte_eth_stats imissed).", s.nic_missed},
+      {"dpdk_rx_nombuf", "RX mbuf allocation failures (rte_eth_stats rx_nombuf).", s.nic_nombuf},
+      {"dpdk_ierrors", "Erroneous packets received by the NIC (rte_eth_stats ierrors).", d.nic_ierrors},
+      {"dpdk_nic_ipackets", "Packets the NIC received (rte_eth_stats ipackets).", d.nic_ipackets},
+      {"dpdk_ring_full", "RTP packets dropped because the writer's ring (or the owner lcore's hand-off ring) was full.", s.ring_full},
+      {"dpdk_unknown_flow", "UDP packets to our address(es) for a port with no recording.", s.unknown_flow},
+      {"dpdk_wrong_source", "RTP packets for a recording from another source than the phone (not written).", s.wrong_source},
+      {"dpdk_arp_replies", "ARP requests for the dataplane address(es) answered.", s.arp_replies},
+      {"dpdk_icmp_replies", "ICMP echo requests to the dataplane address(es) answered.", s.icmp_replies},
+      {"dpdk_exception_path", "Packets handed to the kernel through the exception TAP.", s.exception_path},
+      {"dpdk_exception_path_tx", "Packets the kernel sent through the exception TAP out of the port.", d.exception_rx},
+      {"dpdk_forwarded", "Packets handed from the receiving RX lcore to the owner of their flow (software spread).", d.forwarded},
+      {"dpdk_handoff_full", "Packets dropped because the owner lcore's hand-off ring was full (also in ring_full).", d.handoff_full},
+      {"dpdk_dropped", "Other packets dropped (not for our addresses, no exception path, unsupported, TX refused).", d.dropped},
+      {"dpdk_not_ours", "Unicast IPv4 packets to another address (part of dropped).", d.not_ours},
+      {"dpdk_tx_failed", "Replies or exception packets the port refused to send (part of dropped).", d.tx_failed},
+      {"dpdk_end_marks_lost", "End-of-stream marks stop() could not hand to a writer.", d.end_marks_lost},
+  };
+}
+
+std::vector<unsigned> DpdkSource::rx_cpus() const {
+  std::vector<unsigned> cpus;
+  if (!init_status_) return cpus;
+  for (const auto& lp : lcores_) {
+    const rte_cpuset_t set = rte_lcore_cpuset(lp->lcore_id);
+    for (unsigned c = 0; c < CPU_SETSIZE; ++c) {
+      // CPU_ISSET without its C casts (-Wold-style-cast).
+      constexpr unsigned kBits = 8 * sizeof(set.__bits[0]);
+      if (((set.__bits[c / kBits] >> (c % kBits)) & 1U) != 0) cpus.push_back(c);
+    }
+  }
+  std::sort(cpus.begin(), cpus.end());
+  cpus.erase(std::unique(cpus.begin(), cpus.end()), cpus.end());
+  return cpus;
+}
+
+Status dpdk_eal_cleanup() {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  if (!r.attempted || !r.result) return Status::ok();
+  if (std::any_of(r.port_claimed.begin(), r.port_claimed.end(), [](bool b) { return b; })) {
+    return Status(EBUSY, "dpdk: EAL cleanup while a DpdkSource is alive");
+  }
+  for (std::uint16_t pid = 0; pid < RTE_MAX_ETHPORTS; ++pid) {
+    if (rte_eth_dev_is_valid_port(pid) == 0) continue;
+    (void)rte_eth_dev_close(pid);  // every DpdkSource stopped its ports when it was destroyed
+  }
+  // EAL cannot be initialised again: a later source fails with this message.
+  r.result = Status(EALREADY, "dpdk: EAL was cleaned up (rte_eal_cleanup) in this process");
+  if (const int rc = rte_eal_cleanup(); rc != 0) return Status(-rc, "dpdk: rte_eal_cleanup: " + rte_error(rc));
+  return Status::ok();
+}
+
 std::optional<FlowStats> DpdkSource::flow_stats(StreamId stream) const {
   std::lock_guard lock(control_mu_);
   const FlowEntry* e = nullptr;

@@ -100,6 +100,11 @@ struct DpdkMemory {
   std::uint64_t per_stream_bytes = 0;   ///< flow entry + table share of one installed stream
 };
 
+/// Closes every ethdev port and runs rte_eal_cleanup(), once, at the end of a process that
+/// used DpdkSource. Call it after the last DpdkSource is destroyed; EAL cannot be initialised
+/// again afterwards. No-op (ok) when EAL was never initialised; an error when a source is alive.
+Status dpdk_eal_cleanup();
+
 class DpdkSource final : public Source {
  public:
   enum class FlowTable : std::uint8_t {
@@ -182,6 +187,12 @@ class DpdkSource final : public Source {
   void remove_flow(StreamId stream) override;
   [[nodiscard]] SourceStats stats() const override;
   [[nodiscard]] DpdkStats dpdk_stats() const;
+  /// Control thread. NIC, host-stack and pipeline counters as named counters ("dpdk_imissed",
+  /// "dpdk_rx_nombuf", "dpdk_ierrors", "dpdk_arp_replies" ...) for the daemon's metrics.
+  [[nodiscard]] std::vector<SourceCounter> counters() const override;
+  /// The CPUs the RX lcores run on (their EAL cpusets, sorted, unique): the daemon keeps its
+  /// writer and control threads off them. Empty when construction failed.
+  [[nodiscard]] std::vector<unsigned> rx_cpus() const;
   /// Any thread. Changes Options::rx_rate_limit_pps; the lcores apply it within ~100 ms.
   void set_rx_rate_limit(double pps);
   /// packets = RTP packets accepted from the right source (delivered or ring_full);

@@ -45,6 +45,14 @@ struct SourceStats {
   std::uint64_t exception_path = 0; ///< DPDK: sent to the kernel (TAP)
 };
 
+/// A counter specific to one kind of source (DPDK NIC and host-stack counters ...), published
+/// by the daemon as the Prometheus counter `callrec_<name>_total` and as `"<name>"` in /status.
+struct SourceCounter {
+  std::string name;  ///< snake_case, prefixed with the source kind: "dpdk_imissed"
+  std::string help;  ///< one line for # HELP
+  std::uint64_t value = 0;
+};
+
 /// Per-stream counters kept by the RX side (stray packets belong to no writer).
 struct FlowStats {
   std::uint64_t packets = 0;
@@ -66,6 +74,9 @@ class Source {
   /// the writer's ring after the flow's last packet.
   virtual void remove_flow(StreamId stream) = 0;
   [[nodiscard]] virtual SourceStats stats() const = 0;
+  /// Control thread. Counters beyond SourceStats that only this kind of source has (the kernel
+  /// source has none). Names are stable: they are metric names.
+  [[nodiscard]] virtual std::vector<SourceCounter> counters() const { return {}; }
   /// Control thread. Counters of an installed flow; nullopt once removed or unknown.
   [[nodiscard]] virtual std::optional<FlowStats> flow_stats(StreamId stream) const = 0;
   /// Number of RX threads (= producers of the writer pool).
