@@ -1,5 +1,7 @@
 #include "control/session_manager.hpp"
 
+#include <algorithm>
+
 #include <sys/socket.h>
 #include <time.h>
 
@@ -179,6 +181,11 @@ StartResult SessionManager::start(const StartParams& p) {
            static_cast<long long>(r.catalog_id), ingest_name(r.kind), r.meta.call_id.c_str(),
            r.meta.device.c_str(), r.peer.c_str(), r.meta.direction.c_str(), r.meta.codec.c_str(),
            r.meta.remote_number.c_str(), r.meta.local_number.c_str(), ports_text.c_str());
+  if (r.owner) {
+    auto& oi = owners_[r.owner];
+    oi.active[r.meta.call_id] = r.handle;
+    oi.all.insert(r.handle);
+  }
   recs_.emplace(r.handle, std::move(r));
   return res;
 }
@@ -213,6 +220,7 @@ bool SessionManager::stop(RecordingHandle h, const MetadataOverrides& ov, const 
   if (!upd.empty())
     if (Status st = catalog_.update_metadata(r.catalog_id, upd); !st) log_error("catalog: %s", st.message().c_str());
 
+  index_unactive(r);
   r.stopping = true;
   r.stop_reason = reason;
   if (reason == "no_space") ++counters_.stop_no_space;
@@ -234,15 +242,16 @@ bool SessionManager::stop(RecordingHandle h, const MetadataOverrides& ov, const 
 }
 
 void SessionManager::stop_owned_by(RecordingOwner* owner, const std::string& reason) {
-  std::vector<RecordingHandle> hs;
-  for (auto& [h, r] : recs_)
-    if (r.owner == owner && !r.stopping) hs.push_back(h);
-  for (auto h : hs) {
-    recs_.at(h).owner = nullptr;  // the owner is going away
-    stop(h, {}, reason, false);
-  }
-  for (auto& [h, r] : recs_)
-    if (r.owner == owner) r.owner = nullptr;
+  auto it = owners_.find(owner);
+  if (it == owners_.end()) return;
+  const std::vector<RecordingHandle> hs(it->second.all.begin(), it->second.all.end());
+  owners_.erase(it);
+  // The owner is going away: detach every recording of it (stopping ones too) before stopping,
+  // so no callback reaches it.
+  for (auto h : hs)
+    if (auto r = recs_.find(h); r != recs_.end()) r->second.owner = nullptr;
+  for (auto h : hs)
+    if (auto r = recs_.find(h); r != recs_.end() && !r->second.stopping) stop(h, {}, reason, false);
 }
 
 void SessionManager::stop_all(const std::string& reason) {
@@ -295,6 +304,7 @@ void SessionManager::on_writer_events(std::vector<fileio::WriterEvent>& events) 
         stream_index_.erase(s->id);
         if (!r->stopping) {
           // The writer closed a stream we did not stop (should not happen): end the recording.
+          index_unactive(*r);
           r->stopping = true;
           r->stop_reason = "error";
         }
@@ -334,7 +344,25 @@ void SessionManager::finish(Recording& r) {
            static_cast<unsigned long long>(st.filled), static_cast<unsigned long long>(st.duplicate),
            static_cast<unsigned long long>(st.reordered), static_cast<unsigned long long>(st.stray),
            static_cast<unsigned long long>(st.bytes));
+  index_forget(r);
   recs_.erase(r.handle);
+}
+
+void SessionManager::index_unactive(const Recording& r) {
+  if (r.stopping || !r.owner) return;
+  auto it = owners_.find(r.owner);
+  if (it == owners_.end()) return;
+  auto a = it->second.active.find(r.meta.call_id);
+  if (a != it->second.active.end() && a->second == r.handle) it->second.active.erase(a);
+}
+
+void SessionManager::index_forget(const Recording& r) {
+  index_unactive(r);
+  if (!r.owner) return;
+  auto it = owners_.find(r.owner);
+  if (it == owners_.end()) return;
+  it->second.all.erase(r.handle);
+  if (it->second.all.empty()) owners_.erase(it);
 }
 
 void SessionManager::tick(std::chrono::steady_clock::time_point now) {
@@ -369,9 +397,11 @@ std::vector<RecordingView> SessionManager::list() const {
 }
 
 std::optional<RecordingHandle> SessionManager::find(const RecordingOwner* owner, const std::string& call_id) const {
-  for (const auto& [h, r] : recs_)
-    if (r.owner == owner && r.meta.call_id == call_id && !r.stopping) return h;
-  return std::nullopt;
+  auto it = owners_.find(owner);
+  if (it == owners_.end()) return std::nullopt;
+  auto a = it->second.active.find(call_id);
+  if (a == it->second.active.end()) return std::nullopt;
+  return a->second;
 }
 
 std::size_t SessionManager::recover(fileio::Catalog& catalog, std::string* report) {

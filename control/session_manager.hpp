@@ -23,6 +23,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -177,6 +178,16 @@ class SessionManager {
   SessionCounters counters_;
   std::unordered_map<RecordingHandle, Recording> recs_;
   std::unordered_map<fileio::StreamId, RecordingHandle> stream_index_;
+  /// Per owner: its recordings (stopping ones too, until they finish) and, for find(), the
+  /// not-yet-stopping ones by call id. Keeps find() and stop_owned_by() O(own recordings)
+  /// instead of a scan of every recording (45% of the control thread at 10,000 phones).
+  struct OwnerIndex {
+    std::unordered_map<std::string, RecordingHandle> active;  ///< call_id -> handle, not stopping
+    std::unordered_set<RecordingHandle> all;  ///< a set: one owner (a SIPREC peer) may hold thousands
+  };
+  std::unordered_map<const RecordingOwner*, OwnerIndex> owners_;
+  void index_unactive(const Recording& r);
+  void index_forget(const Recording& r);
   RecordingHandle next_handle_ = 1;
   fileio::StreamId next_stream_ = 1;
 };

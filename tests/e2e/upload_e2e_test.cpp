@@ -409,7 +409,7 @@ TEST_F(UploadE2E, AFewHundredConcurrentPhones) {
   const auto lo = static_cast<std::uint16_t>(40000 + (rd() % 20) * 1000);
   auto d = start_daemon({"--max-file-mb", "0"}, lo, static_cast<std::uint16_t>(lo + 799));
   auto r = run_cmd({bin("callrec-phone"), "--server", "127.0.0.1:" + std::to_string(d->control_port()), "--phones",
-                    std::to_string(phones), "--duration", "2", "--ramp", "1000", "--json"},
+                    std::to_string(phones), "--duration", "2", "--ramp", "1000", "--timeout", "30", "--json"},
                    120s);
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   ASSERT_TRUE(wait_until([&] { return d->count_log("recording stop:") == phones; }, 30s))
