@@ -23,10 +23,9 @@ Bytes to_bytes(const std::vector<unsigned> v) {
 
 /// "PCMA", 60 NULs, then the three integers as given (already in the wanted byte order).
 Bytes golden(const char (&codec)[5], std::array<unsigned, 12> ints) {
-  std::vector<unsigned> v;
-  for (int i = 0; i < 4; ++i) v.push_back(static_cast<unsigned char>(codec[i]));
-  v.resize(64, 0);
-  v.insert(v.end(), ints.begin(), ints.end());
+  std::vector<unsigned> v(kHeaderSize, 0);
+  for (std::size_t i = 0; i < 4; ++i) v[i] = static_cast<unsigned char>(codec[i]);
+  for (std::size_t i = 0; i < ints.size(); ++i) v[64 + i] = ints[i];
   return to_bytes(v);
 }
 
