@@ -1520,6 +1520,86 @@ TEST_F(CallrecCli, StatusFromSomethingElseIsAProblem) {
   EXPECT_TRUE(http404.out.empty()) << http404.out;
 }
 
+TEST_F(CallrecCli, StatusShowsTheDpdkCounters) {
+  // A daemon with --source dpdk needs a DPDK port; its /status is canned here (the keys are
+  // those of control/daemon.cpp status() and DpdkSource::counters()), answered once.
+  const std::string body =
+      "{\"source\":\"dpdk\",\"uptime_s\":42,\"active_recordings\":0,\"control_connections\":1,\"started\":5,"
+      "\"start_failed\":0,\"stopped\":5,\"rx_packets\":1000,\"rx_packets_per_s\":50,\"write_bytes_per_s\":8000,"
+      "\"bytes_written\":160000,\"drop_ring_full\":3,\"drop_unknown_flow\":7,\"drop_wrong_source\":2,"
+      "\"drop_not_rtp\":0,\"dpdk_imissed\":1234,\"dpdk_rx_nombuf\":0,\"dpdk_ierrors\":9,"
+      "\"dpdk_nic_ipackets\":1300,\"dpdk_ring_full\":3,\"dpdk_unknown_flow\":7,\"dpdk_wrong_source\":2,"
+      "\"dpdk_arp_replies\":4,\"dpdk_icmp_replies\":0,\"dpdk_exception_path\":11,\"dpdk_exception_path_tx\":0,"
+      "\"dpdk_forwarded\":0,\"dpdk_handoff_full\":0,\"dpdk_dropped\":6,\"dpdk_not_ours\":5,\"dpdk_tx_failed\":0,"
+      "\"dpdk_end_marks_lost\":0,\"write_errors\":0,\"disk_free_bytes\":1073741824,\"ports_in_use\":0,"
+      "\"recordings\":[]}\n";
+  const int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(listen(lfd, 4), 0);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  std::string request;
+  std::thread server([lfd, &body, &request] {
+    const int c = accept(lfd, nullptr, nullptr);
+    if (c < 0) return;
+    char buf[2048];
+    while (request.find("\r\n\r\n") == std::string::npos) {
+      const ssize_t n = read(c, buf, sizeof buf);
+      if (n <= 0) break;
+      request.append(buf, static_cast<std::size_t>(n));
+    }
+    const std::string answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                               std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+    [[maybe_unused]] const ssize_t w = write(c, answer.data(), answer.size());
+    close(c);
+  });
+  const std::string addr = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  const RunResult r = callrec({"status", "--metrics", addr});
+  server.join();
+  close(lfd);
+  EXPECT_TRUE(request.starts_with("GET /status ")) << request;
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(contains(r.out, "dpdk packet source")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\ndpdk:\n")) << r.out;
+  // The line of a counter: its label, then only spaces, then the value.
+  auto has_row = [&r](std::string_view label, std::string_view value) {
+    for (std::size_t at = r.out.find(label); at != std::string::npos; at = r.out.find(label, at + 1)) {
+      const std::size_t eol = r.out.find('\n', at);
+      std::string rest = r.out.substr(at + label.size(), eol - at - label.size());
+      const std::size_t v = rest.find_first_not_of(' ');
+      if (v != std::string::npos && v > 0 && rest.substr(v) == value) return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(has_row("imissed (NIC RX queues full)", "1234")) << r.out;
+  EXPECT_TRUE(has_row("rx_nombuf (no mbuf for RX)", "0")) << r.out;  // important: shown even when 0
+  EXPECT_TRUE(has_row("ierrors (NIC receive errors)", "9")) << r.out;
+  EXPECT_TRUE(has_row("ring full (writer/hand-off ring)", "3")) << r.out;
+  EXPECT_TRUE(has_row("unknown flow (no recording on the port)", "7")) << r.out;
+  EXPECT_TRUE(has_row("wrong source (not from the phone)", "2")) << r.out;
+  EXPECT_TRUE(has_row("arp replies", "4")) << r.out;
+  EXPECT_TRUE(has_row("icmp echo replies", "0")) << r.out;
+  EXPECT_TRUE(has_row("exception path (to the kernel)", "11")) << r.out;
+  // Other dpdk_* counters only when nonzero.
+  EXPECT_TRUE(has_row("nic ipackets", "1300")) << r.out;
+  EXPECT_TRUE(has_row("dropped", "6")) << r.out;
+  EXPECT_TRUE(has_row("not ours", "5")) << r.out;
+  EXPECT_FALSE(contains(r.out, "tx failed")) << r.out;
+  EXPECT_FALSE(contains(r.out, "end marks lost")) << r.out;
+  EXPECT_FALSE(contains(r.out, "forwarded")) << r.out;
+}
+
+TEST_F(CallrecCli, StatusOfAKernelSourceHasNoDpdkSection) {
+  callrec::e2e::DaemonProcess daemon(dir_, {});
+  ASSERT_TRUE(daemon.ready()) << daemon.log();
+  const RunResult h = callrec({"status", "--metrics", "127.0.0.1:" + std::to_string(daemon.metrics_port())});
+  ASSERT_EQ(h.exit_code, 0) << describe(h);
+  EXPECT_FALSE(contains(h.out, "dpdk")) << h.out;
+}
+
 TEST_F(CallrecCli, StatusHelp) {
   const RunResult r = callrec({"help", "status"});
   ASSERT_EQ(r.exit_code, 0) << describe(r);

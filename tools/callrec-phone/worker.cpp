@@ -159,7 +159,6 @@ bool Worker::setup() {
     if (fd < 0) return false;
     udp_pool_.push_back(fd);
   }
-  wheel_.assign(kWheelSlots, {});
   arena_.assign(kBatchMax * pkt_len_, std::byte{0});
   batch_.reserve(kBatchMax);
   order_.reserve(kBatchMax);
@@ -182,7 +181,6 @@ bool Worker::setup() {
   // Stagger the workers' first calls so N threads together keep the configured rate.
   next_start_ns_ = t0_ns_ + (start_interval_ns_ * index_) / std::max<std::uint32_t>(opt_.threads, 1);
   next_publish_ns_ = t0_ns_;
-  cursor_ms_ = 0;
   return true;
 }
 
@@ -201,7 +199,7 @@ void Worker::run() {
       begin_stop();
     }
     const std::int64_t now = now_ns();
-    process_wheel(now);
+    const bool behind = process_wheel(now);
     run_timers(now);
     start_ready_calls(now);
     if (now >= next_publish_ns_) {
@@ -212,7 +210,7 @@ void Worker::run() {
 
     const std::int64_t wake = next_wakeup_ns(now);
     int timeout = 0;
-    if (wake > now_ns()) {
+    if (!behind && wake > now_ns()) {
       arm_timer(wake);
       timeout = -1;
     }
@@ -241,13 +239,8 @@ std::int64_t Worker::next_wakeup_ns(std::int64_t now) const {
   std::int64_t w = next_publish_ns_;
   if (!timers_.empty()) w = std::min(w, timers_.top().at_ns);
   if (!ready_.empty() && stop_seen_ == 0) w = std::min(w, start_interval_ns_ > 0 ? next_start_ns_ : now);
-  // Earliest busy wheel slot after the cursor.
-  for (std::int64_t ms = cursor_ms_ + 1; ms <= cursor_ms_ + static_cast<std::int64_t>(kWheelSlots); ++ms) {
-    if (!wheel_[static_cast<std::size_t>(ms) & (kWheelSlots - 1)].empty()) {
-      w = std::min(w, t0_ns_ + ms * kNsPerMs);
-      break;
-    }
-  }
+  const std::int64_t busy_ms = wheel_.next_busy_ms();
+  if (busy_ms >= 0) w = std::min(w, t0_ns_ + busy_ms * kNsPerMs);
   return w;
 }
 
@@ -859,44 +852,36 @@ void Worker::handle_message(std::uint32_t pidx, std::string_view line, std::int6
 // ---- RTP -------------------------------------------------------------------------------------
 
 void Worker::wheel_insert(std::uint32_t ci, std::int64_t key_ms) {
-  wheel_[static_cast<std::size_t>(key_ms) & (kWheelSlots - 1)].push_back(WheelEntry{ci, calls_[ci].gen});
+  wheel_.insert(SendWheel::Entry{ci, calls_[ci].gen}, key_ms);
 }
 
-void Worker::process_wheel(std::int64_t now) {
+bool Worker::process_wheel(std::int64_t now) {
   const std::int64_t now_ms = (now - t0_ns_) / kNsPerMs;
-  if (now_ms <= cursor_ms_) return;
-  const std::int64_t from = std::max(cursor_ms_ + 1, now_ms - static_cast<std::int64_t>(kWheelSlots) + 1);
   const auto ptime = static_cast<std::int64_t>(opt_.ptime_ms);
-  for (std::int64_t ms = from; ms <= now_ms; ++ms) {
-    auto& slot = wheel_[static_cast<std::size_t>(ms) & (kWheelSlots - 1)];
-    if (slot.empty()) continue;
-    sweep_.swap(slot);
-    for (const WheelEntry& e : sweep_) {
-      Call& c = calls_[e.call];
-      if (c.gen != e.gen || c.state != CallState::kStreaming) continue;  // ended meanwhile
-      const std::int64_t due_ms = c.base_ms + static_cast<std::int64_t>(c.n) * ptime;
-      if (due_ms > now_ms) {  // not yet (a later lap of the wheel)
-        wheel_insert(e.call, due_ms);
-        continue;
-      }
-      if (c.n >= c.total) {  // the call's time is up: hang up once this sweep's packets are out
-        ended_streams_.push_back(e.call);
-        continue;
-      }
-      const std::int64_t late_ns = now - (t0_ns_ + due_ms * kNsPerMs);
-      if (late_ns > 0) {
-        const auto late_us = static_cast<std::uint64_t>(late_ns / 1000);
-        if (late_us > kLateThresholdUs) ++stats_.late_sends;
-        stats_.max_late_us = std::max(stats_.max_late_us, late_us);
-      }
-      emit_packet(c, now);
-      ++c.n;
-      const std::int64_t next_ms = c.base_ms + static_cast<std::int64_t>(c.n) * ptime;
-      wheel_insert(e.call, std::max(next_ms, ms + 1));
+  const bool more = wheel_.sweep(now_ms, kSendBudget, [&](const SendWheel::Entry& e, std::int64_t ms) {
+    Call& c = calls_[e.call];
+    if (c.gen != e.gen || c.state != CallState::kStreaming) return false;  // ended meanwhile
+    const std::int64_t due_ms = c.base_ms + static_cast<std::int64_t>(c.n) * ptime;
+    if (due_ms > now_ms) {  // not yet (a later lap of the wheel)
+      wheel_insert(e.call, due_ms);
+      return false;
     }
-    sweep_.clear();
-  }
-  cursor_ms_ = now_ms;
+    if (c.n >= c.total) {  // the call's time is up: hang up once this sweep's packets are out
+      ended_streams_.push_back(e.call);
+      return false;
+    }
+    const std::int64_t late_ns = now - (t0_ns_ + due_ms * kNsPerMs);
+    if (late_ns > 0) {
+      const auto late_us = static_cast<std::uint64_t>(late_ns / 1000);
+      if (late_us > kLateThresholdUs) ++stats_.late_sends;
+      stats_.max_late_us = std::max(stats_.max_late_us, late_us);
+    }
+    emit_packet(c, now);
+    ++c.n;
+    const std::int64_t next_ms = c.base_ms + static_cast<std::int64_t>(c.n) * ptime;
+    wheel_insert(e.call, std::max(next_ms, ms + 1));
+    return true;
+  });
   flush_batch();
   if (!ended_streams_.empty()) {
     for (const std::uint32_t ci : ended_streams_) {
@@ -904,6 +889,7 @@ void Worker::process_wheel(std::int64_t now) {
     }
     ended_streams_.clear();
   }
+  return more;
 }
 
 std::byte* Worker::batch_slot() {

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "cli.hpp"
@@ -215,6 +216,46 @@ std::string or_dash(const std::string& s) { return s.empty() ? "-" : printable(s
 
 void put(const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); }
 
+/// The DPDK dataplane's counters ("dpdk_*" keys, --source dpdk): the drop and exception
+/// counters an operator checks first are always listed, any other dpdk_* counter when nonzero.
+void print_dpdk(std::string& o, const Json& j) {
+  struct Known {
+    std::string_view key;
+    std::string_view label;
+  };
+  static constexpr Known kAlways[] = {
+      {"dpdk_imissed", "imissed (NIC RX queues full)"},
+      {"dpdk_rx_nombuf", "rx_nombuf (no mbuf for RX)"},
+      {"dpdk_ierrors", "ierrors (NIC receive errors)"},
+      {"dpdk_ring_full", "ring full (writer/hand-off ring)"},
+      {"dpdk_unknown_flow", "unknown flow (no recording on the port)"},
+      {"dpdk_wrong_source", "wrong source (not from the phone)"},
+      {"dpdk_arp_replies", "arp replies"},
+      {"dpdk_icmp_replies", "icmp echo replies"},
+      {"dpdk_exception_path", "exception path (to the kernel)"},
+  };
+  bool any = j.text("source") == "dpdk";
+  for (const std::string& k : j.keys) any = any || k.starts_with("dpdk_");
+  if (!any) return;
+  std::vector<std::pair<std::string, std::string>> rows;
+  for (const Known& k : kAlways) {
+    const Json* v = j.get(k.key);
+    rows.emplace_back(std::string(k.label), v != nullptr && v->kind == Json::Kind::kNumber ? count(v->number) : "-");
+  }
+  for (std::size_t i = 0; i < j.keys.size(); ++i) {
+    const std::string& k = j.keys[i];
+    if (!k.starts_with("dpdk_") || j.items[i].kind != Json::Kind::kNumber || j.items[i].number == 0) continue;
+    if (std::any_of(std::begin(kAlways), std::end(kAlways), [&k](const Known& a) { return a.key == k; })) continue;
+    std::string label = k.substr(5);
+    std::replace(label.begin(), label.end(), '_', ' ');
+    rows.emplace_back(printable(label), count(j.items[i].number));
+  }
+  std::size_t w = 0;
+  for (const auto& r : rows) w = std::max(w, r.first.size());
+  o += "dpdk:\n";
+  for (const auto& [label, value] : rows) o += "  " + label + std::string(w - label.size() + 2, ' ') + value + "\n";
+}
+
 void print_human(const std::string& address, const Json& j) {
   std::string o;
   auto line = [&o](std::string_view label, const std::string& value) {
@@ -236,6 +277,7 @@ void print_human(const std::string& address, const Json& j) {
                     ", not_rtp " + count(j.num("drop_not_rtp")) + "; write errors " + count(j.num("write_errors")));
   line("disk free", bytes(j.num("disk_free_bytes")));
   line("rtp ports", count(j.num("ports_in_use")) + " in use");
+  print_dpdk(o, j);
   const Json* recs = j.get("recordings");
   if (recs != nullptr && recs->kind == Json::Kind::kArray && !recs->items.empty()) {
     const double now_ms = static_cast<double>(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
