@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -105,6 +106,17 @@ std::uint64_t Daemon::Impl::disk_free() const {
 
 Status Daemon::Impl::init() {
   set_log_level(parse_level(cfg.log_level));
+  // Every recording holds a UDP socket and a file, every phone a TCP connection: a 1,024
+  // soft limit would cap the daemon near 500 phones. Take what the hard limit allows.
+  if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    if (rl.rlim_cur < rl.rlim_max) {
+      rlimit up = rl;
+      up.rlim_cur = rl.rlim_max;
+      if (::setrlimit(RLIMIT_NOFILE, &up) == 0) rl = up;
+    }
+    log_info("descriptors: %llu (about %llu recordings with their phones); raise LimitNOFILE for more",
+             static_cast<unsigned long long>(rl.rlim_cur), static_cast<unsigned long long>(rl.rlim_cur / 3));
+  }
   std::error_code ec;
   std::filesystem::create_directories(cfg.storage, ec);
   if (ec) return Status(ec.value(), "storage " + cfg.storage.string() + ": " + ec.message());
@@ -301,6 +313,9 @@ HttpResponse Daemon::Impl::metrics() const {
   metric(o, "callrec_recordings_active", "gauge", "Recordings in progress.", sessions->active());
   metric(o, "callrec_recordings_started_total", "counter", "Recordings started.", sc.started);
   metric(o, "callrec_recordings_start_failed_total", "counter", "Start requests refused.", uc.start_failed);
+  metric(o, "callrec_recordings_start_refused_total", "counter", "Starts refused by the session manager, by cause.", sc.no_port, "cause=\"no_port\"");
+  metric(o, "callrec_recordings_start_refused_total", nullptr, nullptr, sc.overloaded, "cause=\"overloaded\"");
+  metric(o, "callrec_control_rejected_connections_total", "counter", "Connections closed at accept: --max-connections reached or no descriptor left.", uc.rejected);
   metric(o, "callrec_recordings_stopped_total", "counter", "Recordings finished, by stop reason.", sc.stop_by_peer, "reason=\"phone\"");
   metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_no_space, "reason=\"no_space\"");
   metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_rtp_timeout, "reason=\"rtp_timeout\"");

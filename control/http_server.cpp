@@ -53,6 +53,8 @@ const char* reason_phrase(int status) {
 HttpServer::~HttpServer() { close(); }
 
 void HttpServer::close() {
+  if (accept_timer_ != 0) loop_.cancel_timer(accept_timer_);
+  accept_timer_ = 0;
   for (auto& [fd, c] : conns_) {
     loop_.remove_fd(fd);
     ::close(fd);
@@ -88,7 +90,18 @@ Status HttpServer::listen(const sockaddr_storage& addr) {
 void HttpServer::on_accept() {
   for (;;) {
     const int c = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (c < 0) return;  // EAGAIN, or a transient error (EMFILE ...): try again on the next event
+    if (c < 0) {
+      // Out of descriptors: shed the pending connection (a level-triggered listener would
+      // otherwise spin), or pause the listener for 100 ms when even the spare is gone.
+      if (AcceptGuard::exhausted(errno) && !accept_guard_.shed(fd_) && accept_timer_ == 0) {
+        (void)loop_.modify_fd(fd_, 0);
+        accept_timer_ = loop_.add_timer(std::chrono::milliseconds(100), [this] {
+          accept_timer_ = 0;
+          if (fd_ >= 0) (void)loop_.modify_fd(fd_, EPOLLIN);
+        });
+      }
+      return;  // EAGAIN, EINTR, or shed: the next readiness event brings the rest
+    }
     conns_.emplace(c, Conn{});
     if (!loop_.add_fd(c, EPOLLIN | EPOLLRDHUP, [this, c](std::uint32_t ev) { on_conn(c, ev); })) {
       conns_.erase(c);

@@ -9,6 +9,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "control/accept_guard.hpp"
 #include "control/event_loop.hpp"
 
 namespace callrec::control {
@@ -53,6 +54,8 @@ class HttpServer {
   EventLoop& loop_;
   int fd_ = -1;
   std::uint16_t port_ = 0;
+  AcceptGuard accept_guard_;
+  EventLoop::TimerId accept_timer_ = 0;
   std::unordered_map<std::string, Handler> routes_;
   std::unordered_map<int, Conn> conns_;
 };

@@ -105,8 +105,8 @@ StartResult SessionManager::start(const StartParams& p) {
   };
   for (unsigned i = 0; i < std::max(1u, p.streams); ++i) {
     Stream s;
-    std::string bind_error;
-    for (int attempt = 0; attempt < 8; ++attempt) {
+    std::string bind_error, resource_error;
+    for (int attempt = 0; attempt < 8 && resource_error.empty(); ++attempt) {
       auto port = ports_.allocate(now);
       if (!port) break;
       s.id = next_stream_id();
@@ -137,9 +137,23 @@ StartResult SessionManager::start(const StartParams& p) {
         break;
       }
       writers_.close_stream_now(s.id);
+      s.id = 0;
+      if (const int e = st.code(); e == EMFILE || e == ENFILE || e == ENOMEM || e == ENOBUFS) {
+        // The process is out of descriptors or memory, not the port at fault: give the port
+        // back and refuse the start instead of burning the range on retries.
+        ports_.release(*port, now);
+        resource_error = st.message();
+        break;
+      }
       bind_error = st.message();
       ports_.mark_unusable(*port, now);
-      s.id = 0;
+    }
+    if (!resource_error.empty()) {
+      rollback();
+      log_warn("start refused: call_id=%s device=%s reason=overloaded (%s)", p.meta.call_id.c_str(),
+               p.meta.device.c_str(), resource_error.c_str());
+      ++counters_.overloaded;
+      return fail("overloaded");
     }
     if (s.port == 0) {
       rollback();

@@ -95,6 +95,7 @@ struct SessionCounters {
   std::uint64_t stop_by_peer = 0, stop_no_space = 0, stop_rtp_timeout = 0, stop_shutdown = 0,
                 stop_operator = 0, stop_disconnect = 0, stop_error = 0;
   std::uint64_t no_port = 0;
+  std::uint64_t overloaded = 0;  ///< starts refused because the process ran out of descriptors/memory
 };
 
 /// A recording as the manager sees it (also what `callrec status` shows).

@@ -114,7 +114,20 @@ Status UploadServer::listen() {
   return loop_.add_fd(fd_, EPOLLIN, [this](std::uint32_t) { on_accept(); });
 }
 
+void UploadServer::pause_accept() {
+  if (accept_paused_ || fd_ < 0) return;
+  accept_paused_ = true;
+  (void)loop_.modify_fd(fd_, 0);
+  accept_timer_ = loop_.add_timer(std::chrono::milliseconds(100), [this] {
+    accept_paused_ = false;
+    accept_timer_ = 0;
+    if (fd_ >= 0) (void)loop_.modify_fd(fd_, EPOLLIN);
+  });
+}
+
 void UploadServer::stop_listening() {
+  if (accept_timer_ != 0) loop_.cancel_timer(accept_timer_);
+  accept_timer_ = 0;
   if (fd_ < 0) return;
   loop_.remove_fd(fd_);
   ::close(fd_);
@@ -133,7 +146,25 @@ void UploadServer::on_accept() {
     socklen_t pl = sizeof peer;
     const int fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&peer), &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno != EAGAIN && errno != EINTR) log_warn("control: accept: %s", std::strerror(errno));
+      const int err = errno;
+      if (err == EAGAIN || err == EINTR) return;
+      if (AcceptGuard::exhausted(err)) {
+        // Out of descriptors: close pending connections at once (counted, logged once a second)
+        // rather than spin on a listener that stays readable.
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last_exhausted_log_ >= std::chrono::seconds(1)) {
+          log_warn("control: accept: %s: closing new connections until descriptors are free", std::strerror(err));
+          last_exhausted_log_ = now;
+        }
+        if (accept_guard_.shed(fd_)) {
+          ++counters_.rejected;
+          ++counters_.fd_exhausted;
+          continue;
+        }
+        pause_accept();
+        return;
+      }
+      log_warn("control: accept: %s", std::strerror(err));
       return;
     }
     if (conns_.size() >= opts_.max_connections) {

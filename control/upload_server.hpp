@@ -10,6 +10,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "control/accept_guard.hpp"
 #include "control/event_loop.hpp"
 #include "control/protocol.hpp"
 #include "control/session_manager.hpp"
@@ -28,6 +29,7 @@ struct UploadServerOptions {
 
 struct UploadCounters {
   std::uint64_t accepted = 0, rejected = 0, closed = 0, active = 0;
+  std::uint64_t fd_exhausted = 0;  ///< connections shed at accept because no descriptor was left
   std::uint64_t messages = 0, garbage = 0, bad_request = 0, overflow = 0, output_overflow = 0;
   std::uint64_t start_ok = 0, start_failed = 0, stop_requests = 0, stop_unknown = 0;
   std::uint64_t server_stops_sent = 0, stop_responses = 0;
@@ -65,6 +67,11 @@ class UploadServer {
   SessionManager& sessions_;
   UploadServerOptions opts_;
   int fd_ = -1;
+  AcceptGuard accept_guard_;
+  bool accept_paused_ = false;
+  EventLoop::TimerId accept_timer_ = 0;
+  void pause_accept();
+  std::chrono::steady_clock::time_point last_exhausted_log_{};
   std::uint16_t port_ = 0;
   UploadCounters counters_;
   std::unordered_map<int, std::unique_ptr<Conn>> conns_;

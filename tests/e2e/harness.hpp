@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -118,7 +119,10 @@ inline CmdResult run_cmd(const std::vector<std::string>& argv, std::chrono::seco
 class DaemonProcess {
  public:
   /// Starts callrecd with storage/catalog in dir and the extra flags; waits for "ready:".
-  DaemonProcess(const fs::path& dir, std::vector<std::string> extra, std::uint16_t rtp_lo = 0, std::uint16_t rtp_hi = 0) {
+  /// nofile > 0: the daemon runs with RLIMIT_NOFILE (soft and hard) set to it.
+  DaemonProcess(const fs::path& dir, std::vector<std::string> extra, std::uint16_t rtp_lo = 0, std::uint16_t rtp_hi = 0,
+                rlim_t nofile = 0)
+      : nofile_(nofile) {
     storage_ = dir / "recordings";
     catalog_ = dir / "catalog.db";
     if (rtp_lo == 0) {
@@ -183,6 +187,10 @@ class DaemonProcess {
     if (::pipe2(err_pipe, O_CLOEXEC) != 0) return;
     pid_ = ::fork();
     if (pid_ == 0) {
+      if (nofile_ > 0) {
+        const rlimit rl{nofile_, nofile_};
+        if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ::_exit(126);
+      }
       ::dup2(err_pipe[1], 2);
       std::vector<char*> args;
       for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -217,6 +225,7 @@ class DaemonProcess {
     return static_cast<std::uint16_t>(std::stoi(l.substr(colon + 1, sp - colon - 1)));
   }
 
+  rlim_t nofile_ = 0;
   pid_t pid_ = -1;
   std::thread reader_;
   std::mutex mu_;

@@ -4,6 +4,8 @@
 #include <sys/mount.h>
 
 #include <fstream>
+#include <sstream>
+#include <thread>
 #include <map>
 
 #include "e2e/harness.hpp"
@@ -426,6 +428,66 @@ TEST_F(UploadE2E, AFewHundredConcurrentPhones) {
     EXPECT_GE(row.stats.received, 80u) << row.call_id;  // ~100 packets in 2 s
     EXPECT_EQ(row.stats.lost, 0u) << row.call_id;
   }
+}
+
+
+std::size_t open_fds(pid_t pid) {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) ++n;
+  return n;
+}
+long long cpu_ticks(pid_t pid) {
+  char buf[1024] = {};
+  const int fd = ::open(("/proc/" + std::to_string(pid) + "/stat").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  const std::string stat(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stoll(field);
+    if (i == 15) stime = std::stoll(field);
+  }
+  return utime + stime;
+}
+
+TEST_F(UploadE2E, OutOfDescriptorsStartsAreRefusedWithOverloadedAndTheDaemonRecovers) {
+  constexpr rlim_t kLimit = 64;
+  auto d = std::make_unique<DaemonProcess>(dir_.path(), std::vector<std::string>{}, 0, 0, kLimit);
+  ASSERT_TRUE(d->ready()) << d->log();
+  ASSERT_LT(open_fds(d->pid()) + 8, kLimit) << "the idle daemon already holds too many descriptors for this test";
+  Phone phone(d->control_port());
+  std::vector<std::string> ok;
+  std::optional<control::StartResponse> refused;
+  for (int i = 0; i < static_cast<int>(kLimit) && !refused; ++i) {
+    const std::string id = "E" + std::to_string(i);
+    auto r = phone.start(id);
+    ASSERT_TRUE(r.has_value()) << "start " << id << " got no answer\n" << d->log();
+    if (r->success) ok.push_back(id);
+    else refused = r;
+  }
+  ASSERT_TRUE(refused.has_value()) << "the descriptor limit was never reached";
+  EXPECT_EQ(refused->reason, "overloaded");
+  EXPECT_FALSE(ok.empty());
+  // A new connection is closed at once instead of waiting in the backlog, and the listener
+  // does not spin while descriptors are short.
+  Phone late(d->control_port());
+  EXPECT_TRUE(late.wait_closed(3s)) << d->log();
+  const long long t0 = cpu_ticks(d->pid());
+  std::this_thread::sleep_for(1s);
+  EXPECT_LT(cpu_ticks(d->pid()) - t0, ::sysconf(_SC_CLK_TCK) / 2) << "the daemon is spinning";
+  // The refused starts did not burn the port range: once the recordings end, starts work again.
+  for (const auto& id : ok) ASSERT_TRUE(phone.stop(id).has_value()) << id;
+  ASSERT_TRUE(wait_until([&] { return d->count_log("recording stop:") == ok.size(); })) << d->log();
+  auto again = phone.start("AGAIN");
+  ASSERT_TRUE(again.has_value());
+  EXPECT_TRUE(again->success) << again->reason;
+  const std::string m = http(d->metrics_port(), "GET", "/metrics");
+  EXPECT_GE(metric_value(m, "callrec_recordings_start_refused_total{cause=\"overloaded\"}"), 1) << m;
+  EXPECT_GE(metric_value(m, "callrec_control_rejected_connections_total"), 1) << m;
+  EXPECT_TRUE(d->wait_log("reason=overloaded"));
 }
 
 }  // namespace
