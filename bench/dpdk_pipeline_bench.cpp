@@ -398,8 +398,12 @@ bool run(const Args& a, const std::vector<std::string>& base_eal, const Generate
       std::snprintf(buf, sizeof buf, "%s%.2f->%.2f Mpps %s", r.search_log.empty() ? "" : ", ", rate / 1e6, got / 1e6,
                     lost == 0 ? "ok" : ("lost " + std::to_string(lost)).c_str());
       r.search_log += buf;
-      if (lost == 0 && got > 0.9 * rate) {
-        lo = rate;
+      // lost == 0 but got well below rate: the paced RX lcore itself could not reach the rate
+      // (descheduled by neighbours: its token bucket does not bank the time it lost). The rate
+      // achieved was still loss-free, so it counts, and the search does not go higher.
+      if (lost == 0 && got > 0) {
+        lo = std::max(lo, std::min(rate, got));
+        if (got < 0.9 * rate) hi = hi == 0 ? rate : std::min(hi, rate);
         if (got > r.lossless_pps) {
           r.lossless_pps = got;
           r.lossless_written_mbps = static_cast<double>(pw1 - pw0) / dt / 1e6;

@@ -238,7 +238,10 @@ Status RecordWriter::open_segment() {
 Status RecordWriter::write_buffer() {
   std::size_t done = 0;
   while (done < buf_len_) {
-    const ssize_t n = ::write(fd_, buf_.data() + done, buf_len_ - done);
+    // pwrite at the known offset, not write(2): no f_pos lock (fdget_pos) per call, and the
+    // file position does not matter (kHeaderSize + data written so far).
+    const ssize_t n = ::pwrite(fd_, buf_.data() + done, buf_len_ - done,
+                               static_cast<off_t>(kHeaderSize + file_data_bytes_));
     if (n > 0) {
       done += static_cast<std::size_t>(n);
       file_data_bytes_ += static_cast<std::uint64_t>(n);
