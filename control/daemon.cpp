@@ -174,8 +174,16 @@ Status Daemon::Impl::init() {
   uo.advertise = cfg.advertise;
   uo.max_connections = cfg.max_connections;
   uo.max_message = cfg.max_message;
+  // Group commit: catalog writes of one event-loop iteration share one transaction, committed
+  // before that iteration's responses go out (an answered start is always in the catalog).
+  uo.defer_flush = true;
   upload = std::make_unique<UploadServer>(loop, *sessions, uo);
   if (Status st = upload->listen(); !st) return st;
+  catalog.set_group_commit(true);
+  loop.set_after_batch([this] {
+    if (Status st = catalog.commit_batch(); !st) log_error("catalog: %s", st.message().c_str());
+    upload->flush_pending();
+  });
 
   if (!cfg.metrics.empty()) {
     sockaddr_storage ma{};
@@ -431,6 +439,8 @@ int Daemon::run() {
   const Status st = d.loop.run();
   if (!st) log_error("event loop: %s", st.message().c_str());
   // Phones get their RecordStopRequest before the connections close.
+  if (Status cs = d.catalog.commit_batch(); !cs) log_error("catalog: %s", cs.message().c_str());
+  d.upload->flush_pending();
   d.upload->close_all();
   d.source->stop();   // end marks for anything still installed
   d.writers->stop();  // final flush of every file

@@ -129,6 +129,7 @@ Status EventLoop::run() {
       (*h)(events[static_cast<std::size_t>(i)].events);
     }
     run_timers();
+    if (after_batch_) after_batch_();
   }
   return {};
 }

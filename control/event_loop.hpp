@@ -39,6 +39,8 @@ class EventLoop {
 
   /// Thread-safe: runs fn on the loop thread soon.
   void post(std::function<void()> fn);
+  /// Runs fn after each iteration's events, timers and posted work (group commit, flushes).
+  void set_after_batch(std::function<void()> fn) { after_batch_ = std::move(fn); }
 
   /// Runs until stop(). Returns the first fatal error (epoll failure), ok otherwise.
   Status run();
@@ -65,6 +67,7 @@ class EventLoop {
   TimerId next_timer_ = 1;
   std::mutex post_mu_;
   std::vector<std::function<void()>> posted_;
+  std::function<void()> after_batch_;
 };
 
 }  // namespace callrec::control

@@ -75,6 +75,7 @@ class UploadServer::Conn final : public RecordingOwner {
   std::size_t out_sent = 0;
   unsigned garbage = 0;
   bool want_write = false;
+  bool flush_queued = false;
   bool dead = false;
   EventLoop::TimerId quiet_timer = 0;
 };
@@ -369,7 +370,25 @@ void UploadServer::send(Conn& c, std::string msg) {
     c.out_sent = 0;
   }
   c.out += msg;
+  if (opts_.defer_flush) {
+    if (!c.flush_queued) {
+      c.flush_queued = true;
+      pending_flush_.push_back(c.fd);
+    }
+    return;
+  }
   flush_output(c);
+}
+
+void UploadServer::flush_pending() {
+  std::vector<int> fds;
+  fds.swap(pending_flush_);
+  for (const int fd : fds) {
+    auto it = conns_.find(fd);
+    if (it == conns_.end() || it->second->dead || !it->second->flush_queued) continue;
+    it->second->flush_queued = false;
+    flush_output(*it->second);
+  }
 }
 
 void UploadServer::flush_output(Conn& c) {

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "control/accept_guard.hpp"
 #include "control/event_loop.hpp"
@@ -25,6 +26,9 @@ struct UploadServerOptions {
   std::size_t max_output = 64 * 1024; ///< a peer that does not read its responses is dropped
   unsigned garbage_limit = 3;         ///< garbage messages before the connection is closed
   std::chrono::milliseconds quiet_flush{300};  ///< unterminated message processed after this quiet
+  /// Responses wait for flush_pending() instead of going out at once: the daemon first commits
+  /// the catalog batch, so an answered start is always in the catalog (group commit).
+  bool defer_flush = false;
 };
 
 struct UploadCounters {
@@ -49,6 +53,8 @@ class UploadServer {
   void close_all();
   [[nodiscard]] const UploadCounters& counters() const { return counters_; }
   [[nodiscard]] std::size_t connections() const { return conns_.size(); }
+  /// Sends what defer_flush held back.
+  void flush_pending();
 
  private:
   class Conn;
@@ -75,6 +81,7 @@ class UploadServer {
   std::uint16_t port_ = 0;
   UploadCounters counters_;
   std::unordered_map<int, std::unique_ptr<Conn>> conns_;
+  std::vector<int> pending_flush_;  ///< connections with held-back output (defer_flush)
 };
 
 }  // namespace callrec::control

@@ -557,6 +557,9 @@ Catalog::Catalog() = default;
 Catalog::~Catalog() { close(); }
 
 void Catalog::close() {
+  if (in_batch_) {
+    if (Status st = commit_batch(); !st) std::fprintf(stderr, "%s\n", st.message().c_str());
+  }
   insert_.reset();
   get_.reset();
   get_extra_.reset();
@@ -619,6 +622,38 @@ Status Catalog::expect_changed(std::string_view what, std::int64_t id) {
                   "catalog " + path_.string() + ": " + std::string(what) + ": no recording " + std::to_string(id));
   }
   return Status::ok();
+}
+
+Status Catalog::join_batch() {
+  if (!group_commit_ || in_batch_ || db_ == nullptr) return Status::ok();
+  Status st = exec("BEGIN IMMEDIATE");
+  if (st) in_batch_ = true;
+  return st;
+}
+
+Status Catalog::commit_batch() {
+  if (!in_batch_) return Status::ok();
+  in_batch_ = false;
+  if (sqlite3_get_autocommit(db_) != 0)  // SQLite rolled the transaction back after an error
+    return Status(EIO, "catalog " + path_.string() + ": batch was rolled back by an earlier error");
+  Status st = exec("COMMIT");
+  if (!st) {
+    if (Status rb = exec("ROLLBACK"); !rb) std::fprintf(stderr, "%s\n", rb.message().c_str());
+  }
+  return st;
+}
+
+Status Catalog::tx_begin() {
+  if (Status b = join_batch(); !b) return b;
+  return exec(in_batch_ ? "SAVEPOINT catalog_tx" : "BEGIN IMMEDIATE");
+}
+
+Status Catalog::tx_commit() { return exec(in_batch_ ? "RELEASE catalog_tx" : "COMMIT"); }
+
+void Catalog::tx_rollback() {
+  Status rb = in_batch_ ? exec("ROLLBACK TO catalog_tx") : exec("ROLLBACK");
+  if (rb && in_batch_) rb = exec("RELEASE catalog_tx");
+  if (!rb) std::fprintf(stderr, "%s\n", rb.message().c_str());
 }
 
 Status Catalog::open(const std::filesystem::path& path) {
@@ -730,6 +765,7 @@ Status Catalog::create_schema() {
 }
 
 Status Catalog::insert_recording(const RecordingRow& r, std::int64_t& id) {
+  if (Status b = join_batch(); !b) return b;
   Status st = prepare(insert_,
                       "INSERT INTO recordings(call_id, source, device, remote_number, remote_name, local_number, "
                       "local_name, direction, codec, started_at, stopped_at, state, stop_reason, peer, extra, "
@@ -757,7 +793,7 @@ Status Catalog::update_metadata(std::int64_t id, const MetadataOverrides& overri
   Status st = prepare(get_extra_, "SELECT extra FROM recordings WHERE id = ?");
   if (st) st = prepare(set_extra_, "UPDATE recordings SET extra = ? WHERE id = ?");
   if (!st) return st;
-  st = exec("BEGIN IMMEDIATE");
+  st = tx_begin();
   if (!st) return st;
 
   std::map<std::string, std::string> extra;
@@ -814,12 +850,13 @@ Status Catalog::update_metadata(std::int64_t id, const MetadataOverrides& overri
       st = step_done(s, "update metadata: extra");
     }
   }
-  if (st) return exec("COMMIT");
-  if (Status rb = exec("ROLLBACK"); !rb) std::fprintf(stderr, "%s\n", rb.message().c_str());
+  if (st) return tx_commit();
+  tx_rollback();
   return st;
 }
 
 Status Catalog::add_segment(std::int64_t id, const SegmentInfo& seg) {
+  if (Status b = join_batch(); !b) return b;
   Status st = prepare(add_segment_,
                       "INSERT INTO segments(recording_id, idx, path, codec, rtp_len, increment, packets, opened_at, "
                       "closed_at) VALUES(?,?,?,?,?,?,?,?,?)");
@@ -837,6 +874,7 @@ Status Catalog::add_segment(std::int64_t id, const SegmentInfo& seg) {
 }
 
 Status Catalog::close_segment(std::int64_t id, std::uint32_t idx, std::uint64_t packets, std::int64_t closed_at) {
+  if (Status b = join_batch(); !b) return b;
   Status st =
       prepare(close_segment_, "UPDATE segments SET packets = ?, closed_at = ? WHERE recording_id = ? AND idx = ?");
   if (!st) return st;
@@ -854,6 +892,7 @@ Status Catalog::close_segment(std::int64_t id, std::uint32_t idx, std::uint64_t 
 
 Status Catalog::finish_recording(std::int64_t id, std::int64_t stopped_at, std::string_view reason,
                                  const RecordingStats& x) {
+  if (Status b = join_batch(); !b) return b;
   Status st = prepare(finish_,
                       "UPDATE recordings SET stopped_at = ?, state = 'stopped', stop_reason = ?, received = ?, "
                       "lost = ?, filled = ?, duplicate = ?, reordered = ?, late = ?, stray = ?, other_payload = ?, "
@@ -877,7 +916,7 @@ Status Catalog::mark_recovered(std::int64_t id, std::int64_t stopped_at, std::st
     st = prepare(recovered_segments_, "UPDATE segments SET closed_at = ? WHERE recording_id = ? AND closed_at IS NULL");
   }
   if (!st) return st;
-  st = exec("BEGIN IMMEDIATE");
+  st = tx_begin();
   if (!st) return st;
   {
     sqlite3_stmt* s = recovered_.get();
@@ -898,8 +937,8 @@ Status Catalog::mark_recovered(std::int64_t id, std::int64_t stopped_at, std::st
       st = step_done(s, "mark recovered: segments");
     }
   }
-  if (st) return exec("COMMIT");
-  if (Status rb = exec("ROLLBACK"); !rb) std::fprintf(stderr, "%s\n", rb.message().c_str());
+  if (st) return tx_commit();
+  tx_rollback();
   return st;
 }
 

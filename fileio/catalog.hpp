@@ -136,6 +136,16 @@ class Catalog {
 
   /// Rows still in state 'recording' (with segments), oldest first.
   Status open_recordings(std::vector<RecordingRow>& out);
+
+  /// Group commit. With it on, the first write opens a transaction that every later write joins
+  /// until commit_batch(): one WAL commit per batch of control events instead of one per row
+  /// (the commit was half of the control thread's time at 10,000 phones). The caller commits
+  /// before it tells anyone the rows exist (callrecd: at the end of each event-loop iteration,
+  /// before the responses go out). Off by default: every write is its own transaction.
+  void set_group_commit(bool on) { group_commit_ = on; }
+  /// Commits the open batch, if any. On failure the batch's writes are lost (rolled back).
+  Status commit_batch();
+  [[nodiscard]] bool in_batch() const { return in_batch_; }
   /// Rows matching filter (with segments), newest first (started_at, then id, descending).
   Status list(const CatalogFilter& filter, std::vector<RecordingRow>& out);
   /// One row with its segments. ENOENT: no such id.
@@ -148,6 +158,10 @@ class Catalog {
   using Stmt = std::unique_ptr<sqlite3_stmt, StmtDeleter>;
 
   Status prepare(Stmt& slot, const char* sql);
+  Status join_batch();   ///< opens the batch transaction when group commit is on
+  Status tx_begin();     ///< BEGIN IMMEDIATE, or a SAVEPOINT inside a batch
+  Status tx_commit();
+  void tx_rollback();
   Status exec(const char* sql);
   Status create_schema();
   Status err(std::string_view what) const;
@@ -157,6 +171,8 @@ class Catalog {
   Status load_segments(RecordingRow& row);
 
   sqlite3* db_ = nullptr;
+  bool group_commit_ = false;
+  bool in_batch_ = false;
   std::filesystem::path path_;
   Stmt insert_;
   Stmt get_;

@@ -333,6 +333,47 @@ TEST_F(CatalogTest, ListFiltersByIdAndState) {
   EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{a}));
 }
 
+TEST_F(CatalogTest, GroupCommitMakesABatchVisibleOnlyAtCommit) {
+  Catalog c;
+  ASSERT_TRUE(c.open(db_));
+  c.set_group_commit(true);
+  EXPECT_FALSE(c.in_batch());
+  const std::int64_t a = insert(c, row("A", "dev", "1", "2", 1'700'000'000'000));
+  EXPECT_TRUE(c.in_batch());
+  const std::int64_t b = insert(c, row("B", "dev", "1", "2", 1'700'000'000'001));
+  // A metadata update inside the batch nests (SAVEPOINT), and a failing one is undone alone.
+  ASSERT_TRUE(c.update_metadata(a, {{"remote_name", "Changed"}}));
+  EXPECT_FALSE(c.update_metadata(999, {{"remote_name", "nobody"}}));
+  ASSERT_TRUE(c.finish_recording(b, 1'700'000'001'000, "hangup", {}));
+  EXPECT_TRUE(c.in_batch());
+
+  // Another connection (callrec list) sees nothing before the commit ...
+  Catalog reader;
+  ASSERT_TRUE(reader.open_read_only(db_));
+  std::vector<RecordingRow> rows;
+  CatalogFilter all;
+  all.limit = 0;
+  ASSERT_TRUE(reader.list(all, rows));
+  EXPECT_TRUE(rows.empty());
+  // ... and everything after it, with the batch's own writes applied.
+  ASSERT_TRUE(c.commit_batch());
+  EXPECT_FALSE(c.in_batch());
+  ASSERT_TRUE(reader.list(all, rows));
+  ASSERT_EQ(rows.size(), 2u);
+  RecordingRow got;
+  ASSERT_TRUE(reader.get(a, got));
+  EXPECT_EQ(got.remote_name, "Changed");
+  ASSERT_TRUE(reader.get(b, got));
+  EXPECT_EQ(got.state, "stopped");
+  EXPECT_TRUE(c.commit_batch());  // nothing open: a no-op
+
+  // close() commits what is still open.
+  const std::int64_t d = insert(c, row("D", "dev", "1", "2", 1'700'000'000'002));
+  c.close();
+  ASSERT_TRUE(reader.get(d, got));
+  EXPECT_EQ(got.call_id, "D");
+}
+
 TEST_F(CatalogTest, OpenReadOnly) {
   {
     Catalog missing;
