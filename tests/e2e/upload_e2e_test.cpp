@@ -454,6 +454,12 @@ long long cpu_ticks(pid_t pid) {
 }
 
 TEST_F(UploadE2E, OutOfDescriptorsStartsAreRefusedWithOverloadedAndTheDaemonRecovers) {
+#ifdef CALLREC_SANITIZED
+  // UBSan's vptr check tests memory readability through a pipe(2); in a process that is out of
+  // descriptors (the point of this test) that fails and every virtual call is reported as an
+  // invalid object. The normal build runs this test.
+  GTEST_SKIP() << "sanitizer runtime needs free descriptors (UBSan vptr check uses pipe(2))";
+#endif
   constexpr rlim_t kLimit = 64;
   auto d = std::make_unique<DaemonProcess>(dir_.path(), std::vector<std::string>{}, 0, 0, kLimit);
   ASSERT_TRUE(d->ready()) << d->log();
@@ -479,7 +485,7 @@ TEST_F(UploadE2E, OutOfDescriptorsStartsAreRefusedWithOverloadedAndTheDaemonReco
   std::this_thread::sleep_for(1s);
   EXPECT_LT(cpu_ticks(d->pid()) - t0, ::sysconf(_SC_CLK_TCK) / 2) << "the daemon is spinning";
   // The refused starts did not burn the port range: once the recordings end, starts work again.
-  for (const auto& id : ok) ASSERT_TRUE(phone.stop(id).has_value()) << id;
+  for (const auto& id : ok) ASSERT_TRUE(phone.stop(id).has_value()) << id << "\n" << d->log();
   ASSERT_TRUE(wait_until([&] { return d->count_log("recording stop:") == ok.size(); })) << d->log();
   auto again = phone.start("AGAIN");
   ASSERT_TRUE(again.has_value());
