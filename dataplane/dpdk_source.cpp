@@ -59,6 +59,7 @@
 #include <rte_ring_elem.h>
 #pragma GCC diagnostic pop
 
+#include "dataplane/end_marks.hpp"
 #include "fileio/rtp.hpp"
 
 namespace callrec::dataplane {
@@ -78,11 +79,6 @@ constexpr unsigned kIdlePollsBeforeSleep = 1024;
 constexpr std::uint16_t kNoPort = 0xFFFF;
 constexpr auto kCommandRingWait = std::chrono::seconds(1);
 
-inline std::uint64_t mono_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
-}
 
 inline std::uint16_t rd16(const std::uint8_t* p) { return static_cast<std::uint16_t>((p[0] << 8) | p[1]); }
 /// 32/16-bit field as stored (network byte order), for compares.
@@ -190,11 +186,6 @@ struct alignas(kCacheLine) Flow {
   }
 };
 static_assert(sizeof(Flow) == kCacheLine);
-
-struct PendingEnd {
-  StreamId stream = 0;
-  unsigned writer = 0;
-};
 
 /// What pass 1 learned about a candidate packet.
 struct Candidate {
@@ -436,7 +427,7 @@ struct alignas(kCacheLine) DpdkSource::Lcore {
   rte_ring* commands = nullptr;
   std::vector<rte_ring*> handoff_in;   ///< from lcore i (nullptr for self)
   std::vector<rte_ring*> handoff_out;  ///< to lcore i (nullptr for self)
-  std::vector<PendingEnd> pending_ends;
+  EndMarks end_marks;
   std::vector<std::array<rte_mbuf*, kMaxBurst>> fwd;  ///< per destination lcore, one burst
   std::vector<unsigned> fwd_n;
   std::vector<std::uint8_t> dirty;     ///< per writer: ring pushed in this burst
@@ -492,8 +483,6 @@ struct alignas(kCacheLine) DpdkSource::Lcore {
   void apply(const Command& cmd);
   void set_key(std::uint32_t key, std::uint32_t value);
   void end_flow(Flow& f);
-  void push_end(StreamId stream, unsigned writer);
-  void retry_end_marks();
   void shutdown();
   void publish() { published.store(c); }
   [[nodiscard]] std::uint64_t now_ns(std::uint64_t tsc) const {
@@ -515,7 +504,7 @@ void DpdkSource::Lcore::run() {
   while (!stop_requested.load(std::memory_order_acquire)) {
     const unsigned got = poll_once();
     drain_commands();
-    if (!pending_ends.empty()) retry_end_marks();
+    if (!end_marks.empty()) end_marks.retry(*rings, index);
     const std::uint64_t now = rte_rdtsc();
     if (now >= next_publish_tsc) {
       publish();
@@ -922,31 +911,7 @@ void DpdkSource::Lcore::end_flow(Flow& f) {
     set_key((static_cast<std::uint32_t>(f.address) << 16) | port, 0);
   }
   f.active = false;
-  if (rings != nullptr) push_end(f.stream, f.writer);
-}
-
-void DpdkSource::Lcore::push_end(StreamId stream, unsigned writer) {
-  fileio::PacketRing& ring = rings->ring(index, writer);
-  if (ring.push(stream, fileio::RecordKind::kEndOfStream, mono_ns(), {})) {
-    ring.publish();
-    return;
-  }
-  // Ring full: the mark waits (the flow is gone from the table, so nothing of this stream can
-  // overtake it) and is retried every poll iteration without stalling other flows.
-  pending_ends.push_back({stream, writer});
-}
-
-void DpdkSource::Lcore::retry_end_marks() {
-  std::size_t kept = 0;
-  for (const PendingEnd& e : pending_ends) {
-    fileio::PacketRing& ring = rings->ring(index, e.writer);
-    if (ring.push(e.stream, fileio::RecordKind::kEndOfStream, mono_ns(), {})) {
-      ring.publish();
-    } else {
-      pending_ends[kept++] = e;
-    }
-  }
-  pending_ends.resize(kept);
+  if (rings != nullptr) end_marks.push(*rings, index, f.stream, f.writer);
 }
 
 void DpdkSource::Lcore::shutdown() {
@@ -966,16 +931,8 @@ void DpdkSource::Lcore::shutdown() {
   for (std::uint32_t s = 0; s < max_flows; ++s) {
     if (flows[s].active) end_flow(flows[s]);
   }
-  const std::uint64_t deadline = mono_ns() + static_cast<std::uint64_t>(stop_drain_timeout.count()) * 1'000'000ULL;
-  while (!pending_ends.empty()) {
-    retry_end_marks();
-    if (pending_ends.empty() || mono_ns() >= deadline) break;
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  if (!pending_ends.empty()) {
-    end_marks_lost->fetch_add(pending_ends.size(), std::memory_order_relaxed);
-    pending_ends.clear();
-  }
+  if (const std::size_t lost = end_marks.drain(*rings, index, stop_drain_timeout); lost != 0)
+    end_marks_lost->fetch_add(lost, std::memory_order_relaxed);
   publish();
 }
 
@@ -1236,7 +1193,7 @@ Status DpdkSource::init() {
     l.rate_limit_pps.store(std::max(0.0, o.rx_rate_limit_pps), std::memory_order_relaxed);
     l.stop_drain_timeout = o.stop_drain_timeout;
     l.end_marks_lost = &end_marks_lost_;
-    l.pending_ends.reserve(l.max_flows);
+    l.end_marks.reserve(l.max_flows);
     l.dirty_list.reserve(kMaxBurst);
     lcores_.push_back(std::move(lp));
   }

@@ -16,6 +16,7 @@
 #include <thread>
 #include <utility>
 
+#include "dataplane/end_marks.hpp"
 #include "fileio/rtp.hpp"
 
 namespace callrec::dataplane {
@@ -34,11 +35,6 @@ constexpr unsigned kMaxBurst = 256;
 constexpr unsigned kFinalDrainBursts = 256;
 constexpr auto kPortCloseWait = std::chrono::milliseconds(200);
 
-inline std::uint64_t mono_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
-}
 
 /// A peer address in the receiving socket's own family: AF_INET (4 address bytes) or AF_INET6
 /// (16 bytes; IPv4 peers of a dual-stack socket as v4-mapped ::ffff:a.b.c.d).
@@ -167,7 +163,6 @@ struct alignas(kCacheLine) PublishedCounters {
 using udp_detail::Counters;
 using udp_detail::Endpoint;
 using udp_detail::kCacheLine;
-using udp_detail::mono_ns;
 
 /// Per-flow counters: written by the owning RX thread after each service of the socket,
 /// read by control threads. Shared: the control side drops its reference at remove_flow(), the
@@ -201,15 +196,9 @@ struct Flow {
   }
 };
 
-struct PendingEnd {
-  StreamId stream = 0;
-  unsigned writer = 0;
-};
-
 }  // namespace udp_detail
 
 using udp_detail::Flow;
-using udp_detail::PendingEnd;
 
 struct UdpSource::Command {
   enum class Kind : std::uint8_t { kAdd, kRemove };
@@ -234,7 +223,7 @@ struct UdpSource::RxThread {
   std::vector<sockaddr_storage> names;
   std::unique_ptr<std::byte[]> buffers;  ///< burst * kMaxDatagram
   std::vector<Command> batch;            ///< commands being applied (swapped with `commands`)
-  std::vector<PendingEnd> pending_ends;  ///< end marks waiting for ring space
+  EndMarks end_marks;  ///< end marks waiting for ring space
   Counters local;
   std::uint64_t last_publish_ns = 0;
   std::chrono::milliseconds stop_drain_timeout{2000};
@@ -259,8 +248,6 @@ struct UdpSource::RxThread {
   void apply(Command& cmd);
   void service(Flow& f, unsigned max_bursts);
   void close_flow(Flow& f);
-  void push_end(StreamId stream, unsigned writer);
-  void retry_end_marks();
   void shutdown();
   void wake() const {
     const std::uint64_t one = 1;
@@ -291,8 +278,8 @@ void UdpSource::RxThread::run() {
   while (!stop_requested.load(std::memory_order_acquire)) {
     // acquire: pairs with post_command_locked()'s release (the lock also orders the vector).
     if (commands_pending.load(std::memory_order_acquire)) drain_commands();
-    if (!pending_ends.empty()) retry_end_marks();
-    const int timeout = pending_ends.empty() ? udp_detail::kIdleTimeoutMs : udp_detail::kPendingTimeoutMs;
+    if (!end_marks.empty()) end_marks.retry(*rings, index);
+    const int timeout = end_marks.empty() ? udp_detail::kIdleTimeoutMs : udp_detail::kPendingTimeoutMs;
     const int n = ::epoll_wait(epfd, events.data(), udp_detail::kMaxEvents, timeout);
     if (n < 0 && errno != EINTR) ++local.rx_errors;
     for (int i = 0; i < n; ++i) {
@@ -342,7 +329,7 @@ void UdpSource::RxThread::apply(Command& cmd) {
       ++local.rx_errors;
       ::close(f.fd);
       f.fd = -1;
-      push_end(f.stream, f.writer);
+      end_marks.push(*rings, index, f.stream, f.writer);
       f = Flow{};
     }
     return;
@@ -413,32 +400,8 @@ void UdpSource::RxThread::close_flow(Flow& f) {
   ::epoll_ctl(epfd, EPOLL_CTL_DEL, f.fd, nullptr);
   ::close(f.fd);
   f.fd = -1;
-  push_end(f.stream, f.writer);
+  end_marks.push(*rings, index, f.stream, f.writer);
   f = Flow{};
-}
-
-void UdpSource::RxThread::push_end(StreamId stream, unsigned writer) {
-  fileio::PacketRing& ring = rings->ring(index, writer);
-  if (ring.push(stream, fileio::RecordKind::kEndOfStream, mono_ns(), {})) {
-    ring.publish();
-    return;
-  }
-  // Ring full: the mark waits here (the flow's socket is closed, so nothing of this stream
-  // can overtake it) and is retried every loop iteration, without stalling other flows.
-  pending_ends.push_back({stream, writer});
-}
-
-void UdpSource::RxThread::retry_end_marks() {
-  std::size_t kept = 0;
-  for (const PendingEnd& e : pending_ends) {
-    fileio::PacketRing& ring = rings->ring(index, e.writer);
-    if (ring.push(e.stream, fileio::RecordKind::kEndOfStream, mono_ns(), {})) {
-      ring.publish();
-    } else {
-      pending_ends[kept++] = e;
-    }
-  }
-  pending_ends.resize(kept);
 }
 
 void UdpSource::RxThread::shutdown() {
@@ -446,17 +409,8 @@ void UdpSource::RxThread::shutdown() {
   for (Flow& f : flows) {
     if (f.fd >= 0) close_flow(f);
   }
-  const std::uint64_t deadline =
-      mono_ns() + static_cast<std::uint64_t>(stop_drain_timeout.count()) * 1'000'000ULL;
-  while (!pending_ends.empty()) {
-    retry_end_marks();
-    if (pending_ends.empty() || mono_ns() >= deadline) break;
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  if (!pending_ends.empty()) {
-    end_marks_lost->fetch_add(pending_ends.size(), std::memory_order_relaxed);
-    pending_ends.clear();
-  }
+  if (const std::size_t lost = end_marks.drain(*rings, index, stop_drain_timeout); lost != 0)
+    end_marks_lost->fetch_add(lost, std::memory_order_relaxed);
   published.store(local);
 }
 
@@ -488,7 +442,7 @@ UdpSource::UdpSource(Options options) : options_(std::move(options)) {
     th->stop_drain_timeout = o.stop_drain_timeout;
     th->end_marks_lost = &end_marks_lost_;
     th->flows.resize(o.max_flows_per_thread);
-    th->pending_ends.reserve(o.max_flows_per_thread);
+    th->end_marks.reserve(o.max_flows_per_thread);
     th->batch.reserve(64);
     th->commands.reserve(64);
     th->buffers = std::make_unique<std::byte[]>(std::size_t{o.burst} * kMaxDatagram);
