@@ -27,33 +27,6 @@
 namespace callrec::e2e {
 namespace {
 
-std::vector<fs::path> record_files(const fs::path& storage) {
-  std::vector<fs::path> out;
-  if (!fs::exists(storage)) return out;
-  for (auto& e : fs::recursive_directory_iterator(storage))
-    if (e.is_regular_file() && e.path().extension() == ".rec") out.push_back(e.path());
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-std::vector<std::vector<std::byte>> read_packets(const fs::path& p) {
-  fileio::RecordReader r;
-  std::vector<std::vector<std::byte>> out;
-  if (!r.open(p)) return out;
-  while (auto pkt = r.next()) out.emplace_back(pkt->begin(), pkt->end());
-  return out;
-}
-
-fileio::RecordingRow catalog_row(const fs::path& db, const std::string& call_id) {
-  fileio::Catalog c;
-  fileio::RecordingRow row;
-  if (!c.open(db)) return row;
-  std::vector<fileio::RecordingRow> rows;
-  fileio::CatalogFilter f;
-  f.call_id = call_id;
-  if (c.list(f, rows) && !rows.empty()) row = rows.front();
-  return row;
-}
 
 std::string find_program(std::initializer_list<const char*> candidates) {
   for (const char* c : candidates) {

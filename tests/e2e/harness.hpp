@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -26,7 +27,9 @@
 #include <vector>
 
 #include "control/protocol.hpp"
+#include "fileio/catalog.hpp"
 #include "fileio/g711.hpp"
+#include "fileio/record_reader.hpp"
 #include "fileio/rtp.hpp"
 
 namespace callrec::e2e {
@@ -261,6 +264,37 @@ inline std::string http(std::uint16_t port, const std::string& method, const std
 }
 
 /// Value of an unlabelled (or exactly labelled) Prometheus sample, -1 when absent.
+/// The record files under storage, sorted by path.
+inline std::vector<fs::path> record_files(const fs::path& storage) {
+  std::vector<fs::path> out;
+  if (!fs::exists(storage)) return out;
+  for (auto& e : fs::recursive_directory_iterator(storage))
+    if (e.is_regular_file() && e.path().extension() == ".rec") out.push_back(e.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+/// Every packet of a record file, in order.
+inline std::vector<std::vector<std::byte>> read_packets(const fs::path& p) {
+  fileio::RecordReader r;
+  std::vector<std::vector<std::byte>> out;
+  if (!r.open(p)) return out;
+  while (auto pkt = r.next()) out.emplace_back(pkt->begin(), pkt->end());
+  return out;
+}
+
+/// The catalog row of the recording with this call id (empty row when absent).
+inline fileio::RecordingRow catalog_row(const fs::path& db, const std::string& call_id) {
+  fileio::Catalog c;
+  fileio::RecordingRow row;
+  if (!c.open(db)) return row;
+  std::vector<fileio::RecordingRow> rows;
+  fileio::CatalogFilter f;
+  f.call_id = call_id;
+  if (c.list(f, rows) && !rows.empty()) row = rows.front();
+  return row;
+}
+
 inline long long metric_value(const std::string& text, const std::string& name_and_labels) {
   std::size_t p = 0;
   while ((p = text.find(name_and_labels + " ", p)) != std::string::npos) {
