@@ -188,6 +188,11 @@ std::string check_source(const DaemonConfig& c) {
 }
 std::string check_dpdk_queues(const DaemonConfig& c) { return range_check(c.dpdk.queues, 0, 64); }
 std::string check_dpdk_mempool(const DaemonConfig& c) { return range_check(c.dpdk.mempool, 1023, 1u << 24); }
+std::string check_dpdk_zero_copy_credit(const DaemonConfig& c) {
+  const std::uint32_t v = c.dpdk.zero_copy_credit;
+  if (v < 64 || v > (1u << 20) || (v & (v - 1)) != 0) return "expected a power of two in 64..1048576";
+  return {};
+}
 std::string check_dpdk_lcores(const DaemonConfig& c) {
   if (c.dpdk.lcores.empty()) return {};
   std::vector<unsigned> ids;
@@ -206,6 +211,34 @@ std::string check_dpdk_address(const DaemonConfig& c) {
     if (a.s_addr == htonl(INADDR_ANY)) return "a wildcard address cannot be the dataplane's";
     if (std::find(seen.begin(), seen.end(), a.s_addr) != seen.end()) return item + " given twice";
     seen.push_back(a.s_addr);
+  }
+  return {};
+}
+std::string check_dpdk_address6(const DaemonConfig& c) {
+  if (c.dpdk.address6.empty()) return {};
+  const std::vector<std::string> list = split_list(c.dpdk.address6);
+  if (list.empty()) return "not an IPv6 address";
+  if (list.size() > 16) return "at most 16 addresses";
+  std::vector<in6_addr> seen;
+  for (const std::string& item : list) {
+    const std::string what = list.size() == 1 ? std::string() : item + ": ";
+    in6_addr a{};
+    if (inet_pton(AF_INET6, item.c_str(), &a) != 1) {
+      return what + (item.find('%') != std::string::npos ? "no zone index (%IFACE) on a dataplane address"
+                                                         : "not an IPv6 address");
+    }
+    const std::uint8_t* b = a.s6_addr;
+    const bool zero_prefix = std::all_of(b, b + 15, [](std::uint8_t x) { return x == 0; });
+    if (b[0] == 0xFF) return what + "a multicast address cannot be the dataplane's";
+    if (zero_prefix && b[15] == 0) return what + "a wildcard address cannot be the dataplane's";
+    if (zero_prefix && b[15] == 1) return what + "the loopback address cannot be the dataplane's";
+    if (std::all_of(b, b + 10, [](std::uint8_t x) { return x == 0; }) && b[10] == 0xFF && b[11] == 0xFF) {
+      return what + "an IPv4-mapped address: give IPv4 addresses with --dpdk-address";
+    }
+    if (std::any_of(seen.begin(), seen.end(), [&a](const in6_addr& x) { return std::memcmp(&x, &a, sizeof a) == 0; })) {
+      return item + " given twice";
+    }
+    seen.push_back(a);
   }
   return {};
 }
@@ -358,12 +391,35 @@ const std::vector<Option>& options() {
        "none",
        [](DaemonConfig& c, std::string_view v) { return set_string(c.dpdk.address, v); },
        [](const DaemonConfig& c) { return c.dpdk.address; }, check_dpdk_address},
+      {"dpdk-address6", "dpdk.address6", "IPV6[,IPV6...]",
+       "the dataplane's own IPv6 address(es), global or link-local: it answers neighbour discovery "
+       "(NS -> NA) and ICMPv6 echo there; RTP stays on --dpdk-address and phones are sent that",
+       "none",
+       [](DaemonConfig& c, std::string_view v) { return set_string(c.dpdk.address6, v); },
+       [](const DaemonConfig& c) { return c.dpdk.address6; }, check_dpdk_address6},
       {"dpdk-tap", "dpdk.tap", "IFNAME",
        "kernel exception path: other traffic of the port goes to a TAP interface of this name (net_tap), "
        "and what the kernel sends there leaves through the port",
        "none: such traffic is dropped and counted",
        [](DaemonConfig& c, std::string_view v) { return set_string(c.dpdk.tap, v); },
        [](const DaemonConfig& c) { return c.dpdk.tap; }, check_dpdk_tap},
+      {"dpdk-handoff", "dpdk.handoff", "copy|zerocopy",
+       "how RTP reaches the writers: copy (the payload is copied into the writer's ring, the mbuf freed at "
+       "once) or zerocopy (the writer reads the mbuf; at most --dpdk-zero-copy-credit mbufs per RX lcore are "
+       "held, beyond that packets are copied and counted); see bench/RESULTS-dpdk.md",
+       "copy",
+       [](DaemonConfig& c, std::string_view v) -> std::string {
+         if (v != "copy" && v != "zerocopy") return "expected copy or zerocopy";
+         c.dpdk.zero_copy = v == "zerocopy";
+         return {};
+       },
+       [](const DaemonConfig& c) { return std::string(c.dpdk.zero_copy ? "zerocopy" : "copy"); }, no_check},
+      {"dpdk-zero-copy-credit", "dpdk.zero_copy_credit", "N",
+       "zerocopy: mbufs each RX lcore may leave with lagging writers (power of two, 64..1048576); "
+       "--dpdk-mempool must hold them on top of the RX descriptors",
+       "8192",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.dpdk.zero_copy_credit); },
+       [](const DaemonConfig& c) { return std::to_string(c.dpdk.zero_copy_credit); }, check_dpdk_zero_copy_credit},
       {"dpdk-idle-sleep", "dpdk.idle_sleep", "USEC",
        "an RX lcore idle for 1024 polls sleeps this long between polls (0..100000; for shared CPUs and tests)",
        "0: busy poll",

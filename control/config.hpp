@@ -35,8 +35,12 @@ struct DpdkConfig {
   std::uint32_t mempool = 16383;      ///< mbufs in the pool (2^n - 1 is best for rte_mempool)
   std::string address;                ///< IPv4 address(es), comma-separated, the dataplane answers ARP
                                       ///< and ICMP echo for and receives RTP on; the first is advertised
+  std::string address6;               ///< IPv6 address(es), comma-separated, the dataplane answers
+                                      ///< neighbour discovery and ICMPv6 echo for (no RTP, not advertised)
   std::string tap;                    ///< kernel exception path: TAP interface name; empty: drop
   std::uint32_t idle_sleep_us = 0;    ///< 0: busy poll; else sleep this long when idle (shared CPUs)
+  bool zero_copy = false;             ///< hand-off to writers: false copy, true zero-copy (by reference)
+  std::uint32_t zero_copy_credit = 8192;  ///< zero-copy: mbufs each RX lcore may leave with writers
 };
 
 struct DaemonConfig {

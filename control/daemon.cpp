@@ -253,6 +253,16 @@ Status Daemon::Impl::make_source(const sockaddr_storage& listen_addr) {
     log_info("dpdk: port %s (id %u, mac %s), %s, address(es) %s, advertised server=%s", cfg.dpdk.vdev.empty() ? std::to_string(cfg.dpdk.port).c_str() : cfg.dpdk.vdev.c_str(),
              static_cast<unsigned>(dp->port_id()), dp->mac_address().c_str(), dp->describe().c_str(),
              cfg.dpdk.address.c_str(), cfg.advertise.c_str());
+    if (!cfg.dpdk.address6.empty()) {
+      log_info("dpdk: IPv6 address(es) %s (neighbour discovery and ICMPv6 echo only)", cfg.dpdk.address6.c_str());
+    }
+    // EAL serves its telemetry socket unless --dpdk-eal has --no-telemetry (--no-shconf and
+    // --in-memory keep it); "/callrec/stats" there has the dataplane counters.
+    if (const std::string tel = dataplane::dpdk_telemetry_socket(); tel.empty()) {
+      log_info("dpdk: telemetry off (no socket in the EAL runtime directory)");
+    } else {
+      log_info("dpdk: telemetry socket %s (dpdk-telemetry.py; command /callrec/stats)", tel.c_str());
+    }
     source = std::move(dp);
     return Status::ok();
 #else
@@ -344,8 +354,8 @@ HttpResponse Daemon::Impl::metrics() const {
   metric(o, "callrec_rx_dropped_total", nullptr, nullptr, ss.not_rtp, "cause=\"not_rtp\"");
   metric(o, "callrec_rx_errors_total", "counter", "Receive system-call errors.", ss.rx_errors);
   for (const auto& c : source->counters()) {
-    const std::string name = "callrec_" + c.name + "_total";
-    metric(o, name.c_str(), "counter", c.help.c_str(), c.value);
+    const std::string name = "callrec_" + c.name + (c.gauge ? "" : "_total");
+    metric(o, name.c_str(), c.gauge ? "gauge" : "counter", c.help.c_str(), c.value);
   }
   metric(o, "callrec_writer_packets_total", "counter", "Packets consumed by writer threads.", ws.packets);
   metric(o, "callrec_writer_bytes_total", "counter", "Bytes written to record files.", ws.bytes_written);

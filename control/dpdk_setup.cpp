@@ -132,8 +132,11 @@ Status make_dpdk_options(const DaemonConfig& cfg, const std::vector<unsigned>& a
   out.mempool_mbufs = d.mempool;
   out.addresses = split_list(d.address);
   if (out.addresses.empty()) return Status::error("--dpdk-address: required with --source dpdk");
+  out.addresses6 = split_list(d.address6);
   out.exception_tap = d.tap;
   out.idle_sleep = std::chrono::microseconds(d.idle_sleep_us);
+  out.handoff = d.zero_copy ? dataplane::DpdkSource::Handoff::kZeroCopy : dataplane::DpdkSource::Handoff::kCopy;
+  out.zero_copy_credit = d.zero_copy_credit;
   return Status::ok();
 }
 

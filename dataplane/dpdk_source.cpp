@@ -23,6 +23,7 @@
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -57,6 +58,7 @@
 #include <rte_prefetch.h>
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
+#include <rte_telemetry.h>
 #pragma GCC diagnostic pop
 
 #include "dataplane/end_marks.hpp"
@@ -71,6 +73,7 @@ constexpr unsigned kMaxBurst = 64;           ///< also RTE_HASH_LOOKUP_BULK_MAX
 constexpr unsigned kPrefetchAhead = 3;       ///< packets prefetched ahead in pass 1
 constexpr unsigned kCommandBatch = 64;       ///< commands applied per poll iteration at most
 constexpr unsigned kMaxAddresses = 64;
+constexpr unsigned kMaxAddresses6 = 16;
 constexpr unsigned kMaxLcores = 64;
 constexpr std::uint8_t kAllAddresses = 0xFF;
 constexpr std::uint64_t kPublishIntervalNs = 100'000'000;
@@ -106,6 +109,31 @@ inline std::uint16_t inet_checksum(const std::uint8_t* p, std::size_t len) {
   return static_cast<std::uint16_t>(~sum);
 }
 
+/// One's-complement sum of [p, p+len) as big-endian 16-bit words, not folded (len < 128 KiB).
+inline std::uint32_t sum16(std::uint32_t sum, const std::uint8_t* p, std::size_t len) {
+  for (std::size_t i = 0; i + 1 < len; i += 2) sum += rd16(p + i);
+  if ((len & 1) != 0) sum += static_cast<std::uint32_t>(p[len - 1]) << 8;
+  return sum;
+}
+
+/// ICMPv6 checksum (RFC 4443 2.3: IPv6 pseudo-header + message) of a message of `len` bytes.
+/// Over a message that carries its checksum, 0 means valid.
+inline std::uint16_t icmp6_checksum(const std::uint8_t* src, const std::uint8_t* dst, const std::uint8_t* icmp,
+                                    std::uint32_t len) {
+  std::uint32_t sum = sum16(0, src, 16);
+  sum = sum16(sum, dst, 16);
+  sum += (len >> 16) + (len & 0xFFFF) + IPPROTO_ICMPV6;
+  sum = sum16(sum, icmp, len);
+  while ((sum >> 16) != 0) sum = (sum & 0xFFFF) + (sum >> 16);
+  return static_cast<std::uint16_t>(~sum);
+}
+
+/// ff02::1:ff00:0/104, the solicited-node multicast prefix (RFC 4291 2.7.1).
+inline bool solicited_node(const std::uint8_t* a) {
+  static constexpr std::uint8_t kPrefix[13] = {0xFF, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xFF};
+  return std::memcmp(a, kPrefix, sizeof kPrefix) == 0;
+}
+
 /// The lcore that owns UDP port `port` (of every address). Multiplicative hash: RTP ports are
 /// even, so port % n alone would put everything on lcore 0 for n = 2.
 inline unsigned owner_of(std::uint16_t port, unsigned n) {
@@ -125,14 +153,20 @@ enum Counter : unsigned {
   kNotRtp,
   kArpReplies,
   kIcmpReplies,
+  kNdReplies,
+  kIcmp6Replies,
   kExceptionPath,
   kForwarded,
   kHandoffFull,
   kDropped,
   kNotOurs,
+  kIcmp6Invalid,
   kTxFailed,
   kExceptionRx,
   kRxErrors,
+  kZeroCopy,
+  kZeroCopyFallback,
+  kZeroCopyHeld,  ///< a gauge, not a sum of events
   kBursts,
   kTimedPackets,
   kCyclesRx,
@@ -362,6 +396,7 @@ struct DpdkSource::Port {
   bool port_hotplugged = false;  ///< the port is one of `hotplugged` (its pool can be freed)
   bool started = false;
   bool tap_started = false;
+  bool keep_pool = false;  ///< a writer may still read mbufs handed over by reference
   rte_mempool* pool = nullptr;
   std::vector<std::string> hotplugged;  ///< vdev names this source added (removed at the end)
   std::vector<unsigned> claimed_lcores;
@@ -395,7 +430,7 @@ struct DpdkSource::Port {
     for (const std::string& name : hotplugged) {
       if (rte_eal_hotplug_remove("vdev", name.c_str()) != 0) removed_all = false;
     }
-    if (pool != nullptr && port_hotplugged && removed_all) rte_mempool_free(pool);
+    if (pool != nullptr && port_hotplugged && removed_all && !keep_pool) rte_mempool_free(pool);
     Registry& r = registry();
     for (unsigned l : claimed_lcores) r.lcore_claimed[l] = false;
     if (port_claimed) r.port_claimed[port_id] = false;
@@ -430,6 +465,21 @@ struct alignas(kCacheLine) DpdkSource::Lcore {
   EndMarks end_marks;
   std::vector<std::array<rte_mbuf*, kMaxBurst>> fwd;  ///< per destination lcore, one burst
   std::vector<unsigned> fwd_n;
+  /// Zero-copy: per writer, the mbufs its ring still references, in push order, each with
+  /// the ring position its record ends at (a power-of-two circular buffer of zc_mask + 1).
+  struct ZcHeld {
+    std::uint64_t pos;
+    rte_mbuf* m;
+  };
+  struct ZcFifo {
+    std::unique_ptr<ZcHeld[]> e;
+    std::uint64_t head = 0;  ///< next push
+    std::uint64_t tail = 0;  ///< oldest held
+  };
+  std::vector<ZcFifo> zc;  ///< empty: copy hand-off
+  std::uint64_t zc_mask = 0;
+  unsigned zc_credit = 0;
+  unsigned zc_held = 0;
   std::vector<std::uint8_t> dirty;     ///< per writer: ring pushed in this burst
   std::vector<std::uint16_t> dirty_list;
   Counters c;
@@ -448,12 +498,16 @@ struct alignas(kCacheLine) DpdkSource::Lcore {
   std::uint64_t tokens_tsc = 0;
   std::chrono::milliseconds stop_drain_timeout{2000};
   std::atomic<std::uint64_t>* end_marks_lost = nullptr;
+  std::atomic<std::uint64_t>* zero_copy_leaked = nullptr;
   // lcore 0: host TX batch (replies to the wire) and exception batch (to the kernel)
   std::array<rte_mbuf*, kMaxBurst> host_tx{};
   std::array<Counter, kMaxBurst> host_tx_kind{};
   unsigned host_tx_n = 0;
   std::array<rte_mbuf*, kMaxBurst> exc_tx{};
   unsigned exc_tx_n = 0;
+  // lcore 0: IPv6 addresses answered for neighbour discovery and echo (DpdkSource::addresses6_)
+  const in6_addr* addresses6 = nullptr;
+  unsigned n_addr6 = 0;
 
   // ---- shared with control threads ------------------------------------------------------------
   alignas(kCacheLine) PublishedCounters published;
@@ -475,6 +529,13 @@ struct alignas(kCacheLine) DpdkSource::Lcore {
   void process(rte_mbuf** pkts, unsigned n, bool received_here);
   void lookup(Candidate* cand, unsigned n) const;
   void host(rte_mbuf* m);
+  void host6(rte_mbuf* m, std::uint32_t l3);
+  [[nodiscard]] bool ours6(const std::uint8_t* a) const {
+    for (unsigned i = 0; i < n_addr6; ++i) {
+      if (std::memcmp(a, addresses6[i].s6_addr, 16) == 0) return true;
+    }
+    return false;
+  }
   void queue_host_tx(rte_mbuf* m, Counter kind);
   void queue_exception(rte_mbuf* m);
   void flush_host();
@@ -484,7 +545,11 @@ struct alignas(kCacheLine) DpdkSource::Lcore {
   void set_key(std::uint32_t key, std::uint32_t value);
   void end_flow(Flow& f);
   void shutdown();
-  void publish() { published.store(c); }
+  void publish() {
+    c[kZeroCopyHeld] = zc_held;
+    published.store(c);
+  }
+  void zc_reclaim();
   [[nodiscard]] std::uint64_t now_ns(std::uint64_t tsc) const {
     return base_ns + static_cast<std::uint64_t>(static_cast<double>(tsc - base_tsc) * ns_per_tsc);
   }
@@ -555,6 +620,7 @@ unsigned DpdkSource::Lcore::poll_once() {
     process(pkts.data(), n, false);
     got += n;
   }
+  if (zc_held != 0) zc_reclaim();
   if (tap_port != kNoPort || host_tx_n != 0 || exc_tx_n != 0) {
     flush_host();
     if (tap_port != kNoPort && rte_rdtsc() >= next_tap_tsc) {
@@ -665,16 +731,17 @@ void DpdkSource::Lcore::process(rte_mbuf** pkts, unsigned n, bool received_here)
       to_free[nf++] = cd.m;
       continue;
     }
-    to_free[nf++] = cd.m;
     Flow& f = flows[cd.slot - 1];
     if (!f.accepts(cd.src_ip, cd.src_port)) [[unlikely]] {
       ++c[kWrongSource];
       Flow::bump(f.wrong_source);
+      to_free[nf++] = cd.m;
       continue;
     }
     const std::span<const std::byte> payload(reinterpret_cast<const std::byte*>(cd.payload), cd.len);
     if (!fileio::parse_rtp(payload)) [[unlikely]] {
       ++c[kNotRtp];
+      to_free[nf++] = cd.m;
       continue;
     }
     if (f.latch && !f.latched) [[unlikely]] {  // first RTP packet from an acceptable source
@@ -683,7 +750,25 @@ void DpdkSource::Lcore::process(rte_mbuf** pkts, unsigned n, bool received_here)
       f.latched_port = cd.src_port;
     }
     Flow::bump(f.packets);
-    if (rings->ring(index, f.writer).push(f.stream, fileio::RecordKind::kPacket, now, payload)) [[likely]] {
+    fileio::PacketRing& ring = rings->ring(index, f.writer);
+    bool pushed = false;
+    if (!zc.empty() && zc_held < zc_credit) {
+      // Zero-copy: the writer reads the payload in the mbuf; we free it once released.
+      pushed = ring.push_ref(f.stream, now, payload.data(), cd.len);
+      if (pushed) [[likely]] {
+        ZcFifo& q = zc[f.writer];
+        q.e[q.head++ & zc_mask] = {ring.position_after(), cd.m};
+        ++zc_held;
+        ++c[kZeroCopy];
+      } else {
+        to_free[nf++] = cd.m;
+      }
+    } else {
+      pushed = ring.push(f.stream, fileio::RecordKind::kPacket, now, payload);
+      if (!zc.empty() && pushed) ++c[kZeroCopyFallback];
+      to_free[nf++] = cd.m;
+    }
+    if (pushed) [[likely]] {
       ++delivered;
       if (dirty[f.writer] == 0) {
         dirty[f.writer] = 1;
@@ -722,6 +807,30 @@ void DpdkSource::Lcore::process(rte_mbuf** pkts, unsigned n, bool received_here)
     c[kCyclesClassify] += t1 - t0;
     c[kCyclesDeliver] += t2 - t1;
     c[kCyclesFree] += t3 - t2;
+  }
+}
+
+/// Frees, in bulk and with this lcore's mempool cache, the mbufs whose ring records the writers
+/// have released. One acquire load of each non-empty ring's released position.
+void DpdkSource::Lcore::zc_reclaim() {
+  std::array<rte_mbuf*, kMaxBurst> done;
+  unsigned nd = 0;
+  for (std::size_t w = 0; w < zc.size(); ++w) {
+    ZcFifo& q = zc[w];
+    if (q.tail == q.head) continue;
+    const std::uint64_t released = rings->ring(index, static_cast<unsigned>(w)).released_position();
+    while (q.tail != q.head && q.e[q.tail & zc_mask].pos <= released) {
+      done[nd++] = q.e[q.tail++ & zc_mask].m;
+      if (nd == kMaxBurst) {
+        rte_pktmbuf_free_bulk(done.data(), nd);
+        zc_held -= nd;
+        nd = 0;
+      }
+    }
+  }
+  if (nd != 0) {
+    rte_pktmbuf_free_bulk(done.data(), nd);
+    zc_held -= nd;
   }
 }
 
@@ -785,7 +894,7 @@ void DpdkSource::Lcore::poll_tap() {
 }
 
 /// ARP requests and ICMP echo requests for our addresses are answered in place (the mbuf
-/// becomes the reply); anything else goes to the kernel or is dropped.
+/// becomes the reply), IPv6 is host6()'s; anything else goes to the kernel or is dropped.
 void DpdkSource::Lcore::host(rte_mbuf* m) {
   std::uint8_t* d = mbuf_data(m);
   const std::uint32_t len = m->data_len;
@@ -845,6 +954,125 @@ void DpdkSource::Lcore::host(rte_mbuf* m) {
       return;
     }
   }
+  if (et == 0x86DD) {
+    host6(m, l3);
+    return;
+  }
+  queue_exception(m);
+}
+
+/// IPv6 (RFC 4861, RFC 4443): a neighbour solicitation for one of our addresses becomes the
+/// advertisement, an echo request to one of them the reply, in place. What fails validation is
+/// dropped (icmp6_invalid). The rest goes to the kernel; without an exception path it is dropped,
+/// and unicast to another address (or a solicitation for another target) is also not_ours.
+/// No extension headers: ND and echo come without them (what has them goes to the kernel).
+void DpdkSource::Lcore::host6(rte_mbuf* m, std::uint32_t l3) {
+  std::uint8_t* d = mbuf_data(m);
+  const std::uint32_t len = m->data_len;
+  if (len < l3 + 40 || (d[l3] >> 4) != 6) {
+    ++c[kDropped];
+    rte_pktmbuf_free(m);
+    return;
+  }
+  std::uint8_t* ip = d + l3;
+  const std::uint32_t plen = rd16(ip + 4);
+  const std::uint8_t* src = ip + 8;
+  const std::uint8_t* dst = ip + 24;
+  const bool to_us = ours6(dst);
+  const bool multicast = dst[0] == 0xFF;
+  bool not_ours = !to_us && !multicast;
+  // One segment holding the whole payload: replies are written in place (Ethernet padding after
+  // the payload is allowed and trimmed).
+  if (n_addr6 != 0 && ip[6] == IPPROTO_ICMPV6 && (to_us || multicast) && m->nb_segs == 1 && l3 + 40 + plen <= len) {
+    std::uint8_t* icmp = ip + 40;
+    if (plen >= 1 && icmp[0] == 135) {  // neighbour solicitation; RFC 4861 7.1.1 validity
+      const bool dad = std::all_of(src, src + 16, [](std::uint8_t b) { return b == 0; });
+      bool valid = ip[7] == 255 && plen >= 24 && icmp[1] == 0 && icmp6_checksum(src, dst, icmp, plen) == 0 &&
+                   icmp[8] != 0xFF;  // target not multicast
+      const std::uint8_t* slla = nullptr;
+      for (std::uint32_t off = 24; valid && off < plen;) {
+        const std::uint32_t olen = plen - off >= 2 ? icmp[off + 1] * 8U : 0;
+        if (olen == 0 || olen > plen - off) {
+          valid = false;  // every option has a length, and fits
+        } else if (icmp[off] == 1) {
+          if (olen != 8) valid = false;  // source link-layer address: 6 bytes on Ethernet
+          slla = icmp + off + 2;
+        }
+        off += olen;
+      }
+      // DAD probe: to the solicited-node group, without a source link-layer address.
+      if (dad && (!solicited_node(dst) || slla != nullptr)) valid = false;
+      if (!valid) {
+        ++c[kIcmp6Invalid];
+        ++c[kDropped];
+        rte_pktmbuf_free(m);
+        return;
+      }
+      std::array<std::uint8_t, 16> target;
+      std::memcpy(target.data(), icmp + 8, 16);
+      if (ours6(target.data())) {
+        // Solicited + Override to the soliciter (its link-layer address option, else the frame's
+        // source); a DAD probe gets Override only, to all-nodes (RFC 4861 7.2.4).
+        static constexpr std::uint8_t kAllNodes[16] = {0xFF, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01};
+        static constexpr std::uint8_t kAllNodesMac[6] = {0x33, 0x33, 0, 0, 0, 0x01};
+        std::array<std::uint8_t, 6> to_mac;
+        std::memcpy(to_mac.data(), dad ? kAllNodesMac : (slla != nullptr ? slla : d + 6), 6);
+        std::array<std::uint8_t, 16> to_ip;
+        std::memcpy(to_ip.data(), dad ? kAllNodes : src, 16);
+        const std::uint32_t want = l3 + 40 + 32;  // NA: 24 bytes + target link-layer address option
+        if (want > len && rte_pktmbuf_append(m, static_cast<std::uint16_t>(want - len)) == nullptr) {
+          ++c[kDropped];
+          ++c[kTxFailed];
+          rte_pktmbuf_free(m);
+          return;
+        }
+        if (want < len) rte_pktmbuf_trim(m, static_cast<std::uint16_t>(len - want));
+        std::memcpy(d, to_mac.data(), 6);
+        std::memcpy(d + 6, mac.data(), 6);
+        ip[0] = 0x60;  // version 6, traffic class 0, flow label 0
+        ip[1] = ip[2] = ip[3] = 0;
+        wr16(ip + 4, 32);
+        ip[6] = IPPROTO_ICMPV6;
+        ip[7] = 255;  // hop limit: ND must come from the link
+        std::memcpy(ip + 8, target.data(), 16);
+        std::memcpy(ip + 24, to_ip.data(), 16);
+        icmp[0] = 136;
+        icmp[1] = 0;
+        wr16(icmp + 2, 0);
+        icmp[4] = dad ? 0x20 : 0x60;  // R=0, S, O=1
+        icmp[5] = icmp[6] = icmp[7] = 0;
+        std::memcpy(icmp + 8, target.data(), 16);
+        icmp[24] = 2;  // target link-layer address option, 8 bytes
+        icmp[25] = 1;
+        std::memcpy(icmp + 26, mac.data(), 6);
+        wr16(icmp + 2, icmp6_checksum(ip + 8, ip + 24, icmp, 32));
+        queue_host_tx(m, kNdReplies);
+        return;
+      }
+      not_ours = true;  // a valid solicitation for someone else's address
+    } else if (to_us && plen >= 1 && icmp[0] == 128) {  // echo request
+      if (plen < 8 || icmp[1] != 0 || icmp6_checksum(src, dst, icmp, plen) != 0) {
+        ++c[kIcmp6Invalid];
+        ++c[kDropped];
+        rte_pktmbuf_free(m);
+        return;
+      }
+      if (l3 + 40 + plen < len) rte_pktmbuf_trim(m, static_cast<std::uint16_t>(len - (l3 + 40 + plen)));
+      std::array<std::uint8_t, 16> pinged;
+      std::memcpy(pinged.data(), dst, 16);
+      std::memcpy(d, d + 6, 6);
+      std::memcpy(d + 6, mac.data(), 6);
+      std::memcpy(ip + 24, ip + 8, 16);         // dst = the pinger
+      std::memcpy(ip + 8, pinged.data(), 16);   // src = the address pinged
+      ip[7] = 64;
+      icmp[0] = 129;  // echo reply: identifier, sequence number and data stay
+      wr16(icmp + 2, 0);
+      wr16(icmp + 2, icmp6_checksum(ip + 8, ip + 24, icmp, plen));
+      queue_host_tx(m, kIcmp6Replies);
+      return;
+    }
+  }
+  if (tap_port == kNoPort && not_ours) ++c[kNotOurs];
   queue_exception(m);
 }
 
@@ -933,17 +1161,105 @@ void DpdkSource::Lcore::shutdown() {
   }
   if (const std::size_t lost = end_marks.drain(*rings, index, stop_drain_timeout); lost != 0)
     end_marks_lost->fetch_add(lost, std::memory_order_relaxed);
+  // Zero-copy: the writers still read the mbufs they were handed; wait for them (bounded).
+  // What they never release stays allocated (counted): reading freed mbufs would corrupt files.
+  const auto deadline = std::chrono::steady_clock::now() + stop_drain_timeout;
+  while (zc_held != 0) {
+    zc_reclaim();
+    if (zc_held == 0 || std::chrono::steady_clock::now() >= deadline) break;
+    ::usleep(100);
+  }
+  if (zc_held != 0) zero_copy_leaked->fetch_add(zc_held, std::memory_order_relaxed);
   publish();
+}
+
+// ---- telemetry ---------------------------------------------------------------------------------
+
+namespace dpdk_detail {
+
+/// The live sources "/callrec/stats" reads (the command is registered once per process). The
+/// callback runs on EAL's telemetry thread and reads only what any thread may: the counters the
+/// lcores publish and the NIC's (dpdk_stats()). A source leaves the list, under the mutex,
+/// before any of it is torn down; a failed construction never joins it.
+struct Telemetry {
+  std::mutex mu;
+  std::vector<const DpdkSource*> live;
+  bool registered = false;
+};
+
+Telemetry& telemetry() {
+  static Telemetry t;
+  return t;
+}
+
+/// {"sources": N, "rx_packets": ..., "<counter>": ...}: SourceStats and counters() (without the
+/// "dpdk_" prefix), summed over the live sources. No source: an error (the client reads null).
+int telemetry_stats(const char* /*cmd*/, const char* /*params*/, rte_tel_data* d) {
+  Telemetry& t = telemetry();
+  std::lock_guard lock(t.mu);
+  if (t.live.empty()) return -ENODEV;
+  std::vector<std::pair<std::string, std::uint64_t>> sum;
+  for (const DpdkSource* src : t.live) {
+    const SourceStats s = src->stats();
+    std::vector<std::pair<std::string, std::uint64_t>> v = {
+        {"rx_packets", s.rx_packets}, {"rx_bytes", s.rx_bytes},   {"delivered", s.delivered},
+        {"not_rtp", s.not_rtp},       {"rx_errors", s.rx_errors},
+    };
+    for (const SourceCounter& c : src->counters()) {
+      v.emplace_back(c.name.rfind("dpdk_", 0) == 0 ? c.name.substr(5) : c.name, c.value);
+    }
+    if (sum.empty()) {
+      sum = std::move(v);
+    } else {
+      for (std::size_t i = 0; i < sum.size() && i < v.size(); ++i) sum[i].second += v[i].second;  // same names
+    }
+  }
+  rte_tel_data_start_dict(d);
+  rte_tel_data_add_dict_u64(d, "sources", t.live.size());
+  for (const auto& [name, value] : sum) rte_tel_data_add_dict_u64(d, name.c_str(), value);
+  return 0;
+}
+
+void telemetry_attach(const DpdkSource* s) {
+  Telemetry& t = telemetry();
+  std::lock_guard lock(t.mu);
+  if (!t.registered) {
+    t.registered = rte_telemetry_register_cmd("/callrec/stats", telemetry_stats,
+                                              "callrec dataplane counters, summed over its DPDK sources. "
+                                              "No parameters.") == 0;
+  }
+  t.live.push_back(s);
+}
+
+void telemetry_detach(const DpdkSource* s) {
+  Telemetry& t = telemetry();
+  std::lock_guard lock(t.mu);
+  t.live.erase(std::remove(t.live.begin(), t.live.end(), s), t.live.end());
+}
+
+}  // namespace dpdk_detail
+
+std::string dpdk_telemetry_socket() {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  if (!r.attempted || !r.result) return {};
+  const std::string path = std::string(rte_eal_get_runtime_dir()) + "/dpdk_telemetry.v2";
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return {};
+  return path;
 }
 
 // ---- control side ----------------------------------------------------------------------------------
 
 DpdkSource::DpdkSource(Options options) : options_(std::move(options)), port_(std::make_unique<Port>()) {
   init_status_ = init();
+  if (init_status_) telemetry_attach(this);
 }
 
 DpdkSource::~DpdkSource() {
+  telemetry_detach(this);  // first: the telemetry thread may be reading our counters
   stop();
+  if (zero_copy_leaked_.load(std::memory_order_relaxed) != 0) port_->keep_pool = true;
   lcores_.clear();
   port_.reset();
 }
@@ -953,6 +1269,10 @@ Status DpdkSource::init() {
   if (o.burst < 1 || o.burst > kMaxBurst) return Status(EINVAL, "dpdk: burst must be 1.." + std::to_string(kMaxBurst));
   if (!std::has_single_bit(o.handoff_ring_size) || !std::has_single_bit(o.command_ring_size)) {
     return Status(EINVAL, "dpdk: handoff_ring_size and command_ring_size must be powers of two");
+  }
+  if (o.handoff == Handoff::kZeroCopy &&
+      (!std::has_single_bit(o.zero_copy_credit) || o.zero_copy_credit < 64 || o.zero_copy_credit > (1U << 20))) {
+    return Status(EINVAL, "dpdk: zero_copy_credit must be a power of two in 64..1048576");
   }
   if (o.addresses.empty()) return Status(EINVAL, "dpdk: at least one dataplane IPv4 address is required");
   if (o.addresses.size() > kMaxAddresses) {
@@ -965,6 +1285,28 @@ Status DpdkSource::init() {
       return Status(EINVAL, "dpdk: address " + a + " given twice");
     }
     addresses_.push_back(ia.s_addr);
+  }
+  if (o.addresses6.size() > kMaxAddresses6) {
+    return Status(EINVAL, "dpdk: at most " + std::to_string(kMaxAddresses6) + " IPv6 addresses");
+  }
+  for (const std::string& a : o.addresses6) {
+    in6_addr a6{};
+    if (inet_pton(AF_INET6, a.c_str(), &a6) != 1) return Status(EINVAL, "dpdk: '" + a + "' is not an IPv6 address");
+    const std::uint8_t* b = a6.s6_addr;
+    static constexpr std::uint8_t kV4Mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+    const bool zero_prefix = std::all_of(b, b + 15, [](std::uint8_t x) { return x == 0; });
+    if (b[0] == 0xFF) return Status(EINVAL, "dpdk: IPv6 address " + a + " is a multicast address");
+    if (zero_prefix && (b[15] == 0 || b[15] == 1)) {
+      return Status(EINVAL, "dpdk: IPv6 address " + a + " cannot be the dataplane's (unspecified or loopback)");
+    }
+    if (std::memcmp(b, kV4Mapped, sizeof kV4Mapped) == 0) {
+      return Status(EINVAL, "dpdk: IPv6 address " + a + " is IPv4-mapped (give the IPv4 address in addresses)");
+    }
+    const auto same = [&a6](const in6_addr& x) { return std::memcmp(&x, &a6, sizeof a6) == 0; };
+    if (std::any_of(addresses6_.begin(), addresses6_.end(), same)) {
+      return Status(EINVAL, "dpdk: IPv6 address " + a + " given twice");
+    }
+    addresses6_.push_back(a6);
   }
   if (o.max_flows_per_lcore == 0 || o.max_flows_per_lcore > (1U << 24)) {
     return Status(EINVAL, "dpdk: max_flows_per_lcore must be 1..16777216");
@@ -1068,6 +1410,18 @@ Status DpdkSource::init() {
   }
   rx_queues_ = nq;
 
+  if (o.handoff == Handoff::kZeroCopy) {
+    // Held by writers (credit per lcore) + filled RX rings + per-lcore caches + TX + TAP.
+    const std::uint64_t need = std::uint64_t{o.zero_copy_credit} * n + std::uint64_t{o.rx_descriptors} * nq +
+                               std::uint64_t{std::min(o.mempool_cache, 512U)} * (n + 1) + o.tx_descriptors +
+                               (o.exception_tap.empty() ? 0 : 512);
+    if (o.mempool_mbufs < need) {
+      return Status(EINVAL, "dpdk: zero-copy hand-off needs a mempool of at least " + std::to_string(need) +
+                                " mbufs (credit " + std::to_string(o.zero_copy_credit) + " x " + std::to_string(n) +
+                                " lcores + RX descriptors + caches); " + std::to_string(o.mempool_mbufs) +
+                                " configured (callrecd: raise --dpdk-mempool or lower --dpdk-zero-copy-credit)");
+    }
+  }
   const int socket = rte_eth_dev_socket_id(pid) < 0 ? static_cast<int>(rte_socket_id()) : rte_eth_dev_socket_id(pid);
   const std::string pool_name = "crmp" + std::to_string(instance);
   port_->pool = rte_pktmbuf_pool_create(pool_name.c_str(), o.mempool_mbufs, std::min(o.mempool_cache, 512U), 0,
@@ -1102,6 +1456,19 @@ Status DpdkSource::init() {
   rte_eth_macaddr_get(pid, &mac);
   mac_ = format_mac(mac);
   if (o.promiscuous) rte_eth_promiscuous_enable(pid);
+  // Neighbour solicitations go to the solicited-node group (33:33:ff:xx:xx:xx), which a NIC's
+  // filter drops unless told. All-multicast is the portable switch (a multicast address list
+  // would be narrower, but fewer PMDs have one); PMDs without the switch (net_ring, ...) deliver
+  // everything anyway. The other multicast it lets in goes to the exception path or is dropped.
+  if (!addresses6_.empty() && !o.promiscuous) {
+    const int rc = rte_eth_allmulticast_enable(pid);
+    if (rc == 0) {
+      allmulticast_ = true;
+    } else if (rc != -ENOTSUP) {
+      return Status(-rc, "dpdk: port " + o.port + ": rte_eth_allmulticast_enable (for IPv6 neighbour solicitations): " +
+                             rte_error(rc));
+    }
+  }
 
   // Exception path: a TAP with the port's MAC, one queue pair owned by lcore 0.
   if (!o.exception_tap.empty()) {
@@ -1156,6 +1523,8 @@ Status DpdkSource::init() {
     for (unsigned q = i; q < nq; q += n) l.queues.push_back(static_cast<std::uint16_t>(q));
     l.addresses = addresses_.data();
     l.n_addr = static_cast<unsigned>(addresses_.size());
+    l.addresses6 = addresses6_.data();
+    l.n_addr6 = static_cast<unsigned>(addresses6_.size());
     std::memcpy(l.mac.data(), mac.addr_bytes, 6);
     l.max_flows = o.max_flows_per_lcore;
     l.flows = std::make_unique<Flow[]>(l.max_flows);
@@ -1193,6 +1562,11 @@ Status DpdkSource::init() {
     l.rate_limit_pps.store(std::max(0.0, o.rx_rate_limit_pps), std::memory_order_relaxed);
     l.stop_drain_timeout = o.stop_drain_timeout;
     l.end_marks_lost = &end_marks_lost_;
+    l.zero_copy_leaked = &zero_copy_leaked_;
+    if (o.handoff == Handoff::kZeroCopy) {
+      l.zc_credit = o.zero_copy_credit;
+      l.zc_mask = o.zero_copy_credit - 1;  // every writer's FIFO can hold the whole credit
+    }
     l.end_marks.reserve(l.max_flows);
     l.dirty_list.reserve(kMaxBurst);
     lcores_.push_back(std::move(lp));
@@ -1214,6 +1588,7 @@ std::string DpdkSource::describe() const {
   for (std::size_t i = 0; i < lcores_.size(); ++i) s += (i != 0 ? "," : "") + std::to_string(lcores_[i]->lcore_id);
   s += "]";
   if (lcores_.size() > 1 && rx_queues_ < lcores_.size()) s += ", software spread from lcore 0";
+  if (allmulticast_) s += ", all-multicast (IPv6 ND)";
   return s;
 }
 
@@ -1230,6 +1605,11 @@ Status DpdkSource::start(fileio::RingMatrix& rings) {
     Lcore& l = *lp;
     l.rings = &rings;
     l.dirty.assign(rings.writers(), 0);
+    l.zc.clear();
+    if (options_.handoff == Handoff::kZeroCopy) {
+      l.zc.resize(rings.writers());
+      for (auto& q : l.zc) q.e = std::make_unique<Lcore::ZcHeld[]>(l.zc_mask + 1);
+    }
     for (std::uint32_t s = 0; s < l.max_flows; ++s) {  // flows installed before start()
       if (l.flows[s].active) l.flows[s].writer = static_cast<std::uint16_t>(rings.writer_for(l.flows[s].stream));
     }
@@ -1465,11 +1845,14 @@ DpdkStats DpdkSource::dpdk_stats() const {
     s.rx_errors += p.get(kRxErrors);
     s.arp_replies += p.get(kArpReplies);
     s.icmp_replies += p.get(kIcmpReplies);
+    s.nd_replies += p.get(kNdReplies);
+    s.icmp6_replies += p.get(kIcmp6Replies);
     s.exception_path += p.get(kExceptionPath);
     d.forwarded += p.get(kForwarded);
     d.handoff_full += p.get(kHandoffFull);
     d.dropped += p.get(kDropped);
     d.not_ours += p.get(kNotOurs);
+    d.icmp6_invalid += p.get(kIcmp6Invalid);
     d.tx_failed += p.get(kTxFailed);
     d.exception_rx += p.get(kExceptionRx);
     d.bursts += p.get(kBursts);
@@ -1478,7 +1861,11 @@ DpdkStats DpdkSource::dpdk_stats() const {
     d.cycles_classify += p.get(kCyclesClassify);
     d.cycles_deliver += p.get(kCyclesDeliver);
     d.cycles_free += p.get(kCyclesFree);
+    d.zero_copy += p.get(kZeroCopy);
+    d.zero_copy_fallback += p.get(kZeroCopyFallback);
+    d.zero_copy_held += p.get(kZeroCopyHeld);
   }
+  d.zero_copy_leaked = zero_copy_leaked_.load(std::memory_order_relaxed);
   d.dropped += stop_discarded_.load(std::memory_order_relaxed);
   d.end_marks_lost = end_marks_lost_.load(std::memory_order_relaxed);
   if (init_status_ && port_id_ != kNoPort) {
@@ -1508,14 +1895,27 @@ std::vector<SourceCounter> DpdkSource::counters() const {
       {"dpdk_wrong_source", "RTP packets for a recording from another source than the phone (not written).", s.wrong_source},
       {"dpdk_arp_replies", "ARP requests for the dataplane address(es) answered.", s.arp_replies},
       {"dpdk_icmp_replies", "ICMP echo requests to the dataplane address(es) answered.", s.icmp_replies},
+      {"dpdk_nd_replies", "IPv6 neighbour solicitations for the dataplane IPv6 address(es) answered.", s.nd_replies},
+      {"dpdk_icmp6_replies", "ICMPv6 echo requests to the dataplane IPv6 address(es) answered.", s.icmp6_replies},
       {"dpdk_exception_path", "Packets handed to the kernel through the exception TAP.", s.exception_path},
       {"dpdk_exception_path_tx", "Packets the kernel sent through the exception TAP out of the port.", d.exception_rx},
       {"dpdk_forwarded", "Packets handed from the receiving RX lcore to the owner of their flow (software spread).", d.forwarded},
       {"dpdk_handoff_full", "Packets dropped because the owner lcore's hand-off ring was full (also in ring_full).", d.handoff_full},
       {"dpdk_dropped", "Other packets dropped (not for our addresses, no exception path, unsupported, TX refused).", d.dropped},
-      {"dpdk_not_ours", "Unicast IPv4 packets to another address (part of dropped).", d.not_ours},
+      {"dpdk_not_ours",
+       "Unicast IPv4 packets to another address; without exception path also unicast IPv6 to another address "
+       "and neighbour solicitations for another target (part of dropped).",
+       d.not_ours},
+      {"dpdk_icmp6_invalid",
+       "ICMPv6 for the dataplane that failed validation: neighbour solicitations (RFC 4861 7.1.1), echo "
+       "requests (part of dropped).",
+       d.icmp6_invalid},
       {"dpdk_tx_failed", "Replies or exception packets the port refused to send (part of dropped).", d.tx_failed},
       {"dpdk_end_marks_lost", "End-of-stream marks stop() could not hand to a writer.", d.end_marks_lost},
+      {"dpdk_zero_copy", "RTP packets handed to a writer by reference (zero-copy hand-off).", d.zero_copy},
+      {"dpdk_zero_copy_fallback", "RTP packets copied because the zero-copy credit was used up (writer lagging).", d.zero_copy_fallback},
+      {"dpdk_zero_copy_held", "mbufs writers hold now under the zero-copy hand-off.", d.zero_copy_held, true},
+      {"dpdk_zero_copy_leaked", "mbufs still referenced by a writer when stop() gave up waiting.", d.zero_copy_leaked},
   };
 }
 

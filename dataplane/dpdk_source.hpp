@@ -2,8 +2,14 @@
 // The DPDK poll-mode packet source: dedicated RX lcores poll a DPDK port, classify RTP by UDP
 // destination port through a per-lcore flow table, copy each accepted packet into the writer's
 // fileio::PacketRing and free the mbufs in bulk. The port is a host on its network: lcore 0
-// answers ARP and ICMP echo for the configured IPv4 address(es); other host traffic goes to a
-// kernel TAP (exception path) when one is configured, else it is dropped and counted.
+// answers ARP and ICMP echo for the configured IPv4 address(es), and IPv6 neighbour discovery
+// (NS -> NA, RFC 4861) and ICMPv6 echo for the optional IPv6 address(es); other host traffic goes
+// to a kernel TAP (exception path) when one is configured, else it is dropped and counted. RTP
+// is IPv4 only.
+//
+// Telemetry: the DPDK telemetry socket (<runtime dir>/dpdk_telemetry.v2, see
+// dpdk_telemetry_socket()) answers "/callrec/stats" with the DpdkStats counters of the live
+// sources, summed (usertools/dpdk-telemetry.py, or any SOCK_SEQPACKET client).
 //
 // No DPDK header is included here: everything rte_* lives in dataplane/dpdk_source.cpp.
 //
@@ -42,9 +48,15 @@
 //   of mbuf pointers (a software spread; counted as `forwarded`). See bench/RESULTS-dpdk.md
 //   for what that costs.
 //
-// Copy, not zero-copy: an accepted RTP packet (its UDP payload) is copied into the writer's
-// PacketRing and the mbuf is freed at once. A lagging writer then fills only its own ring
-// (counted ring_full), never the mempool that every stream and the host stack share.
+// Hand-off to the writer (Options::handoff), both measured in bench/RESULTS-dpdk.md:
+// - copy (default): an accepted RTP packet (its UDP payload) is copied into the writer's
+//   PacketRing and the mbuf is freed at once. A lagging writer then fills only its own ring
+//   (counted ring_full), never the mempool that every stream and the host stack share.
+// - zero-copy: the ring carries a pointer into the mbuf (PacketRing::push_ref); the RX lcore
+//   keeps the mbuf in a per-writer FIFO and frees it (with its mempool cache) once the ring's
+//   released position shows the writer is done with it. At most zero_copy_credit mbufs per
+//   lcore are held this way; past that, packets are copied (counted zero_copy_fallback), so a
+//   lagging writer can hold only that many mbufs of the pool, and RX never starves.
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -66,17 +78,27 @@ namespace callrec::dataplane {
 
 /// Counters of a DpdkSource beyond SourceStats. Every received packet ends in exactly one of
 /// delivered, ring_full, unknown_flow, wrong_source, not_rtp, arp_replies, icmp_replies,
-/// exception_path, dropped (once stopped: rx_packets equals their sum).
+/// nd_replies, icmp6_replies, exception_path, dropped (once stopped: rx_packets equals their sum).
 struct DpdkStats {
   SourceStats source;               ///< what stats() returns
   std::uint64_t forwarded = 0;      ///< handed from the receiving lcore to the owner lcore
   std::uint64_t handoff_full = 0;   ///< dropped: owner's hand-off ring full (also in ring_full)
   std::uint64_t dropped = 0;        ///< other traffic dropped: not for our addresses, no
                                     ///< exception path, unsupported (multi-segment), TX failed
-  std::uint64_t not_ours = 0;       ///< of `dropped`: unicast IPv4 to another address
+  std::uint64_t not_ours = 0;       ///< of `dropped`: unicast IPv4 to another address; without
+                                    ///< exception path also unicast IPv6 to another address and
+                                    ///< neighbour solicitations for another target
+  std::uint64_t icmp6_invalid = 0;  ///< of `dropped`: ICMPv6 for us that failed validation
+                                    ///< (NS: RFC 4861 7.1.1; echo: checksum, code)
   std::uint64_t tx_failed = 0;      ///< of `dropped`: replies/exception packets the TX refused
   std::uint64_t exception_rx = 0;   ///< kernel (TAP) -> wire packets sent
   std::uint64_t end_marks_lost = 0; ///< end marks stop() could not push (writer not consuming)
+  // Zero-copy hand-off (Options::Handoff::kZeroCopy; all 0 with copy)
+  std::uint64_t zero_copy = 0;          ///< of `delivered`: handed over by reference (no copy)
+  std::uint64_t zero_copy_fallback = 0; ///< of `delivered`: copied because the credit was used up
+  std::uint64_t zero_copy_held = 0;     ///< gauge: mbufs writers hold now (<= credit per lcore)
+  std::uint64_t zero_copy_leaked = 0;   ///< mbufs still referenced when stop() gave up waiting;
+                                        ///< the mempool is then kept until the process exits
   // NIC (rte_eth_stats_get, read by the calling thread)
   std::uint64_t nic_ipackets = 0;
   std::uint64_t nic_ibytes = 0;
@@ -100,6 +122,11 @@ struct DpdkMemory {
   std::uint64_t per_stream_bytes = 0;   ///< flow entry + table share of one installed stream
 };
 
+/// The DPDK telemetry socket of this process ("<EAL runtime dir>/dpdk_telemetry.v2"), where
+/// "/callrec/stats" is served; empty when EAL is not initialised or telemetry is off (EAL
+/// --no-telemetry). --no-shconf and --in-memory leave it on. Any thread.
+std::string dpdk_telemetry_socket();
+
 /// Closes every ethdev port and runs rte_eal_cleanup(), once, at the end of a process that
 /// used DpdkSource. Call it after the last DpdkSource is destroyed; EAL cannot be initialised
 /// again afterwards. No-op (ok) when EAL was never initialised; an error when a source is alive.
@@ -107,6 +134,11 @@ Status dpdk_eal_cleanup();
 
 class DpdkSource final : public Source {
  public:
+  enum class Handoff : std::uint8_t {
+    kCopy,      ///< copy the RTP payload into the writer's ring, free the mbuf at once
+    kZeroCopy,  ///< hand the writer a pointer into the mbuf, free it once consumed (bounded)
+  };
+
   enum class FlowTable : std::uint8_t {
     kFlat,     ///< uint32 slot per (address, port): 256 KiB per address per lcore, one load
     kRteHash,  ///< rte_hash keyed by (address, port), rte_hash_lookup_bulk_data per burst
@@ -136,6 +168,11 @@ class DpdkSource final : public Source {
     /// The dataplane's own IPv4 addresses (dotted quad): answered for ARP/ICMP echo; RTP is
     /// received on them. At least one; flows added with add_flow() listen on all of them.
     std::vector<std::string> addresses;
+    /// The dataplane's own IPv6 addresses (optional; global or link-local, no multicast): lcore
+    /// 0 answers neighbour solicitations (unicast or to the solicited-node group; the port is
+    /// put in all-multicast mode where the PMD supports it) and ICMPv6 echo for them. No RTP is
+    /// received on them.
+    std::vector<std::string> addresses6;
     /// Kernel exception path: a TAP interface of this name (net_tap, with the port's MAC) gets
     /// the host traffic the dataplane does not handle; what the kernel sends on it goes out of
     /// the port. Empty: such traffic is dropped (counted).
@@ -145,6 +182,10 @@ class DpdkSource final : public Source {
     unsigned handoff_ring_size = 4096;   ///< per (lcore, lcore) pair, power of two
     unsigned command_ring_size = 16384;  ///< per lcore, power of two
     FlowTable flow_table = FlowTable::kFlat;
+    Handoff handoff = Handoff::kCopy;
+    /// Zero-copy only: mbufs each RX lcore may leave with its writers (power of two, 64 ..
+    /// 1048576). The mempool must hold them on top of the RX descriptors and caches.
+    unsigned zero_copy_credit = 8192;
     bool promiscuous = false;
     bool stage_timing = false;           ///< rte_rdtsc around the stages (see DpdkStats)
     /// Packets per second each RX lcore takes from its queues (token bucket, 4 bursts deep);
@@ -187,8 +228,10 @@ class DpdkSource final : public Source {
   void remove_flow(StreamId stream) override;
   [[nodiscard]] SourceStats stats() const override;
   [[nodiscard]] DpdkStats dpdk_stats() const;
-  /// Control thread. NIC, host-stack and pipeline counters as named counters ("dpdk_imissed",
-  /// "dpdk_rx_nombuf", "dpdk_ierrors", "dpdk_arp_replies" ...) for the daemon's metrics.
+  /// Any thread (they read only published counters and the NIC's; the telemetry thread calls
+  /// them too). NIC, host-stack and pipeline counters as named counters ("dpdk_imissed",
+  /// "dpdk_rx_nombuf", "dpdk_ierrors", "dpdk_arp_replies", "dpdk_nd_replies" ...) for the
+  /// daemon's metrics and "/callrec/stats".
   [[nodiscard]] std::vector<SourceCounter> counters() const override;
   /// The CPUs the RX lcores run on (their EAL cpusets, sorted, unique): the daemon keeps its
   /// writer and control threads off them. Empty when construction failed.
@@ -242,6 +285,8 @@ class DpdkSource final : public Source {
   std::unique_ptr<Port> port_;
   std::vector<std::unique_ptr<Lcore>> lcores_;
   std::vector<std::uint32_t> addresses_;  ///< network byte order
+  std::vector<in6_addr> addresses6_;
+  bool allmulticast_ = false;             ///< enabled for IPv6 neighbour discovery
   std::uint16_t port_id_ = 0;
   unsigned rx_queues_ = 0;
   bool rss_ = false;
@@ -260,6 +305,7 @@ class DpdkSource final : public Source {
   std::unordered_map<StreamId, FlowStats> removed_;
   std::deque<StreamId> removed_order_;
   std::atomic<std::uint64_t> end_marks_lost_{0};
+  std::atomic<std::uint64_t> zero_copy_leaked_{0};
   std::atomic<std::uint64_t> stop_discarded_{0};
 };
 

@@ -40,8 +40,10 @@ struct SourceStats {
   std::uint64_t rx_errors = 0;      ///< receive system-call errors
   std::uint64_t nic_missed = 0;     ///< DPDK imissed
   std::uint64_t nic_nombuf = 0;     ///< DPDK rx_nombuf
-  std::uint64_t arp_replies = 0;    ///< DPDK host stack
-  std::uint64_t icmp_replies = 0;
+  std::uint64_t arp_replies = 0;    ///< DPDK host stack: ARP requests answered
+  std::uint64_t icmp_replies = 0;   ///< DPDK host stack: ICMP echo requests answered
+  std::uint64_t nd_replies = 0;     ///< DPDK host stack: IPv6 neighbour solicitations answered
+  std::uint64_t icmp6_replies = 0;  ///< DPDK host stack: ICMPv6 echo requests answered
   std::uint64_t exception_path = 0; ///< DPDK: sent to the kernel (TAP)
 };
 
@@ -51,6 +53,7 @@ struct SourceCounter {
   std::string name;  ///< snake_case, prefixed with the source kind: "dpdk_imissed"
   std::string help;  ///< one line for # HELP
   std::uint64_t value = 0;
+  bool gauge = false;  ///< a level (exported without _total), not a count of events
 };
 
 /// Per-stream counters kept by the RX side (stray packets belong to no writer).

@@ -41,6 +41,12 @@ bool PacketRing::push(StreamId stream, RecordKind kind, std::uint64_t rx_ns,
   return true;
 }
 
+bool PacketRing::push_ref(StreamId stream, std::uint64_t rx_ns, const std::byte* data, std::uint16_t len) {
+  const PacketRef ref{data, len, 0};
+  return push(stream, RecordKind::kPacketRef, rx_ns,
+              std::span<const std::byte>(reinterpret_cast<const std::byte*>(&ref), sizeof ref));
+}
+
 void PacketRing::publish() {
   // release: every record byte written by push() is visible before the new head.
   head_.store(head_local_, std::memory_order_release);

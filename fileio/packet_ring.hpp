@@ -4,6 +4,13 @@
 // A record is either a packet of a stream or an in-band control mark (the RX thread's
 // "this stream's flow is gone" mark, so a writer closes a stream only after its last packet).
 //
+// A packet record either carries the packet's bytes (push: a copy) or, for zero-copy producers,
+// a pointer to bytes the producer keeps alive (push_ref). The consumer sees both the same way:
+// consume()/consume_bulk() present a reference record as a kPacket record whose data points
+// to the producer's memory. The producer may reuse that memory once released_position() has
+// reached the position_after() it noted at push time: the consumer releases ring space only
+// after its callback returned, so it no longer reads the referenced bytes either.
+//
 // Producer: exactly one thread (an RX core). Consumer: exactly one thread (a writer).
 // head_ (producer) and tail_ (consumer) live on separate cache lines; each side caches the
 // other's index and re-reads it (acquire) only when the cached value says full/empty.
@@ -20,7 +27,19 @@ namespace callrec::fileio {
 
 using StreamId = std::uint32_t;
 
-enum class RecordKind : std::uint16_t { kPacket = 0, kEndOfStream = 1 };
+enum class RecordKind : std::uint16_t {
+  kPacket = 0,       ///< packet bytes follow the header
+  kEndOfStream = 1,  ///< no bytes
+  kPacketRef = 2,    ///< a PacketRef follows (producer side only: consumers see kPacket)
+};
+
+/// Payload of a kPacketRef record: the packet's bytes stay in the producer's memory.
+struct PacketRef {
+  const std::byte* data;
+  std::uint32_t len;
+  std::uint32_t reserved;
+};
+static_assert(sizeof(PacketRef) == 16);
 
 struct alignas(8) RingRecordHeader {
   std::uint32_t stream;
@@ -49,8 +68,16 @@ class PacketRing {
   /// Copies one record in. False when the ring is full (the caller counts a ring-full drop).
   /// Records become visible to the consumer only at publish().
   bool push(StreamId stream, RecordKind kind, std::uint64_t rx_ns, std::span<const std::byte> data);
+  /// Zero-copy push: the record points at `data`, which the producer must keep unchanged until
+  /// released_position() >= position_after() read right after this call. False when full.
+  bool push_ref(StreamId stream, std::uint64_t rx_ns, const std::byte* data, std::uint16_t len);
   /// Makes every pushed record visible (one release store per burst).
   void publish();
+  /// Producer: the ring position just past the last record pushed (published or not).
+  [[nodiscard]] std::uint64_t position_after() const { return head_local_; }
+  /// Producer (or any thread): every record that ends at or before this position has been
+  /// consumed and its callback has returned (acquire: the consumer's reads happened before).
+  [[nodiscard]] std::uint64_t released_position() const { return tail_.load(std::memory_order_acquire); }
 
   // ---- consumer side -------------------------------------------------------------------
   /// Calls fn(const RingRecordHeader&, std::span<const std::byte>) for up to max records,
@@ -70,6 +97,14 @@ class PacketRing {
  private:
   static constexpr std::size_t kAlign = 8;
   static constexpr std::size_t kCacheLine = 64;
+  /// A reference record seen by the consumer: becomes a kPacket record on the referenced bytes.
+  static void resolve_ref(RingRecordHeader& h, const std::byte*& data) {
+    PacketRef ref;
+    std::memcpy(&ref, data, sizeof ref);
+    h.kind = static_cast<std::uint16_t>(RecordKind::kPacket);
+    h.len = static_cast<std::uint16_t>(ref.len);
+    data = ref.data;
+  }
   std::unique_ptr<std::byte[]> buf_;
   std::size_t mask_;
   // producer-owned
@@ -99,9 +134,10 @@ std::size_t PacketRing::consume(Fn&& fn, std::size_t max) {
       tail += capacity() - off;
       continue;
     }
-    fn(static_cast<const RingRecordHeader&>(h),
-       std::span<const std::byte>(buf_.get() + off + sizeof h, h.len));
+    const std::byte* data = buf_.get() + off + sizeof h;
     tail += (sizeof h + h.len + kAlign - 1) & ~(kAlign - 1);
+    if (h.kind == static_cast<std::uint16_t>(RecordKind::kPacketRef)) resolve_ref(h, data);
+    fn(static_cast<const RingRecordHeader&>(h), std::span<const std::byte>(data, h.len));
     ++n;
   }
   // release: the producer may reuse the space only after we are done reading it.
@@ -132,6 +168,7 @@ std::size_t PacketRing::consume_bulk(std::span<RingRecord> out, Fn&& fn) {
     }
     r.data = buf_.get() + off + sizeof r.h;
     tail += (sizeof r.h + r.h.len + kAlign - 1) & ~(kAlign - 1);
+    if (r.h.kind == static_cast<std::uint16_t>(RecordKind::kPacketRef)) resolve_ref(r.h, r.data);
     ++n;
   }
   if (n != 0) fn(std::span<const RingRecord>(out.data(), n));

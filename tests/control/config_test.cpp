@@ -311,7 +311,8 @@ TEST(ConfigFile, KeysSectionsCommentsQuotes) {
       "[dpdk]\n"
       "eal = \"--no-huge -m 512\"  # quoted\n"
       "lcores = 2-3\n"
-      "address = 198.51.100.9\n";
+      "address = 198.51.100.9\n"
+      "address6 = 2001:db8::9, fe80::9\n";
   DaemonConfig c;
   const Status st = load_config_text(text, "callrecd.conf", c);
   ASSERT_TRUE(st) << st.message();
@@ -327,6 +328,7 @@ TEST(ConfigFile, KeysSectionsCommentsQuotes) {
   EXPECT_EQ(c.dpdk.eal, "--no-huge -m 512");
   EXPECT_EQ(c.dpdk.lcores, "2-3");
   EXPECT_EQ(c.dpdk.address, "198.51.100.9");
+  EXPECT_EQ(c.dpdk.address6, "2001:db8::9, fe80::9");
 }
 
 TEST(ConfigFile, ErrorsNameFileLineAndKey) {
@@ -410,7 +412,7 @@ TEST(Usage, DocumentsEveryOptionWithItsDefault) {
                            "--latch", "--max-connections", "--max-message", "--reserve-mb", "--max-file-mb",
                            "--flush-ms", "--reorder-window", "--max-gap-fill", "--port-quarantine", "--metrics",
                            "--log-level", "--source", "--dpdk-eal", "--dpdk-port", "--dpdk-queues", "--dpdk-lcores",
-                           "--dpdk-mempool", "--dpdk-address", "--help", "--version"}) {
+                           "--dpdk-mempool", "--dpdk-address", "--dpdk-address6 IPV6[,IPV6...]", "--help", "--version"}) {
     EXPECT_NE(u.find(flag), std::string::npos) << flag;
   }
   for (const char* def : {"default: 0.0.0.0:7070", "default: 40000-49999", "default: /var/lib/callrec/recordings",

@@ -58,6 +58,31 @@ TEST(DpdkSetup, VdevBecomesThePortAndTheEalGetsMainAndRxLcores) {
   EXPECT_EQ(o.addresses, (std::vector<std::string>{"10.199.1.2", "10.199.1.5"}));
   EXPECT_EQ(o.exception_tap, "cr0");
   EXPECT_EQ(o.idle_sleep.count(), 100);
+  EXPECT_EQ(o.handoff, dataplane::DpdkSource::Handoff::kCopy) << "copy is the default hand-off";
+
+  DaemonConfig z;
+  ASSERT_TRUE(configure(z, {"--source", "dpdk", "--dpdk-address", "10.199.1.2", "--dpdk-handoff", "zerocopy",
+                            "--dpdk-zero-copy-credit", "1024"}));
+  dataplane::DpdkSource::Options zo;
+  ASSERT_TRUE(make_dpdk_options(z, {0, 1}, zo));
+  EXPECT_EQ(zo.handoff, dataplane::DpdkSource::Handoff::kZeroCopy);
+  EXPECT_EQ(zo.zero_copy_credit, 1024u);
+}
+
+TEST(DpdkSetup, Ipv6AddressesReachTheSourceAndAreNotAdvertised) {
+  REQUIRE_DPDK();
+  DaemonConfig c;
+  ASSERT_TRUE(configure(c, {"--source", "dpdk", "--dpdk-address", "10.199.1.2", "--dpdk-address6",
+                            "fd00:199:1::2, fe80::2", "--dpdk-vdev", "net_null0"}));
+  EXPECT_EQ(c.advertise, "10.199.1.2") << "phones are sent the IPv4 address; RTP is IPv4";
+  dataplane::DpdkSource::Options o;
+  ASSERT_TRUE(make_dpdk_options(c, {0, 1}, o));
+  EXPECT_EQ(o.addresses6, (std::vector<std::string>{"fd00:199:1::2", "fe80::2"}));
+  EXPECT_EQ(o.addresses, (std::vector<std::string>{"10.199.1.2"}));
+  DaemonConfig none;
+  ASSERT_TRUE(configure(none, {"--source", "dpdk", "--dpdk-address", "10.199.1.2"}));
+  ASSERT_TRUE(make_dpdk_options(none, {0, 1}, o));
+  EXPECT_TRUE(o.addresses6.empty());
 }
 
 TEST(DpdkSetup, ExplicitLcoresSetTheRxThreadsAndTheMainLcoreIsAnotherCpu) {
@@ -111,6 +136,16 @@ TEST(DpdkSetup, ErrorsNameTheFlag) {
       {{"--dpdk-vdev", ",iface=x"}, "--dpdk-vdev ,iface=x: expected DRIVER[N][,ARG=VALUE...]"},
       {{"--dpdk-tap", "a-very-long-interface-name"}, "--dpdk-tap a-very-long-interface-name: interface names are at most"},
       {{"--dpdk-idle-sleep", "200000"}, "--dpdk-idle-sleep 200000: must be 0..100000"},
+      {{"--dpdk-address6", "10.199.1.2"}, "--dpdk-address6 10.199.1.2: not an IPv6 address"},
+      {{"--dpdk-address6", "fd00::2,fd00::x"}, "--dpdk-address6 fd00::2,fd00::x: fd00::x: not an IPv6 address"},
+      {{"--dpdk-address6", "fe80::2%eth0"}, "--dpdk-address6 fe80::2%eth0: no zone index (%IFACE)"},
+      {{"--dpdk-address6", "ff02::1"}, "--dpdk-address6 ff02::1: a multicast address cannot be the dataplane's"},
+      {{"--dpdk-address6", "::"}, "--dpdk-address6 ::: a wildcard address cannot be the dataplane's"},
+      {{"--dpdk-address6", "::1"}, "--dpdk-address6 ::1: the loopback address cannot be the dataplane's"},
+      {{"--dpdk-address6", "::ffff:10.1.1.1"}, "--dpdk-address6 ::ffff:10.1.1.1: an IPv4-mapped address"},
+      {{"--dpdk-address6", "fd00::2,FD00:0::2"}, "--dpdk-address6 fd00::2,FD00:0::2: FD00:0::2 given twice"},
+      {{"--dpdk-handoff", "mmap"}, "--dpdk-handoff mmap: expected copy or zerocopy"},
+      {{"--dpdk-zero-copy-credit", "1000"}, "--dpdk-zero-copy-credit 1000: expected a power of two in 64..1048576"},
   };
   for (const auto& k : cases) {
     DaemonConfig c;

@@ -293,6 +293,7 @@ struct PcapCase {
   DpdkSource::FlowTable table;
   unsigned rx_threads;
   const char* name;
+  DpdkSource::Handoff handoff = DpdkSource::Handoff::kCopy;
 };
 
 void PrintTo(const PcapCase& c, std::ostream* os) { *os << c.name; }
@@ -328,6 +329,8 @@ TEST_P(DpdkPcap, StreamsArriveExactlyAsInThePcap) {
   o.rx_threads = pc.rx_threads;
   o.flow_table = pc.table;
   o.mempool_mbufs = 8191;
+  o.handoff = pc.handoff;
+  o.zero_copy_credit = 1024;
   o.idle_sleep = std::chrono::microseconds(100);
   auto src = std::make_unique<DpdkSource>(o);
   ASSERT_TRUE(src->status()) << src->status().message();
@@ -384,6 +387,15 @@ TEST_P(DpdkPcap, StreamsArriveExactlyAsInThePcap) {
   // Every received packet ends in exactly one bucket.
   EXPECT_EQ(st.rx_packets, st.delivered + st.ring_full + st.unknown_flow + st.wrong_source + st.not_rtp +
                                st.arp_replies + st.icmp_replies + st.exception_path + ds.dropped);
+  if (pc.handoff == DpdkSource::Handoff::kZeroCopy) {
+    // The test drains as it goes; the lcore copies whenever 1,024 references are outstanding.
+    EXPECT_GT(ds.zero_copy, 0U);
+    EXPECT_EQ(ds.zero_copy + ds.zero_copy_fallback, st.delivered);
+    EXPECT_EQ(ds.zero_copy_held, 0U) << "every reference was released by the consumer and freed";
+    EXPECT_EQ(ds.zero_copy_leaked, 0U);
+  } else {
+    EXPECT_EQ(ds.zero_copy + ds.zero_copy_fallback + ds.zero_copy_held, 0U);
+  }
   if (pc.rx_threads == 2) {
     EXPECT_GT(ds.forwarded, sum.frames / 4) << "lcore 0 should hand about half of the streams to lcore 1";
     EXPECT_LT(ds.forwarded, sum.frames);
@@ -420,7 +432,11 @@ TEST_P(DpdkPcap, StreamsArriveExactlyAsInThePcap) {
 INSTANTIATE_TEST_SUITE_P(Tables, DpdkPcap,
                          ::testing::Values(PcapCase{DpdkSource::FlowTable::kFlat, 1, "Flat1Lcore"},
                                            PcapCase{DpdkSource::FlowTable::kRteHash, 1, "RteHash1Lcore"},
-                                           PcapCase{DpdkSource::FlowTable::kFlat, 2, "Flat2LcoresSoftwareSpread"}),
+                                           PcapCase{DpdkSource::FlowTable::kFlat, 2, "Flat2LcoresSoftwareSpread"},
+                                           PcapCase{DpdkSource::FlowTable::kFlat, 1, "Flat1LcoreZeroCopy",
+                                                    DpdkSource::Handoff::kZeroCopy},
+                                           PcapCase{DpdkSource::FlowTable::kFlat, 2, "Flat2LcoresZeroCopy",
+                                                    DpdkSource::Handoff::kZeroCopy}),
                          [](const ::testing::TestParamInfo<PcapCase>& i) { return std::string(i.param.name); });
 
 TEST(DpdkSource, RingFullIsCountedAndEndMarkIsNotLost) {
@@ -458,6 +474,83 @@ TEST(DpdkSource, RingFullIsCountedAndEndMarkIsNotLost) {
   EXPECT_EQ(got[streams[0].id].packets, st.delivered);
   EXPECT_FALSE(got[streams[0].id].packet_after_end);
   EXPECT_EQ(src.flow_stats(streams[0].id)->packets, sum.rtp);  // accepted = delivered + ring_full
+}
+
+// A writer that stops consuming: the zero-copy lcore holds exactly its credit of mbufs, copies
+// the rest (counted), never starves the mempool; stop() gives up waiting, counts the references
+// it leaves, and keeps the mempool, so the late consumer still reads the right bytes.
+TEST(DpdkSource, ZeroCopyIsBoundedByItsCreditWhenTheWriterLags) {
+  TempDir dir;
+  pcapgen::Options g;
+  g.streams = 4;
+  g.packets_per_stream = 300;
+  std::vector<pcapgen::Stream> streams;
+  ASSERT_EQ(pcapgen::plan(g, streams), "");
+  const std::string pcap = dir.path() + "/lag.pcap";
+  pcapgen::Summary sum;
+  ASSERT_EQ(pcapgen::write_pcap(pcap, g, streams, sum), "");
+  PcapTruth truth;
+  ASSERT_TRUE(read_pcap(pcap, truth));
+  const std::string vdev = unique_vdev("net_pcap");
+  DpdkSource::Options o;
+  o.eal_args = eal_args(vdev + ",rx_pcap=" + pcap);
+  o.port = vdev;
+  o.addresses = {"10.0.0.1"};
+  o.mempool_mbufs = 4095;
+  o.handoff = DpdkSource::Handoff::kZeroCopy;
+  o.zero_copy_credit = 64;
+  o.idle_sleep = std::chrono::microseconds(100);
+  o.stop_drain_timeout = std::chrono::milliseconds(200);
+  auto src = std::make_unique<DpdkSource>(o);
+  ASSERT_TRUE(src->status()) << src->status().message();
+  RingMatrix rings(1, 1, 4 << 20);  // room for every packet: only the credit limits zero-copy
+  for (const auto& s : streams) ASSERT_TRUE(src->add_flow(FlowSpec{s.id, s.dst_port, {}, false}));
+  ASSERT_TRUE(src->start(rings));
+  ASSERT_TRUE(wait_until([&] { return src->stats().rx_packets == sum.frames; }));
+  ASSERT_TRUE(wait_until([&] { return src->dpdk_stats().zero_copy_held == 64; }));  // published every 100 ms
+  DpdkStats ds = src->dpdk_stats();
+  EXPECT_EQ(ds.source.delivered, sum.rtp);
+  EXPECT_EQ(ds.zero_copy, 64U) << "no more references than the credit while nobody consumes";
+  EXPECT_EQ(ds.zero_copy_fallback, sum.rtp - 64);
+  EXPECT_EQ(ds.source.nic_nombuf, 0U);
+  EXPECT_EQ(ds.source.ring_full, 0U);
+
+  src->stop();  // the writer never consumes: after 200 ms the 64 references are given up
+  ds = src->dpdk_stats();
+  EXPECT_EQ(ds.zero_copy_leaked, 64U);
+  src.reset();  // the mempool is kept: a late writer still reads valid bytes
+
+  std::map<StreamId, Received> got;
+  drain(rings, got);
+  for (const auto& s : streams) {
+    SCOPED_TRACE("stream " + std::to_string(s.id));
+    const auto& t = truth.flows[{s.dst_ip, s.dst_port, s.src_ip, s.src_port}];
+    EXPECT_EQ(got[s.id].packets, t.packets);
+    EXPECT_EQ(got[s.id].hash, t.hash) << "the referenced bytes changed before the writer read them";
+    EXPECT_EQ(got[s.id].end_marks, 1U);
+  }
+}
+
+TEST(DpdkSource, ZeroCopyRefusesAMempoolTooSmallForItsCredit) {
+  const std::string vdev = unique_vdev("net_null");
+  DpdkSource::Options o;
+  o.eal_args = eal_args(vdev);
+  o.port = vdev;
+  o.addresses = {"10.0.0.1"};
+  o.mempool_mbufs = 4095;
+  o.handoff = DpdkSource::Handoff::kZeroCopy;
+  o.zero_copy_credit = 8192;
+  DpdkSource src(o);
+  ASSERT_FALSE(src.status());
+  EXPECT_NE(src.status().message().find("zero-copy hand-off needs a mempool of at least"), std::string::npos)
+      << src.status().message();
+  o.zero_copy_credit = 100;
+  const std::string vdev2 = unique_vdev("net_null");
+  o.eal_args = eal_args(vdev2);
+  o.port = vdev2;
+  DpdkSource bad(o);
+  ASSERT_FALSE(bad.status());
+  EXPECT_NE(bad.status().message().find("power of two"), std::string::npos) << bad.status().message();
 }
 
 // ---- (b) ARP, ICMP and RTP over a veth pair -----------------------------------------------------

@@ -5,6 +5,7 @@
 //   namespace callrec-PID-N                 root namespace
 //   PEER 10.199.X.3 (phone), .4 (stray) <-> HOST 10.199.X.1: kernel, control TCP listener
 //                                           + net_af_packet on HOST: dataplane 10.199.X.2
+//   (IPv6 test: PEER fd00:199:X::3)              dataplane fd00:199:X::2 (ND + echo only)
 //
 // 10.199.X.2 is on no kernel interface: the phones' ARP for it is answered by the dataplane,
 // and their RTP reaches it only through DPDK (the kernel of the root namespace drops it:
@@ -17,6 +18,7 @@
 // reason otherwise. Everything it creates is removed in teardown, also when a test fails.
 #include <gtest/gtest.h>
 #include <sched.h>
+#include <sys/un.h>
 
 #include <fstream>
 
@@ -78,6 +80,7 @@ class VethNamespace {
       return nullptr;
     }
     v->prefix_ = "10.199." + std::to_string(subnet) + ".";
+    v->prefix6_ = "fd00:199:" + std::to_string(subnet) + "::";  // ULA; X's digits read as hex
 
     auto must = [&](std::vector<std::string> args) {
       args.insert(args.begin(), ip);
@@ -137,14 +140,26 @@ class VethNamespace {
   [[nodiscard]] std::string dataplane_address() const { return prefix_ + "2"; }  ///< DPDK only
   [[nodiscard]] std::string phone_address() const { return prefix_ + "3"; }      ///< namespace, primary
   [[nodiscard]] std::string stray_address() const { return prefix_ + "4"; }      ///< namespace, secondary
+  [[nodiscard]] std::string dataplane_address6() const { return prefix6_ + "2"; } ///< DPDK only
+  [[nodiscard]] std::string phone_address6() const { return prefix6_ + "3"; }     ///< namespace
+
+  /// Gives PEER phone_address6()/64 without duplicate address detection (usable at once);
+  /// returns why not on failure. Deleting the namespace removes it.
+  std::string add_phone_address6() const {
+    // IPv6 may be off by default in a new namespace (net.ipv6.conf.default.disable_ipv6).
+    run_cmd({ip_, "netns", "exec", ns_, "sh", "-c", "echo 0 > /proc/sys/net/ipv6/conf/" + peer_if_ + "/disable_ipv6"});
+    const CmdResult r =
+        run_cmd({ip_, "-n", ns_, "-6", "addr", "add", phone_address6() + "/64", "dev", peer_if_, "nodad"}, 20s);
+    return r.exit_code == 0 ? std::string() : "ip -6 addr add " + phone_address6() + " failed: " + r.err;
+  }
 
   /// socket(2) inside the namespace: the calling thread enters it for the call only.
-  int socket_in_ns(int type, int protocol = 0) const {
+  int socket_in_ns(int type, int protocol = 0, int family = AF_INET) const {
     const int self = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     if (self < 0) return -1;
     int fd = -1;
     if (::setns(ns_fd_, CLONE_NEWNET) == 0) {
-      fd = ::socket(AF_INET, type | SOCK_CLOEXEC, protocol);
+      fd = ::socket(family, type | SOCK_CLOEXEC, protocol);
       if (::setns(self, CLONE_NEWNET) != 0) std::abort();  // this thread must not stay in there
     }
     ::close(self);
@@ -153,7 +168,7 @@ class VethNamespace {
 
  private:
   VethNamespace() = default;
-  std::string ip_, ns_, host_if_, peer_if_, prefix_;
+  std::string ip_, ns_, host_if_, peer_if_, prefix_, prefix6_;
   bool have_ns_ = false, have_link_ = false;
   int ns_fd_ = -1;
 };
@@ -273,6 +288,68 @@ bool ping_from_ns(const VethNamespace& net, const std::string& addr, std::uint16
   return ok;
 }
 
+/// One ICMPv6 echo from the namespace to `addr` (raw socket; the kernel computes the checksum
+/// and resolves `addr` with neighbour discovery first): true when the reply came back.
+bool ping6_from_ns(const VethNamespace& net, const std::string& addr, std::uint16_t seq) {
+  const int fd = net.socket_in_ns(SOCK_RAW, IPPROTO_ICMPV6, AF_INET6);
+  if (fd < 0) return false;
+  std::uint8_t req[8 + 32] = {128,  0,    0, 0, 0x43, 0x36, static_cast<std::uint8_t>(seq >> 8),
+                              static_cast<std::uint8_t>(seq)};
+  for (std::size_t i = 8; i < sizeof req; ++i) req[i] = static_cast<std::uint8_t>(i * 3);
+  sockaddr_in6 to{};
+  to.sin6_family = AF_INET6;
+  ::inet_pton(AF_INET6, addr.c_str(), &to.sin6_addr);
+  bool ok = false;
+  const ssize_t sent = ::sendto(fd, req, sizeof req, 0, reinterpret_cast<const sockaddr*>(&to), sizeof to);
+  if (sent == static_cast<ssize_t>(sizeof req)) {
+    const auto end = std::chrono::steady_clock::now() + 4s;  // ND gives up after 3 solicitations, 1 s apart
+    while (!ok && std::chrono::steady_clock::now() < end) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      std::uint8_t buf[1500];
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);  // the ICMPv6 message, no IPv6 header
+      ok = n == static_cast<ssize_t>(sizeof req) && buf[0] == 129 && buf[1] == 0 &&
+           std::memcmp(buf + 4, req + 4, sizeof req - 4) == 0;
+    }
+  }
+  ::close(fd);
+  return ok;
+}
+
+/// One command on a DPDK telemetry v2 socket (SOCK_SEQPACKET): the JSON answer, "" on failure.
+std::string telemetry_request(const std::string& path, const std::string& cmd) {
+  const int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::string answer;
+  if (fd >= 0 && path.size() < sizeof a.sun_path) {
+    std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+    auto receive = [fd] {
+      std::string buf(65536, '\0');
+      pollfd p{fd, POLLIN, 0};
+      const ssize_t n = ::poll(&p, 1, 5000) > 0 ? ::recv(fd, buf.data(), buf.size(), 0) : -1;
+      buf.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+      return buf;
+    };
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0 && !receive().empty() &&  // greeting
+        ::send(fd, cmd.data(), cmd.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(cmd.size())) {
+      answer = receive();
+    }
+  }
+  if (fd >= 0) ::close(fd);
+  return answer;
+}
+
+/// The number after "key": in flat JSON, or -1.
+long long json_number(const std::string& json, const std::string& key) {
+  const std::size_t at = json.find("\"" + key + "\":");
+  if (at == std::string::npos) return -1;
+  std::size_t i = at + key.size() + 3;
+  while (i < json.size() && json[i] == ' ') ++i;
+  if (i >= json.size() || json[i] < '0' || json[i] > '9') return -1;
+  return std::stoll(json.substr(i));
+}
+
 class DpdkE2E : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -313,6 +390,7 @@ class DpdkE2E : public ::testing::Test {
   }
   std::string metrics() { return http(daemon_->metrics_port(), "GET", "/metrics"); }
   long long metric(const std::string& name) { return metric_value(metrics(), name); }
+  std::string one_call(std::vector<std::string> extra = {});
 
   TempDir dir_;
   std::unique_ptr<VethNamespace> net_;
@@ -320,8 +398,10 @@ class DpdkE2E : public ::testing::Test {
   std::vector<std::string> prefixes_;
 };
 
-TEST_F(DpdkE2E, OneCallThroughTheDataplaneRecordsExactlyWhatThePhoneSent) {
-  DaemonProcess& d = start_daemon();
+/// One phone, one call of 250 packets through the dataplane; returns the daemon's metrics text.
+std::string DpdkE2E::one_call(std::vector<std::string> extra) {
+  DaemonProcess& d = start_daemon(std::move(extra));
+  [&] {
   ASSERT_TRUE(d.ready()) << d.log();
   EXPECT_NE(d.log().find("source=dpdk"), std::string::npos) << d.log();
 
@@ -366,6 +446,23 @@ TEST_F(DpdkE2E, OneCallThroughTheDataplaneRecordsExactlyWhatThePhoneSent) {
   EXPECT_EQ(metric_value(m, "callrec_dpdk_wrong_source_total"), 0) << m;
   // The kernel never saw the RTP: 10.199.X.2 is on no kernel interface, and the kernel path
   // has no socket for it either. Everything recorded came through DPDK.
+  }();
+  return metrics();
+}
+
+TEST_F(DpdkE2E, OneCallThroughTheDataplaneRecordsExactlyWhatThePhoneSent) {
+  const std::string m = one_call();
+  EXPECT_EQ(metric_value(m, "callrec_dpdk_zero_copy_total"), 0) << "copy is the default hand-off\n" << m;
+}
+
+// The same call with the zero-copy hand-off: the writer reads the payload in the mbufs, which
+// the RX lcore frees once the writer has released them.
+TEST_F(DpdkE2E, OneCallWithTheZeroCopyHandoffRecordsExactlyWhatThePhoneSent) {
+  const std::string m = one_call({"--dpdk-handoff", "zerocopy", "--dpdk-zero-copy-credit", "1024"});
+  EXPECT_EQ(metric_value(m, "callrec_dpdk_zero_copy_total"), 250) << m;
+  EXPECT_EQ(metric_value(m, "callrec_dpdk_zero_copy_fallback_total"), 0) << m;
+  EXPECT_EQ(metric_value(m, "callrec_dpdk_zero_copy_held"), 0) << "every mbuf went back to the pool\n" << m;
+  EXPECT_EQ(metric_value(m, "callrec_dpdk_rx_nombuf_total"), 0) << m;
 }
 
 TEST_F(DpdkE2E, RtpFromAnotherAddressIsCountedAndNotWritten) {
@@ -435,6 +532,55 @@ TEST_F(DpdkE2E, DpdkCountersAppearInMetricsAndStatus) {
                           "\"dpdk_unknown_flow\":3", "\"drop_unknown_flow\":3"}) {
     EXPECT_NE(s.find(key), std::string::npos) << key << "\n" << s;
   }
+}
+
+// IPv6 host presence: the namespace's kernel resolves the dataplane's IPv6 address with real
+// neighbour discovery (multicast solicitation to the solicited-node group, our advertisement
+// back) and pings it. The root namespace has IPv6 off on HOST: only DPDK can answer.
+TEST_F(DpdkE2E, Ipv6NeighbourDiscoveryAndPingAreAnsweredByTheDataplane) {
+  if (!fs::exists("/proc/sys/net/ipv6")) GTEST_SKIP() << "the kernel has no IPv6";
+  const std::string why = net_->add_phone_address6();
+  ASSERT_TRUE(why.empty()) << why;
+  DaemonProcess& d = start_daemon({"--dpdk-address6", net_->dataplane_address6()});
+  ASSERT_TRUE(d.ready()) << d.log();
+  EXPECT_NE(d.log().find("IPv6 address(es) " + net_->dataplane_address6()), std::string::npos) << d.log();
+
+  // The first echo waits for address resolution (the kernel queues it meanwhile).
+  unsigned replies = 0;
+  for (std::uint16_t seq = 1; seq <= 3; ++seq) replies += ping6_from_ns(*net_, net_->dataplane_address6(), seq) ? 1 : 0;
+  EXPECT_EQ(replies, 3u) << metrics() << d.log();
+  const std::string ping = find_program({"/usr/bin/ping", "/bin/ping"});
+  if (!ping.empty()) {  // iputils, when installed (not a dependency): the same through ping -6
+    const CmdResult r = run_cmd({net_->ip(), "netns", "exec", net_->ns(), ping, "-6", "-c", "3", "-W", "2",
+                                 net_->dataplane_address6()}, 30s);
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    replies += 3;
+  }
+
+  // The namespace learned the port's MAC from our advertisement's target link-layer option.
+  std::string mac;
+  std::ifstream("/sys/class/net/" + net_->host_if() + "/address") >> mac;
+  const CmdResult neigh = run_cmd({net_->ip(), "-n", net_->ns(), "-6", "neigh", "show", net_->dataplane_address6()});
+  EXPECT_NE(neigh.out.find("lladdr " + mac), std::string::npos) << neigh.out << " vs " << mac;
+
+  ASSERT_TRUE(wait_until([&] { return metric("callrec_dpdk_icmp6_replies_total") >= replies; }, 5s)) << metrics();
+  const std::string m = metrics();
+  EXPECT_GE(metric_value(m, "callrec_dpdk_nd_replies_total"), 1) << m;
+  EXPECT_GE(metric_value(m, "callrec_dpdk_icmp6_replies_total"), 3) << m;
+  EXPECT_EQ(metric_value(m, "callrec_dpdk_icmp6_invalid_total"), 0) << m;
+  const std::string s = http(d.metrics_port(), "GET", "/status");
+  for (const char* key : {"\"dpdk_nd_replies\":", "\"dpdk_icmp6_replies\":", "\"dpdk_icmp6_invalid\":0"}) {
+    EXPECT_NE(s.find(key), std::string::npos) << key << "\n" << s;
+  }
+
+  // The same counters on EAL's telemetry socket: on with the daemon's EAL arguments
+  // (--no-huge --no-shconf --file-prefix), in the runtime directory of the file prefix.
+  const std::string socket = "/var/run/dpdk/" + prefixes_.back() + "/dpdk_telemetry.v2";
+  ASSERT_NE(d.log().find("dpdk: telemetry socket " + socket), std::string::npos) << d.log();
+  const std::string stats = telemetry_request(socket, "/callrec/stats");
+  EXPECT_GE(json_number(stats, "nd_replies"), 1) << stats;
+  EXPECT_GE(json_number(stats, "icmp6_replies"), static_cast<long long>(replies)) << stats;
+  EXPECT_EQ(json_number(stats, "sources"), 1) << stats;
 }
 
 TEST_F(DpdkE2E, CallrecPhoneInTheNamespaceRecordsThroughTheDataplane) {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -98,6 +99,57 @@ TEST(PacketRing, ConsumeHonoursMax) {
   ASSERT_EQ(b.size(), 3u);
   EXPECT_EQ(b[0].h.rx_ns, 2u);
   EXPECT_EQ(drain(r, 0).size(), 0u);
+}
+
+// Zero-copy records: the consumer sees an ordinary packet whose bytes are the producer's, and
+// the producer learns from released_position() exactly which referenced bytes it may reuse.
+TEST(PacketRing, ReferenceRecordsReadAsPacketsAndReleaseInOrder) {
+  PacketRing r(4096);
+  const Bytes a = payload(1, 172);
+  const Bytes b = payload(2, 60);
+  ASSERT_TRUE(r.push_ref(5, 100, a.data(), static_cast<std::uint16_t>(a.size())));
+  const std::uint64_t end_a = r.position_after();
+  ASSERT_TRUE(r.push(6, RecordKind::kPacket, 101, payload(3, 40)));  // copies mix with refs
+  ASSERT_TRUE(r.push_ref(7, 102, b.data(), static_cast<std::uint16_t>(b.size())));
+  const std::uint64_t end_b = r.position_after();
+  EXPECT_LT(end_a, end_b);
+  r.publish();
+  EXPECT_LT(r.released_position(), end_a) << "nothing consumed yet";
+
+  std::vector<const std::byte*> ptrs;
+  auto got = std::vector<Got>{};
+  ASSERT_EQ(r.consume(
+                [&](const RingRecordHeader& h, std::span<const std::byte> d) {
+                  ptrs.push_back(d.data());
+                  got.push_back(Got{h, Bytes(d.begin(), d.end())});
+                },
+                1),
+            1u);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].h.kind, static_cast<std::uint16_t>(RecordKind::kPacket)) << "consumers never see kPacketRef";
+  EXPECT_EQ(got[0].h.stream, 5u);
+  EXPECT_EQ(got[0].h.rx_ns, 100u);
+  EXPECT_EQ(got[0].h.len, 172u);
+  EXPECT_EQ(ptrs[0], a.data()) << "the bytes were not copied";
+  EXPECT_EQ(got[0].data, a);
+  EXPECT_GE(r.released_position(), end_a);
+  EXPECT_LT(r.released_position(), end_b) << "b is still referenced by an unconsumed record";
+
+  std::array<RingRecord, 8> recs{};
+  ASSERT_EQ(r.consume_bulk(recs, [&](std::span<const RingRecord> rs) {
+    ASSERT_EQ(rs.size(), 2u);
+    EXPECT_EQ(rs[0].h.stream, 6u);
+    EXPECT_EQ(rs[0].h.len, 40u);
+    EXPECT_EQ(Bytes(rs[0].bytes().begin(), rs[0].bytes().end()), payload(3, 40));
+    EXPECT_EQ(rs[1].h.kind, static_cast<std::uint16_t>(RecordKind::kPacket));
+    EXPECT_EQ(rs[1].h.stream, 7u);
+    EXPECT_EQ(rs[1].data, b.data());
+    EXPECT_EQ(rs[1].h.len, 60u);
+    EXPECT_LT(r.released_position(), end_b) << "released only after the callback returns";
+  }),
+            2u);
+  EXPECT_GE(r.released_position(), end_b);
+  EXPECT_EQ(r.used_approx(), 0u);
 }
 
 // Many trips around a small ring with sizes 0..1499: the wrap marker, records ending exactly at

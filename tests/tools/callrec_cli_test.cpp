@@ -1529,7 +1529,8 @@ TEST_F(CallrecCli, StatusShowsTheDpdkCounters) {
       "\"bytes_written\":160000,\"drop_ring_full\":3,\"drop_unknown_flow\":7,\"drop_wrong_source\":2,"
       "\"drop_not_rtp\":0,\"dpdk_imissed\":1234,\"dpdk_rx_nombuf\":0,\"dpdk_ierrors\":9,"
       "\"dpdk_nic_ipackets\":1300,\"dpdk_ring_full\":3,\"dpdk_unknown_flow\":7,\"dpdk_wrong_source\":2,"
-      "\"dpdk_arp_replies\":4,\"dpdk_icmp_replies\":0,\"dpdk_exception_path\":11,\"dpdk_exception_path_tx\":0,"
+      "\"dpdk_arp_replies\":4,\"dpdk_icmp_replies\":0,\"dpdk_nd_replies\":8,\"dpdk_icmp6_replies\":0,"
+      "\"dpdk_icmp6_invalid\":2,\"dpdk_exception_path\":11,\"dpdk_exception_path_tx\":0,"
       "\"dpdk_forwarded\":0,\"dpdk_handoff_full\":0,\"dpdk_dropped\":6,\"dpdk_not_ours\":5,\"dpdk_tx_failed\":0,"
       "\"dpdk_end_marks_lost\":0,\"write_errors\":0,\"disk_free_bytes\":1073741824,\"ports_in_use\":0,"
       "\"recordings\":[]}\n";
@@ -1582,6 +1583,9 @@ TEST_F(CallrecCli, StatusShowsTheDpdkCounters) {
   EXPECT_TRUE(has_row("wrong source (not from the phone)", "2")) << r.out;
   EXPECT_TRUE(has_row("arp replies", "4")) << r.out;
   EXPECT_TRUE(has_row("icmp echo replies", "0")) << r.out;
+  EXPECT_TRUE(has_row("ipv6 nd replies (NS -> NA)", "8")) << r.out;
+  EXPECT_TRUE(has_row("icmpv6 echo replies", "0")) << r.out;
+  EXPECT_TRUE(has_row("icmp6 invalid", "2")) << r.out;  // nonzero: listed
   EXPECT_TRUE(has_row("exception path (to the kernel)", "11")) << r.out;
   // Other dpdk_* counters only when nonzero.
   EXPECT_TRUE(has_row("nic ipackets", "1300")) << r.out;

@@ -232,6 +232,8 @@ void print_dpdk(std::string& o, const Json& j) {
       {"dpdk_wrong_source", "wrong source (not from the phone)"},
       {"dpdk_arp_replies", "arp replies"},
       {"dpdk_icmp_replies", "icmp echo replies"},
+      {"dpdk_nd_replies", "ipv6 nd replies (NS -> NA)"},
+      {"dpdk_icmp6_replies", "icmpv6 echo replies"},
       {"dpdk_exception_path", "exception path (to the kernel)"},
   };
   bool any = j.text("source") == "dpdk";
