@@ -190,7 +190,8 @@ std::string check_dpdk_queues(const DaemonConfig& c) { return range_check(c.dpdk
 std::string check_dpdk_mempool(const DaemonConfig& c) { return range_check(c.dpdk.mempool, 1023, 1u << 24); }
 std::string check_dpdk_zero_copy_credit(const DaemonConfig& c) {
   const std::uint32_t v = c.dpdk.zero_copy_credit;
-  if (v < 64 || v > (1u << 20) || (v & (v - 1)) != 0) return "expected a power of two in 64..1048576";
+  if (v == 0) return {};
+  if (v < 64 || v > (1u << 20) || (v & (v - 1)) != 0) return "expected 0 (auto) or a power of two in 64..1048576";
   return {};
 }
 std::string check_dpdk_lcores(const DaemonConfig& c) {
@@ -417,7 +418,7 @@ const std::vector<Option>& options() {
       {"dpdk-zero-copy-credit", "dpdk.zero_copy_credit", "N",
        "zerocopy: mbufs each RX lcore may leave with lagging writers (power of two, 64..1048576); "
        "--dpdk-mempool must hold them on top of the RX descriptors",
-       "8192",
+       "0: auto, up to 8192 per RX lcore, at most half of the mempool's spare mbufs",
        [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.dpdk.zero_copy_credit); },
        [](const DaemonConfig& c) { return std::to_string(c.dpdk.zero_copy_credit); }, check_dpdk_zero_copy_credit},
       {"dpdk-idle-sleep", "dpdk.idle_sleep", "USEC",

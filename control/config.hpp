@@ -40,7 +40,7 @@ struct DpdkConfig {
   std::string tap;                    ///< kernel exception path: TAP interface name; empty: drop
   std::uint32_t idle_sleep_us = 0;    ///< 0: busy poll; else sleep this long when idle (shared CPUs)
   bool zero_copy = false;             ///< hand-off to writers: false copy, true zero-copy (by reference)
-  std::uint32_t zero_copy_credit = 8192;  ///< zero-copy: mbufs each RX lcore may leave with writers
+  std::uint32_t zero_copy_credit = 0;  ///< zero-copy: mbufs each RX lcore may leave with writers; 0 auto
 };
 
 struct DaemonConfig {

@@ -75,6 +75,7 @@ constexpr unsigned kCommandBatch = 64;       ///< commands applied per poll iter
 constexpr unsigned kMaxAddresses = 64;
 constexpr unsigned kMaxAddresses6 = 16;
 constexpr unsigned kMaxLcores = 64;
+constexpr unsigned kAutoZeroCopyCredit = 8192;  ///< Options::zero_copy_credit = 0 picks at most this
 constexpr std::uint8_t kAllAddresses = 0xFF;
 constexpr std::uint64_t kPublishIntervalNs = 100'000'000;
 constexpr std::uint64_t kTapPollIntervalNs = 100'000;
@@ -1271,8 +1272,9 @@ Status DpdkSource::init() {
     return Status(EINVAL, "dpdk: handoff_ring_size and command_ring_size must be powers of two");
   }
   if (o.handoff == Handoff::kZeroCopy &&
+      o.zero_copy_credit != 0 &&
       (!std::has_single_bit(o.zero_copy_credit) || o.zero_copy_credit < 64 || o.zero_copy_credit > (1U << 20))) {
-    return Status(EINVAL, "dpdk: zero_copy_credit must be a power of two in 64..1048576");
+    return Status(EINVAL, "dpdk: zero_copy_credit must be 0 (auto) or a power of two in 64..1048576");
   }
   if (o.addresses.empty()) return Status(EINVAL, "dpdk: at least one dataplane IPv4 address is required");
   if (o.addresses.size() > kMaxAddresses) {
@@ -1412,9 +1414,21 @@ Status DpdkSource::init() {
 
   if (o.handoff == Handoff::kZeroCopy) {
     // Held by writers (credit per lcore) + filled RX rings + per-lcore caches + TX + TAP.
-    const std::uint64_t need = std::uint64_t{o.zero_copy_credit} * n + std::uint64_t{o.rx_descriptors} * nq +
-                               std::uint64_t{std::min(o.mempool_cache, 512U)} * (n + 1) + o.tx_descriptors +
-                               (o.exception_tap.empty() ? 0 : 512);
+    const std::uint64_t fixed = std::uint64_t{o.rx_descriptors} * nq +
+                                std::uint64_t{std::min(o.mempool_cache, 512U)} * (n + 1) + o.tx_descriptors +
+                                (o.exception_tap.empty() ? 0 : 512);
+    if (o.zero_copy_credit == 0) {
+      // Auto: at most kAutoZeroCopyCredit, and no more than half of what the pool has left per
+      // lcore, so RX keeps a margin even when every writer lags.
+      const std::uint64_t spare = o.mempool_mbufs > fixed ? (o.mempool_mbufs - fixed) / (2 * std::uint64_t{n}) : 0;
+      o.zero_copy_credit = static_cast<unsigned>(std::bit_floor(std::min<std::uint64_t>(spare, kAutoZeroCopyCredit)));
+      if (o.zero_copy_credit < 64) {
+        return Status(EINVAL, "dpdk: mempool of " + std::to_string(o.mempool_mbufs) +
+                                  " mbufs leaves no room for a zero-copy credit of 64 per RX lcore (callrecd: raise "
+                                  "--dpdk-mempool, or --dpdk-handoff copy)");
+      }
+    }
+    const std::uint64_t need = std::uint64_t{o.zero_copy_credit} * n + fixed;
     if (o.mempool_mbufs < need) {
       return Status(EINVAL, "dpdk: zero-copy hand-off needs a mempool of at least " + std::to_string(need) +
                                 " mbufs (credit " + std::to_string(o.zero_copy_credit) + " x " + std::to_string(n) +
@@ -1589,6 +1603,9 @@ std::string DpdkSource::describe() const {
   s += "]";
   if (lcores_.size() > 1 && rx_queues_ < lcores_.size()) s += ", software spread from lcore 0";
   if (allmulticast_) s += ", all-multicast (IPv6 ND)";
+  s += options_.handoff == Handoff::kZeroCopy
+           ? ", zero-copy hand-off (credit " + std::to_string(options_.zero_copy_credit) + " mbufs per lcore)"
+           : ", copy hand-off";
   return s;
 }
 

@@ -184,8 +184,9 @@ class DpdkSource final : public Source {
     FlowTable flow_table = FlowTable::kFlat;
     Handoff handoff = Handoff::kCopy;
     /// Zero-copy only: mbufs each RX lcore may leave with its writers (power of two, 64 ..
-    /// 1048576). The mempool must hold them on top of the RX descriptors and caches.
-    unsigned zero_copy_credit = 8192;
+    /// 1048576). The mempool must hold them on top of the RX descriptors and caches. 0: auto,
+    /// the largest power of two <= 8192 that leaves half the pool's spare mbufs to RX.
+    unsigned zero_copy_credit = 0;
     bool promiscuous = false;
     bool stage_timing = false;           ///< rte_rdtsc around the stages (see DpdkStats)
     /// Packets per second each RX lcore takes from its queues (token bucket, 4 bursts deep);
@@ -253,6 +254,10 @@ class DpdkSource final : public Source {
   [[nodiscard]] DpdkMemory memory() const;
   /// "flat" / "rte_hash", "rss" / "single-queue" ... for reports.
   [[nodiscard]] std::string describe() const;
+  /// The zero-copy credit in force (after auto sizing); 0 with the copy hand-off.
+  [[nodiscard]] unsigned zero_copy_credit() const {
+    return options_.handoff == Handoff::kZeroCopy ? options_.zero_copy_credit : 0;
+  }
 
   static constexpr std::size_t kKeptRemovedFlows = 4096;
 

@@ -145,7 +145,7 @@ TEST(DpdkSetup, ErrorsNameTheFlag) {
       {{"--dpdk-address6", "::ffff:10.1.1.1"}, "--dpdk-address6 ::ffff:10.1.1.1: an IPv4-mapped address"},
       {{"--dpdk-address6", "fd00::2,FD00:0::2"}, "--dpdk-address6 fd00::2,FD00:0::2: FD00:0::2 given twice"},
       {{"--dpdk-handoff", "mmap"}, "--dpdk-handoff mmap: expected copy or zerocopy"},
-      {{"--dpdk-zero-copy-credit", "1000"}, "--dpdk-zero-copy-credit 1000: expected a power of two in 64..1048576"},
+      {{"--dpdk-zero-copy-credit", "1000"}, "--dpdk-zero-copy-credit 1000: expected 0 (auto) or a power of two in 64..1048576"},
   };
   for (const auto& k : cases) {
     DaemonConfig c;

@@ -544,6 +544,15 @@ TEST(DpdkSource, ZeroCopyRefusesAMempoolTooSmallForItsCredit) {
   ASSERT_FALSE(src.status());
   EXPECT_NE(src.status().message().find("zero-copy hand-off needs a mempool of at least"), std::string::npos)
       << src.status().message();
+  o.zero_copy_credit = 0;  // auto: 4095 - 1024 RX - 512 caches - 512 TX = 2047 spare, half of it
+  const std::string vdev1 = unique_vdev("net_null");
+  o.eal_args = eal_args(vdev1);
+  o.port = vdev1;
+  DpdkSource autosized(o);
+  ASSERT_TRUE(autosized.status()) << autosized.status().message();
+  EXPECT_EQ(autosized.zero_copy_credit(), 512u);
+  EXPECT_NE(autosized.describe().find("zero-copy hand-off (credit 512 mbufs per lcore)"), std::string::npos)
+      << autosized.describe();
   o.zero_copy_credit = 100;
   const std::string vdev2 = unique_vdev("net_null");
   o.eal_args = eal_args(vdev2);
