@@ -22,6 +22,7 @@
 
 #include <fstream>
 
+#include "common/dpdk_telemetry_client.hpp"
 #include "e2e/harness.hpp"
 #include "fileio/catalog.hpp"
 #include "fileio/record_reader.hpp"
@@ -316,39 +317,9 @@ bool ping6_from_ns(const VethNamespace& net, const std::string& addr, std::uint1
   return ok;
 }
 
-/// One command on a DPDK telemetry v2 socket (SOCK_SEQPACKET): the JSON answer, "" on failure.
-std::string telemetry_request(const std::string& path, const std::string& cmd) {
-  const int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::string answer;
-  if (fd >= 0 && path.size() < sizeof a.sun_path) {
-    std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
-    auto receive = [fd] {
-      std::string buf(65536, '\0');
-      pollfd p{fd, POLLIN, 0};
-      const ssize_t n = ::poll(&p, 1, 5000) > 0 ? ::recv(fd, buf.data(), buf.size(), 0) : -1;
-      buf.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
-      return buf;
-    };
-    if (::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0 && !receive().empty() &&  // greeting
-        ::send(fd, cmd.data(), cmd.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(cmd.size())) {
-      answer = receive();
-    }
-  }
-  if (fd >= 0) ::close(fd);
-  return answer;
-}
+using test_support::telemetry_request;
 
-/// The number after "key": in flat JSON, or -1.
-long long json_number(const std::string& json, const std::string& key) {
-  const std::size_t at = json.find("\"" + key + "\":");
-  if (at == std::string::npos) return -1;
-  std::size_t i = at + key.size() + 3;
-  while (i < json.size() && json[i] == ' ') ++i;
-  if (i >= json.size() || json[i] < '0' || json[i] > '9') return -1;
-  return std::stoll(json.substr(i));
-}
+using test_support::json_number;
 
 class DpdkE2E : public ::testing::Test {
  protected:
