@@ -58,6 +58,7 @@ struct Args {
   std::string modes = "count,writer";
   std::string tables = "flat";  ///< "flat", "hash" or "flat,hash"
   std::string handoffs = "copy";  ///< "copy", "zerocopy" or "copy,zerocopy"
+  bool idle_pause = true;         ///< DpdkSource::Options::idle_pause
   unsigned zc_credit = 65536;     ///< DpdkSource::Options::zero_copy_credit
   unsigned writers = 1;
   /// Per (RX lcore, consumer) PacketRing. Large on purpose: on this shared 2-vCPU machine the
@@ -219,6 +220,7 @@ bool run(const Args& a, const std::vector<std::string>& base_eal, const Generate
   o.addresses = g.addresses;
   o.lcores = {1};
   o.mempool_mbufs = static_cast<unsigned>(g.sum.frames + 32768);
+  o.idle_pause = a.idle_pause;
   if (handoff == "zerocopy") {
     o.handoff = DpdkSource::Handoff::kZeroCopy;
     o.zero_copy_credit = a.zc_credit;
@@ -563,7 +565,7 @@ void usage() {
       "usage: dpdk_pipeline_bench [--streams 1000,10000,100000] [--seconds 5] [--dir /dev/shm/...]\n"
       "                           [--modes count,writer] [--tables flat|hash|flat,hash] [--writers 1]\n"
       "                           [--ring-kb 32768] [--writer-buffer-kb 8]\n"
-      "                           [--handoff copy|zerocopy|copy,zerocopy] [--zc-credit 65536]\n"
+      "                           [--handoff copy|zerocopy|copy,zerocopy] [--zc-credit 65536] [--no-idle-pause]\n"
       "                           [--no-testpmd] [--timing-all] [--keep]\n"
       "Needs root (EAL), 2+ CPUs (main lcore 0, RX lcore 1; consumers pinned to CPU 0) and RAM for\n"
       "the replayed pcap in the mempool (about 600 B per frame: 4 GB at 100,000 streams).\n");
@@ -593,6 +595,8 @@ int main(int argc, char** argv) {
       a.modes = val();
     } else if (k == "--tables") {
       a.tables = val();
+    } else if (k == "--no-idle-pause") {
+      a.idle_pause = false;
     } else if (k == "--handoff") {
       a.handoffs = val();
     } else if (k == "--zc-credit") {
@@ -725,11 +729,11 @@ int main(int argc, char** argv) {
         std::printf("JSON {\"streams\":%u,\"mode\":\"%s\",\"table\":\"%s\",\"handoff\":\"%s\",\"zc_share\":%.3f,\"rx_pps\":%.0f,\"delivered_pps\":%.0f,"
                     "\"consumed_pps\":%.0f,\"ring_full_pps\":%.0f,\"written_MBps\":%.1f,\"cyc_rx\":%.1f,\"cyc_classify\":%.1f,"
                     "\"cyc_deliver\":%.1f,\"cyc_free\":%.1f,\"writer_ns_per_pkt\":%.0f,\"lossless_e2e_pps\":%.0f,"
-                    "\"load\":%.2f,\"huge\":%s}\n",
+                    "\"load\":%.2f,\"huge\":%s,\"idle_pause\":%s}\n",
                     n, mode.c_str(), table.c_str(), handoff.c_str(), r.zc_share, r.rx_pps, r.delivered_pps, r.consumed_pps, r.ring_full_pps,
                     r.written_mbps, r.cyc_rx, r.cyc_classify, r.cyc_deliver, r.cyc_free, r.writer_cpu_ns_per_pkt,
                     r.lossless_pps, r.load,
-                    huge ? "true" : "false");
+                    huge ? "true" : "false", a.idle_pause ? "true" : "false");
         std::fflush(stdout);
        }
       }

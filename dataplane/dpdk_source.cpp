@@ -55,6 +55,7 @@
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
+#include <rte_pause.h>
 #include <rte_prefetch.h>
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
@@ -492,6 +493,7 @@ struct alignas(kCacheLine) DpdkSource::Lcore {
   std::uint64_t tap_interval_tsc = 0;
   std::uint64_t next_tap_tsc = 0;
   unsigned idle_sleep_us = 0;
+  bool idle_pause = true;
   unsigned idle_polls = 0;
   // Optional RX rate limit (token bucket in packets; rate re-read at every publish).
   double tokens_per_tsc = 0;  ///< 0: unlimited
@@ -580,8 +582,11 @@ void DpdkSource::Lcore::run() {
     }
     if (got != 0) {
       idle_polls = 0;
-    } else if (idle_sleep_us != 0 && ++idle_polls > kIdlePollsBeforeSleep) {
-      ::usleep(idle_sleep_us);
+    } else {
+      // An empty poll: PAUSE lets the other hardware thread of this core (on a 2-vCPU machine,
+      // the writer) use the execution units the spin would take.
+      if (idle_pause) rte_pause();
+      if (idle_sleep_us != 0 && ++idle_polls > kIdlePollsBeforeSleep) ::usleep(idle_sleep_us);
     }
   }
   shutdown();
@@ -1573,6 +1578,7 @@ Status DpdkSource::init() {
     l.publish_interval_tsc = static_cast<std::uint64_t>(static_cast<double>(kPublishIntervalNs) / ns_per_tsc);
     l.tap_interval_tsc = static_cast<std::uint64_t>(static_cast<double>(kTapPollIntervalNs) / ns_per_tsc);
     l.idle_sleep_us = static_cast<unsigned>(o.idle_sleep.count());
+    l.idle_pause = o.idle_pause;
     l.rate_limit_pps.store(std::max(0.0, o.rx_rate_limit_pps), std::memory_order_relaxed);
     l.stop_drain_timeout = o.stop_drain_timeout;
     l.end_marks_lost = &end_marks_lost_;

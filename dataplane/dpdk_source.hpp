@@ -196,6 +196,10 @@ class DpdkSource final : public Source {
     /// 0: poll without pause (production). Otherwise an lcore that found nothing for 1024
     /// polls in a row sleeps this long between polls (shared machines, tests).
     std::chrono::microseconds idle_sleep{0};
+    /// An empty poll ends with a PAUSE instruction (rte_pause), which leaves the core's
+    /// execution units to its SMT sibling for a few dozen cycles. false: spin flat out (for
+    /// measuring what the pause buys; bench/RESULTS-dpdk.md).
+    bool idle_pause = true;
     /// How long stop() keeps retrying end marks into full rings before giving up on them.
     std::chrono::milliseconds stop_drain_timeout{2000};
   };
