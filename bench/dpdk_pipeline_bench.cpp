@@ -38,12 +38,17 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.hpp"
 #include "dataplane/dpdk_source.hpp"
 #include "fileio/packet_ring.hpp"
 #include "fileio/writer_pool.hpp"
 #include "tools/callrec-pcapgen/pcap_gen.hpp"
 
 namespace {
+
+using callrec::bench::pin_self;
+using callrec::bench::read_file;
+using callrec::bench::threads_cpu_s;
 
 using callrec::dataplane::DpdkMemory;
 using callrec::dataplane::DpdkSource;
@@ -79,13 +84,6 @@ unsigned packets_per_stream(unsigned n) {
 
 double now_s() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 std::uint64_t meminfo_kb(const std::string& key) {
   const std::string s = read_file("/proc/meminfo");
   const auto p = s.find(key + ":");
@@ -100,29 +98,6 @@ std::uint64_t rss_kb() {
 }
 
 double loadavg1() { return std::strtod(read_file("/proc/loadavg").c_str(), nullptr); }
-
-/// CPU seconds (user + system) of this process's threads whose name starts with `prefix`.
-double thread_cpu_s(const std::string& prefix) {
-  double total = 0;
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task", ec)) {
-    std::string comm = read_file(e.path().string() + "/comm");
-    if (comm.rfind(prefix, 0) != 0) continue;
-    const std::string st = read_file(e.path().string() + "/stat");
-    const auto rp = st.rfind(')');
-    if (rp == std::string::npos) continue;
-    std::istringstream is(st.substr(rp + 2));
-    std::string field;
-    std::uint64_t ut = 0;
-    std::uint64_t stt = 0;
-    for (int i = 3; i <= 15 && (is >> field); ++i) {
-      if (i == 14) ut = std::strtoull(field.c_str(), nullptr, 10);
-      if (i == 15) stt = std::strtoull(field.c_str(), nullptr, 10);
-    }
-    total += static_cast<double>(ut + stt) / static_cast<double>(sysconf(_SC_CLK_TCK));
-  }
-  return total;
-}
 
 std::uint64_t dir_bytes(const std::string& dir) {
   std::uint64_t b = 0;
@@ -316,10 +291,7 @@ bool run(const Args& a, const std::vector<std::string>& base_eal, const Generate
   } else {
     own_rings = std::make_unique<callrec::fileio::RingMatrix>(1, 1, a.ring_bytes);
     consumer = std::thread([&] {
-      cpu_set_t set;
-      CPU_ZERO(&set);
-      CPU_SET(0, &set);
-      pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+      pin_self(0);
       pthread_setname_np(pthread_self(), "callrec-count");
       std::uint64_t n = 0;
       std::uint64_t sink = 0;
@@ -366,14 +338,14 @@ bool run(const Args& a, const std::vector<std::string>& base_eal, const Generate
   const DpdkStats s0 = src->dpdk_stats();
   const std::uint64_t c0 = consumed_now();
   const std::uint64_t w0 = pool ? pool->stats().bytes_written : 0;
-  const double wcpu0 = thread_cpu_s("callrec-wr");
+  const double wcpu0 = threads_cpu_s("callrec-wr");
   const double l0 = loadavg1();
   const double ts0 = now_s();
   std::this_thread::sleep_for(std::chrono::duration<double>(a.seconds));
   const DpdkStats s1 = src->dpdk_stats();
   const std::uint64_t c1 = consumed_now();
   const std::uint64_t w1 = pool ? pool->stats().bytes_written : 0;
-  const double wcpu1 = thread_cpu_s("callrec-wr");
+  const double wcpu1 = threads_cpu_s("callrec-wr");
   const double ts1 = now_s();
   r.load = (l0 + loadavg1()) / 2;
   r.window_s = ts1 - ts0;
@@ -413,13 +385,13 @@ bool run(const Args& a, const std::vector<std::string>& base_eal, const Generate
       const DpdkStats p0 = src->dpdk_stats();
       const std::uint64_t pc0 = consumed_now();
       const std::uint64_t pw0 = pool->stats().bytes_written;
-      const double pcpu0 = thread_cpu_s("callrec-wr");
+      const double pcpu0 = threads_cpu_s("callrec-wr");
       const double pt0 = now_s();
       std::this_thread::sleep_for(std::chrono::duration<double>(std::min(a.seconds, 4.0)));
       const DpdkStats p1 = src->dpdk_stats();
       const std::uint64_t pc1 = consumed_now();
       const std::uint64_t pw1 = pool->stats().bytes_written;
-      const double pcpu1 = thread_cpu_s("callrec-wr");
+      const double pcpu1 = threads_cpu_s("callrec-wr");
       const double dt = now_s() - pt0;
       const std::uint64_t lost = p1.source.ring_full - p0.source.ring_full;
       const double got = static_cast<double>(p1.source.rx_packets - p0.source.rx_packets) / dt;
@@ -484,10 +456,7 @@ double run_testpmd(const Args& a, const Generated& g, bool huge, bool busy_sibli
   std::thread spinner;
   if (busy_sibling) {
     spinner = std::thread([&] {
-      cpu_set_t set;
-      CPU_ZERO(&set);
-      CPU_SET(0, &set);
-      pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+      pin_self(0);
       volatile std::uint64_t x = 0;
       while (!spin_stop.load(std::memory_order_relaxed)) x = x + 1;
     });

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.hpp"
 #include "fileio/record_writer.hpp"
 #include "fileio/rtp.hpp"
 #include "fileio/stream_assembler.hpp"
@@ -284,10 +285,7 @@ void BM_WriterPool(benchmark::State& state) {
     pool.open_stream(s + 1, w, ao);
   }
   pool.start();
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(1, &set);
-  pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+  callrec::bench::pin_self(1);
   std::vector<std::uint32_t> order(streams);
   for (std::uint32_t s = 0; s < streams; ++s) order[s] = s;
   std::shuffle(order.begin(), order.end(), std::mt19937(42));

@@ -44,6 +44,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "bench/bench_util.hpp"
 #include "dataplane/udp_source.hpp"
 #include "fileio/packet_ring.hpp"
 #include "fileio/rtp.hpp"
@@ -54,6 +55,12 @@
 #endif
 
 namespace {
+
+using callrec::bench::join;
+using callrec::bench::parse_list;
+using callrec::bench::pin_self;
+using callrec::bench::threads_cpu_s;
+using callrec::bench::udp_rcvbuf_errors;
 
 using callrec::dataplane::FlowSpec;
 using callrec::dataplane::UdpSource;
@@ -93,77 +100,10 @@ void usage(const char* argv0) {
       argv0);
 }
 
-template <typename T>
-std::vector<T> parse_list(const std::string& s) {
-  std::vector<T> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if constexpr (std::is_same_v<T, std::string>) {
-      out.push_back(item);
-    } else {
-      out.push_back(static_cast<T>(std::stod(item)));
-    }
-  }
-  return out;
-}
-
-template <typename T>
-std::string join(const std::vector<T>& v) {
-  std::ostringstream os;
-  for (std::size_t i = 0; i < v.size(); ++i) os << (i ? "," : "") << v[i];
-  return os.str();
-}
-
 double thread_cpu_s() {
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
-}
-
-/// On-CPU seconds of this process's threads whose name starts with `prefix`
-/// (/proc/self/task/*/schedstat, ns resolution): the receive threads, whoever created them.
-double threads_cpu_s(const std::string& prefix) {
-  std::uint64_t ns = 0;
-  std::error_code ec;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
-    std::string comm;
-    std::getline(std::ifstream(task.path() / "comm"), comm);
-    if (comm.rfind(prefix, 0) != 0) continue;
-    std::uint64_t run_ns = 0;
-    std::ifstream(task.path() / "schedstat") >> run_ns;
-    ns += run_ns;
-  }
-  return static_cast<double>(ns) * 1e-9;
-}
-
-/// System-wide UDP receive-buffer drops (/proc/net/snmp Udp RcvbufErrors); -1 if unreadable.
-long long udp_rcvbuf_errors() {
-  std::ifstream f("/proc/net/snmp");
-  std::string line;
-  std::vector<std::string> header;
-  while (std::getline(f, line)) {
-    if (line.rfind("Udp: ", 0) != 0) continue;
-    std::istringstream is(line.substr(5));
-    std::vector<std::string> fields;
-    std::string w;
-    while (is >> w) fields.push_back(w);
-    if (header.empty()) {
-      header = fields;
-      continue;
-    }
-    for (std::size_t i = 0; i < header.size() && i < fields.size(); ++i) {
-      if (header[i] == "RcvbufErrors") return std::stoll(fields[i]);
-    }
-  }
-  return -1;
-}
-
-void pin_self(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  pthread_setaffinity_np(pthread_self(), sizeof set, &set);
 }
 
 sockaddr_in loopback(std::uint16_t port) {

@@ -54,11 +54,18 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.hpp"
 #include "control/protocol.hpp"
 #include "fileio/catalog.hpp"
 #include "fileio/record_format.hpp"
 
 namespace {
+
+using callrec::bench::join;
+using callrec::bench::parse_list;
+using callrec::bench::read_file;
+using callrec::bench::threads_cpu_s;
+using callrec::bench::udp_rcvbuf_errors;
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -112,37 +119,8 @@ void usage(const char* argv0) {
       argv0);
 }
 
-template <typename T>
-std::vector<T> parse_list(const std::string& s) {
-  std::vector<T> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if constexpr (std::is_same_v<T, std::string>) {
-      out.push_back(item);
-    } else {
-      out.push_back(static_cast<T>(std::stoul(item)));
-    }
-  }
-  return out;
-}
-
-template <typename T>
-std::string join(const std::vector<T>& v) {
-  std::ostringstream os;
-  for (std::size_t i = 0; i < v.size(); ++i) os << (i ? "," : "") << v[i];
-  return os.str();
-}
-
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 void sleep_s(double s) { std::this_thread::sleep_for(std::chrono::duration<double>(s)); }
-
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 // ---- child processes ------------------------------------------------------------------------
 
@@ -187,6 +165,16 @@ void terminate(pid_t pid, double timeout_s) {
   if (!wait_exit(pid, timeout_s)) {
     ::kill(pid, SIGKILL);
     wait_exit(pid, 5);
+  }
+}
+
+/// callrec-phone stops every call on SIGINT and writes its JSON report; killed after 60 s.
+void stop_phone(pid_t phone) {
+  ::kill(phone, SIGINT);
+  if (!wait_exit(phone, 60)) {
+    std::fprintf(stderr, "callrec-phone did not exit after SIGINT; killing it\n");
+    ::kill(phone, SIGKILL);
+    wait_exit(phone, 5);
   }
 }
 
@@ -258,28 +246,6 @@ long udp_kernel_kib() {
     if (line.rfind("UDP:", 0) != 0) continue;
     const auto p = line.find("mem ");
     if (p != std::string::npos) return std::stol(line.substr(p + 4)) * (::sysconf(_SC_PAGESIZE) / 1024);
-  }
-  return -1;
-}
-
-/// System-wide UDP RcvbufErrors (/proc/net/snmp): datagrams dropped at a full socket buffer.
-long long udp_rcvbuf_errors() {
-  std::ifstream f("/proc/net/snmp");
-  std::string line;
-  std::vector<std::string> header;
-  while (std::getline(f, line)) {
-    if (line.rfind("Udp: ", 0) != 0) continue;
-    std::istringstream is(line.substr(5));
-    std::vector<std::string> fields;
-    std::string w;
-    while (is >> w) fields.push_back(w);
-    if (header.empty()) {
-      header = fields;
-      continue;
-    }
-    for (std::size_t i = 0; i < header.size() && i < fields.size(); ++i) {
-      if (header[i] == "RcvbufErrors") return std::stoll(fields[i]);
-    }
   }
   return -1;
 }
@@ -604,12 +570,7 @@ StreamsResult run_streams(const Config& cfg, const fs::path& base, unsigned n) {
   r.sys_cpu_pct = sys_busy_pct(a, b);
 
   // Stop the phones (graceful: every call is stopped), then let the daemon finish writing.
-  ::kill(phone, SIGINT);
-  if (!wait_exit(phone, 60)) {
-    std::fprintf(stderr, "callrec-phone did not exit after SIGINT; killing it\n");
-    ::kill(phone, SIGKILL);
-    wait_exit(phone, 5);
-  }
+  stop_phone(phone);
   const std::string pj = read_file(dir / "phone.json");
   r.sent = jnum(pj, "packets_sent");
   r.late_sends = jnum(pj, "late_sends");
@@ -794,20 +755,6 @@ struct BareResult {
   std::string failed_by_reason;
 };
 
-double thread_cpu_of(const std::string& name) {
-  std::uint64_t ns = 0;
-  std::error_code ec;
-  for (const auto& task : fs::directory_iterator("/proc/self/task", ec)) {
-    std::string comm;
-    std::getline(std::ifstream(task.path() / "comm"), comm);
-    if (comm != name) continue;
-    std::uint64_t v = 0;
-    std::ifstream(task.path() / "schedstat") >> v;
-    ns += v;
-  }
-  return static_cast<double>(ns) * 1e-9;
-}
-
 BareResult run_bare(const Config& cfg, const fs::path& base, unsigned n) {
   BareResult r;
   r.streams = n;
@@ -881,22 +828,18 @@ BareResult run_bare(const Config& cfg, const fs::path& base, unsigned n) {
     sleep_s(1.0);
     Snap a = snap(-1, phone, 0);
     a.bare_rx = static_cast<double>(received.load());
-    a.bare_rx_cpu = thread_cpu_of("bare-rx");
+    a.bare_rx_cpu = threads_cpu_s("bare-rx");
     sleep_s(cfg.seconds);
     Snap b = snap(-1, phone, 0);
     b.bare_rx = static_cast<double>(received.load());
-    b.bare_rx_cpu = thread_cpu_of("bare-rx");
+    b.bare_rx_cpu = threads_cpu_s("bare-rx");
     r.window_s = std::chrono::duration<double>(b.t - a.t).count();
     r.rx_pps = (b.bare_rx - a.bare_rx) / r.window_s;
     r.window_rcvbuf_drops = static_cast<double>(b.rcvbuf_errors - a.rcvbuf_errors);
     r.rx_cpu_pct = 100.0 * (b.bare_rx_cpu - a.bare_rx_cpu) / r.window_s;
     r.phone_cpu_pct = 100.0 * (b.phone_cpu - a.phone_cpu) / r.window_s;
     r.sys_cpu_pct = sys_busy_pct(a, b);
-    ::kill(phone, SIGINT);
-    if (!wait_exit(phone, 60)) {
-      ::kill(phone, SIGKILL);
-      wait_exit(phone, 5);
-    }
+    stop_phone(phone);
     // Let the receiver drain what is still queued.
     std::uint64_t last = received.load();
     for (int i = 0; i < 20; ++i) {
@@ -976,11 +919,7 @@ SetupResult run_setup(const Config& cfg, const fs::path& base, unsigned phones) 
   r.control_cpu_pct = 100.0 * (b.threads.at("control") - a.threads.at("control")) / r.window_s;
   r.phone_cpu_pct = 100.0 * (b.phone_cpu - a.phone_cpu) / r.window_s;
   r.sys_cpu_pct = sys_busy_pct(a, b);
-  ::kill(phone, SIGINT);
-  if (!wait_exit(phone, 60)) {
-    ::kill(phone, SIGKILL);
-    wait_exit(phone, 5);
-  }
+  stop_phone(phone);
   const std::string pj = read_file(dir / "phone.json");
   r.phone_elapsed_s = jnum(pj, "elapsed_s");
   r.attempted = jnum(pj, "attempted");
