@@ -6,12 +6,14 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "cli.hpp"
+#include "json_reader.hpp"
 #include "control/config.hpp"
 
 namespace callrec::cli {
@@ -20,169 +22,6 @@ namespace {
 using namespace std::chrono;
 
 constexpr auto kTimeout = 5s;
-
-/// Just enough JSON for /status: objects, arrays, strings, numbers, true/false/null.
-struct Json {
-  enum class Kind { kNull, kBool, kNumber, kString, kArray, kObject };
-  Kind kind = Kind::kNull;
-  bool boolean = false;
-  double number = 0;
-  std::string str;
-  std::vector<Json> items;        ///< array elements, or object values
-  std::vector<std::string> keys;  ///< object keys (parallel to items)
-
-  [[nodiscard]] const Json* get(std::string_view key) const {
-    for (std::size_t i = 0; i < keys.size(); ++i) {
-      if (keys[i] == key) return &items[i];
-    }
-    return nullptr;
-  }
-  [[nodiscard]] double num(std::string_view key) const {
-    const Json* v = get(key);
-    return v != nullptr && v->kind == Kind::kNumber ? v->number : 0;
-  }
-  [[nodiscard]] bool flag(std::string_view key) const {
-    const Json* v = get(key);
-    return v != nullptr && v->kind == Kind::kBool && v->boolean;
-  }
-  [[nodiscard]] std::string text(std::string_view key) const {
-    const Json* v = get(key);
-    return v != nullptr && v->kind == Kind::kString ? v->str : std::string();
-  }
-};
-
-class JsonParser {
- public:
-  explicit JsonParser(std::string_view s) : s_(s) {}
-  bool parse(Json& v) {
-    if (!value(v, 0)) return false;
-    ws();
-    return i_ == s_.size();
-  }
-
- private:
-  void ws() {
-    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\n' || s_[i_] == '\r' || s_[i_] == '\t')) ++i_;
-  }
-  bool lit(std::string_view w) {
-    if (s_.substr(i_, w.size()) != w) return false;
-    i_ += w.size();
-    return true;
-  }
-  bool value(Json& v, int depth) {
-    if (depth > 32) return false;
-    ws();
-    if (i_ >= s_.size()) return false;
-    const char c = s_[i_];
-    if (c == '{') return object(v, depth);
-    if (c == '[') return array(v, depth);
-    if (c == '"') {
-      v.kind = Json::Kind::kString;
-      return string(v.str);
-    }
-    if (lit("true")) {
-      v.kind = Json::Kind::kBool;
-      v.boolean = true;
-      return true;
-    }
-    if (lit("false")) {
-      v.kind = Json::Kind::kBool;
-      return true;
-    }
-    if (lit("null")) return true;
-    const std::size_t start = i_;
-    while (i_ < s_.size() && std::string_view("+-0123456789.eE").find(s_[i_]) != std::string_view::npos) ++i_;
-    if (i_ == start) return false;
-    const std::string num(s_.substr(start, i_ - start));
-    char* end = nullptr;
-    v.kind = Json::Kind::kNumber;
-    v.number = std::strtod(num.c_str(), &end);
-    return end == num.c_str() + num.size();
-  }
-  bool string(std::string& out) {
-    ++i_;
-    while (i_ < s_.size()) {
-      const char c = s_[i_++];
-      if (c == '"') return true;
-      if (c != '\\') {
-        out += c;
-        continue;
-      }
-      if (i_ >= s_.size()) return false;
-      const char e = s_[i_++];
-      switch (e) {
-        case 'n': out += '\n'; break;
-        case 't': out += '\t'; break;
-        case 'r': out += '\r'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'u': {
-          if (i_ + 4 > s_.size()) return false;
-          unsigned cp = 0;
-          for (int k = 0; k < 4; ++k) {
-            const char h = s_[i_++];
-            cp <<= 4;
-            if (h >= '0' && h <= '9') cp |= static_cast<unsigned>(h - '0');
-            else if (h >= 'a' && h <= 'f') cp |= static_cast<unsigned>(h - 'a' + 10);
-            else if (h >= 'A' && h <= 'F') cp |= static_cast<unsigned>(h - 'A' + 10);
-            else return false;
-          }
-          if (cp < 0x80) {
-            out += static_cast<char>(cp);
-          } else if (cp < 0x800) {
-            out += static_cast<char>(0xC0 | (cp >> 6));
-            out += static_cast<char>(0x80 | (cp & 0x3F));
-          } else {  // surrogates are kept as is: display only
-            out += static_cast<char>(0xE0 | (cp >> 12));
-            out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-            out += static_cast<char>(0x80 | (cp & 0x3F));
-          }
-          break;
-        }
-        default: out += e; break;  // \" \\ \/
-      }
-    }
-    return false;
-  }
-  bool array(Json& v, int depth) {
-    v.kind = Json::Kind::kArray;
-    ++i_;
-    ws();
-    if (lit("]")) return true;
-    for (;;) {
-      Json item;
-      if (!value(item, depth + 1)) return false;
-      v.items.push_back(std::move(item));
-      ws();
-      if (lit("]")) return true;
-      if (!lit(",")) return false;
-    }
-  }
-  bool object(Json& v, int depth) {
-    v.kind = Json::Kind::kObject;
-    ++i_;
-    ws();
-    if (lit("}")) return true;
-    for (;;) {
-      ws();
-      if (i_ >= s_.size() || s_[i_] != '"') return false;
-      std::string key;
-      if (!string(key)) return false;
-      ws();
-      if (!lit(":")) return false;
-      Json item;
-      if (!value(item, depth + 1)) return false;
-      v.keys.push_back(std::move(key));
-      v.items.push_back(std::move(item));
-      ws();
-      if (lit("}")) return true;
-      if (!lit(",")) return false;
-    }
-  }
-
-  std::string_view s_;
-  std::size_t i_ = 0;
-};
 
 std::string count(double v) { return std::to_string(static_cast<std::uint64_t>(v < 0 ? 0 : std::llround(v))); }
 
@@ -347,11 +186,14 @@ Exit run_status(const CommandSpec& cmd, const ParsedArgs& args) {
                     (body.empty() ? "" : ": " + printable(body)));
     return Exit::kProblems;
   }
-  Json j;
-  if (!JsonParser(r.body).parse(j) || j.kind != Json::Kind::kObject) {
-    report(cmd, printable(address) + ": GET /status did not answer a JSON object");
+  JsonParser parser(r.body);
+  const std::optional<Json> parsed = parser.parse();
+  if (!parsed || parsed->kind != Json::Kind::kObject) {
+    report(cmd, printable(address) + ": GET /status did not answer a JSON object" +
+                    (parsed ? std::string() : " (" + parser.error() + ")"));
     return Exit::kProblems;
   }
+  const Json& j = *parsed;
   if (args.flag("json")) {
     std::string body = r.body;
     if (body.empty() || body.back() != '\n') body += '\n';
