@@ -182,79 +182,24 @@ sockaddr_in ipv4(const std::string& addr, std::uint16_t port) {
   return a;
 }
 
-/// A phone in the namespace: TCP control to the host address, RTP from `rtp_from`.
-class NsPhone {
+/// A phone in the namespace: TCP control to the host address, RTP from `rtp_from`; the
+/// harness's Phone on sockets made inside the namespace.
+class NsPhone : public Phone {
  public:
-  NsPhone(const VethNamespace& net, std::uint16_t control_port, const std::string& rtp_from) {
-    fd_ = net.socket_in_ns(SOCK_STREAM);
-    const sockaddr_in c = ipv4(net.host_address(), control_port);
-    connected_ = fd_ >= 0 && ::connect(fd_, reinterpret_cast<const sockaddr*>(&c), sizeof c) == 0;
-    udp_ = net.socket_in_ns(SOCK_DGRAM);
+  NsPhone(const VethNamespace& net, std::uint16_t control_port, const std::string& rtp_from)
+      : Phone(net.socket_in_ns(SOCK_STREAM), net.socket_in_ns(SOCK_DGRAM)) {
+    connect_control(ipv4(net.host_address(), control_port));
     const sockaddr_in l = ipv4(rtp_from, 0);
-    if (udp_ >= 0) ::bind(udp_, reinterpret_cast<const sockaddr*>(&l), sizeof l);
-  }
-  ~NsPhone() {
-    if (fd_ >= 0) ::close(fd_);
-    if (udp_ >= 0) ::close(udp_);
-  }
-  NsPhone(const NsPhone&) = delete;
-  NsPhone& operator=(const NsPhone&) = delete;
-
-  [[nodiscard]] bool connected() const { return connected_; }
-  std::optional<control::StartResponse> start(const std::string& id) {
-    send_line("cmd=RecordStartRequest&id=" + id +
-              "&device=00:11:22:33:44:55&remote_number=100&remote_name=Alice&local_number=200&local_name=Bob"
-              "&dir=out&codec=PCMA");
-    auto m = recv();
-    if (!m) return std::nullopt;
-    auto r = control::parse_start_response(*m);
-    if (!r) return std::nullopt;
-    return *r;
-  }
-  std::optional<control::StopResponse> stop(const std::string& id) {
-    send_line("cmd=RecordStopRequest&id=" + id);
-    auto m = recv();
-    if (!m) return std::nullopt;
-    auto r = control::parse_stop_response(*m);
-    if (!r) return std::nullopt;
-    return *r;
-  }
-  /// Next message from the server (nullopt: timeout or closed).
-  std::optional<control::Message> recv(std::chrono::milliseconds timeout = 5s) {
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      if (auto line = dec_.next()) {
-        if (auto m = control::parse_message(*line)) return *m;
-        continue;
-      }
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
-      if (left.count() <= 0) return std::nullopt;
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
-      char buf[4096];
-      const ssize_t n = ::read(fd_, buf, sizeof buf);
-      if (n <= 0) return std::nullopt;
-      dec_.feed(std::string_view(buf, static_cast<std::size_t>(n)));
-    }
+    if (udp_fd() >= 0) ::bind(udp_fd(), reinterpret_cast<const sockaddr*>(&l), sizeof l);
   }
   /// Sends every packet to addr:port, pacing a little so that no queue on the way overflows.
   void send_rtp(const std::string& addr, std::uint16_t port, const std::vector<std::vector<std::byte>>& pkts) {
     const sockaddr_in a = ipv4(addr, port);
     for (std::size_t i = 0; i < pkts.size(); ++i) {
-      ::sendto(udp_, pkts[i].data(), pkts[i].size(), 0, reinterpret_cast<const sockaddr*>(&a), sizeof a);
+      ::sendto(udp_fd(), pkts[i].data(), pkts[i].size(), 0, reinterpret_cast<const sockaddr*>(&a), sizeof a);
       if (i % 20 == 19) std::this_thread::sleep_for(2ms);
     }
   }
-
- private:
-  void send_line(const std::string& s) {
-    const std::string line = s + "\r\n";
-    [[maybe_unused]] const ssize_t n = ::send(fd_, line.data(), line.size(), MSG_NOSIGNAL);
-  }
-  int fd_ = -1;
-  int udp_ = -1;
-  bool connected_ = false;
-  control::FrameDecoder dec_;
 };
 
 /// One ICMP echo from the namespace to `addr` (raw socket): true when the reply came back.

@@ -320,6 +320,9 @@ class Phone {
     ::inet_pton(AF_INET, local_ip, &l.sin_addr);
     ::bind(udp_, reinterpret_cast<sockaddr*>(&l), sizeof l);
   }
+  /// Adopts a control socket and a bound UDP socket made elsewhere (another network namespace);
+  /// connect_control() connects the former.
+  Phone(int control_fd, int udp_fd) : fd_(control_fd), udp_(udp_fd) {}
   ~Phone() {
     close_control();
     if (udp_ >= 0) ::close(udp_);
@@ -395,6 +398,13 @@ class Phone {
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ::sendto(udp_, pkt.data(), pkt.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof a);
   }
+
+ protected:
+  bool connect_control(const sockaddr_in& to) {
+    connected_ = fd_ >= 0 && ::connect(fd_, reinterpret_cast<const sockaddr*>(&to), sizeof to) == 0;
+    return connected_;
+  }
+  [[nodiscard]] int udp_fd() const { return udp_; }
 
  private:
   int fd_ = -1;
