@@ -656,14 +656,12 @@ void Catalog::tx_rollback() {
   if (!rb) std::fprintf(stderr, "%s\n", rb.message().c_str());
 }
 
-Status Catalog::open(const std::filesystem::path& path) {
-  close();
-  path_ = path;
+/// Opens path_ with `flags`, extended result codes and the busy timeout; db_ is set on success.
+Status Catalog::open_db(int flags) {
   sqlite3* db = nullptr;
-  const int rc =
-      sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  const int rc = sqlite3_open_v2(path_.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
-    Status st(errno_for(db, rc), "catalog " + path.string() + ": open: " + describe(db, rc));
+    Status st(errno_for(db, rc), "catalog " + path_.string() + ": open: " + describe(db, rc));
     sqlite3_close(db);
     return st;
   }
@@ -674,6 +672,13 @@ Status Catalog::open(const std::filesystem::path& path) {
     close();
     return st;
   }
+  return Status::ok();
+}
+
+Status Catalog::open(const std::filesystem::path& path) {
+  close();
+  path_ = path;
+  if (Status st = open_db(SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE); !st) return st;
   Status st = exec("PRAGMA foreign_keys = ON");
   if (st) {
     // journal_mode answers with the mode in effect: anything but "wal" means WAL is unavailable
@@ -702,16 +707,8 @@ Status Catalog::open_read_only(const std::filesystem::path& path) {
     return Status(ec ? ec.value() : ENOENT, "catalog " + path.string() + ": " +
                                                 (ec ? ec.message() : std::string("no such file")));
   }
-  sqlite3* db = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
-  if (rc != SQLITE_OK) {
-    Status st(errno_for(db, rc), "catalog " + path.string() + ": open: " + describe(db, rc));
-    sqlite3_close(db);
-    return st;
-  }
-  db_ = db;
-  sqlite3_extended_result_codes(db_, 1);
-  Status st = sqlite3_busy_timeout(db_, kBusyTimeoutMs) == SQLITE_OK ? Status::ok() : err("busy_timeout");
+  if (Status st = open_db(SQLITE_OPEN_READONLY); !st) return st;
+  Status st;
   int version = 0;
   if (st) {
     Stmt uv;

@@ -163,6 +163,7 @@ class Catalog {
   Status tx_commit();
   void tx_rollback();
   Status exec(const char* sql);
+  Status open_db(int flags);
   Status create_schema();
   Status err(std::string_view what) const;
   Status step_done(sqlite3_stmt* s, std::string_view what);
