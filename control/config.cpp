@@ -160,7 +160,13 @@ std::string check_storage(const DaemonConfig& c) { return c.storage.empty() ? "m
 std::string check_rx_threads(const DaemonConfig& c) { return range_check(c.rx_threads, 1, 256); }
 std::string check_writers(const DaemonConfig& c) { return range_check(c.writers, 1, 256); }
 std::string check_rtp_timeout(const DaemonConfig& c) { return range_check(c.rtp_timeout_s, 1, 86400); }
-std::string check_max_connections(const DaemonConfig& c) { return range_check(c.max_connections, 1, 1000000); }
+std::string check_max_connections(const DaemonConfig& c) { return range_check(c.max_connections, 0, 1000000); }
+std::string check_per_address(const DaemonConfig& c) { return range_check(c.max_connections_per_address, 0, 1000000); }
+std::string check_recordings_per_address(const DaemonConfig& c) {
+  return range_check(c.max_recordings_per_address, 0, 1000000);
+}
+std::string check_control_quiet(const DaemonConfig& c) { return range_check(c.control_quiet_ms, 100, 600000); }
+std::string check_metrics_connections(const DaemonConfig& c) { return range_check(c.metrics_max_connections, 1, 1024); }
 std::string check_max_message(const DaemonConfig& c) { return range_check(c.max_message, 256, 1u << 20); }
 std::string check_reserve_mb(const DaemonConfig& c) { return range_check(c.reserve_mb, 0, 1ull << 30); }
 std::string check_max_file_mb(const DaemonConfig& c) {
@@ -317,9 +323,26 @@ const std::vector<Option>& options() {
       {"latch", "latch", "", "accept RTP from the first source seen (NAT), not only the phone's address", "",
        [](DaemonConfig& c, std::string_view v) { return parse_bool(v, c.latch); },
        [](const DaemonConfig& c) { return std::string(c.latch ? "true" : "false"); }, no_check},
-      {"max-connections", "max_connections", "N", "control connections at most (1..1000000)", "",
+      {"max-connections", "max_connections", "N",
+       "control connections at most (0..1000000); at the cap, or out of descriptors, the connection idle "
+       "longest that holds no recording is closed for a new one",
+       "0: a third of the descriptor limit after a reserve of 64, so recordings always have room",
        [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.max_connections); },
        [](const DaemonConfig& c) { return std::to_string(c.max_connections); }, check_max_connections},
+      {"max-connections-per-address", "max_connections_per_address", "N",
+       "control connections from one IP address at most (0: no limit)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.max_connections_per_address); },
+       [](const DaemonConfig& c) { return std::to_string(c.max_connections_per_address); }, check_per_address},
+      {"max-recordings-per-address", "max_recordings_per_address", "N",
+       "concurrent recordings started from one IP address at most; beyond: overloaded (0: no limit)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.max_recordings_per_address); },
+       [](const DaemonConfig& c) { return std::to_string(c.max_recordings_per_address); },
+       check_recordings_per_address},
+      {"control-quiet-ms", "control_quiet_ms", "MS",
+       "an unterminated control message counts as complete after this much quiet, or at a half-close "
+       "(100..600000); a request split by shorter pauses is read whole", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.control_quiet_ms); },
+       [](const DaemonConfig& c) { return std::to_string(c.control_quiet_ms); }, check_control_quiet},
       {"max-message", "max_message", "BYTES", "longest control message; longer drops the peer (256..1048576)", "",
        [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.max_message); },
        [](const DaemonConfig& c) { return std::to_string(c.max_message); }, check_max_message},
@@ -344,6 +367,11 @@ const std::vector<Option>& options() {
       {"metrics", "metrics", "ADDR:PORT", "Prometheus metrics endpoint (empty: off)", "",
        [](DaemonConfig& c, std::string_view v) { return set_string(c.metrics, v); },
        [](const DaemonConfig& c) { return c.metrics; }, check_metrics},
+      {"metrics-max-connections", "metrics_max_connections", "N",
+       "concurrent connections to the metrics endpoint (1..1024); a request head must arrive within 5 s "
+       "and the answer be read within 10 s more", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.metrics_max_connections); },
+       [](const DaemonConfig& c) { return std::to_string(c.metrics_max_connections); }, check_metrics_connections},
       {"log-level", "log_level", "LEVEL", "log verbosity: error|warn|info|debug", "",
        [](DaemonConfig& c, std::string_view v) -> std::string {
          c.log_level = lower(v);

@@ -56,7 +56,10 @@ struct DaemonConfig {
   std::uint32_t writers = 1;
   std::uint32_t rtp_timeout_s = 30;               ///< no RTP for this long ends the recording
   bool latch = false;                             ///< true: accept RTP from the first source seen
-  std::uint32_t max_connections = 20000;
+  std::uint32_t max_connections = 0;              ///< 0: derived from the descriptor limit at start
+  std::uint32_t max_connections_per_address = 1024;  ///< 0: no limit
+  std::uint32_t max_recordings_per_address = 4096;   ///< 0: no limit
+  std::uint32_t control_quiet_ms = 5000;          ///< unterminated message complete after this quiet
   std::uint32_t max_message = 4096;               ///< bytes per control message
   std::uint64_t reserve_mb = 256;                 ///< free space kept on the storage volume
   std::uint64_t max_file_mb = 0;                  ///< rotate files at this size; 0: unlimited
@@ -65,6 +68,7 @@ struct DaemonConfig {
   std::uint32_t max_gap_fill = 50;                ///< RTP packets of silence at most per gap
   std::uint32_t port_quarantine_s = 30;
   std::string metrics = "127.0.0.1:9464";         ///< Prometheus endpoint; empty: off
+  std::uint32_t metrics_max_connections = 16;
   std::string log_level = "info";                 ///< error|warn|info|debug (control/log.hpp levels)
   SourceKind source = SourceKind::kKernel;
   DpdkConfig dpdk;

@@ -72,6 +72,7 @@ struct Daemon::Impl {
   std::unique_ptr<HttpServer> http;
   int sigfd = -1;
   bool shutting_down = false;
+  std::uint64_t nofile = 0;  ///< RLIMIT_NOFILE soft limit after raising it
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   std::vector<fileio::WriterEvent> events;
   // rates for /status, computed once a second
@@ -114,6 +115,7 @@ Status Daemon::Impl::init() {
       up.rlim_cur = rl.rlim_max;
       if (::setrlimit(RLIMIT_NOFILE, &up) == 0) rl = up;
     }
+    nofile = rl.rlim_cur;
     log_info("descriptors: %llu (about %llu recordings with their phones); raise LimitNOFILE for more",
              static_cast<unsigned long long>(rl.rlim_cur), static_cast<unsigned long long>(rl.rlim_cur / 3));
   }
@@ -173,6 +175,18 @@ Status Daemon::Impl::init() {
   uo.listen = listen_addr;
   uo.advertise = cfg.advertise;
   uo.max_connections = cfg.max_connections;
+  if (uo.max_connections == 0) {
+    // Auto: keep 64 descriptors for the daemon itself and the operator's endpoint, and give
+    // phones' connections at most a third of the rest, so that the recordings those phones ask
+    // for (a socket and a file each with the kernel source) still find descriptors.
+    const std::uint64_t usable = nofile > 64 + 48 ? nofile - 64 : 48;
+    uo.max_connections = static_cast<std::size_t>(std::max<std::uint64_t>(16, usable / 3));
+  }
+  log_info("control: at most %zu connections (%u per address), %u recordings per address",
+           uo.max_connections, cfg.max_connections_per_address, cfg.max_recordings_per_address);
+  uo.max_per_address = cfg.max_connections_per_address;
+  uo.max_recordings_per_address = cfg.max_recordings_per_address;
+  uo.quiet_flush = std::chrono::milliseconds(cfg.control_quiet_ms);
   uo.max_message = cfg.max_message;
   // Group commit: catalog writes of one event-loop iteration share one transaction, committed
   // before that iteration's responses go out (an answered start is always in the catalog).
@@ -188,7 +202,9 @@ Status Daemon::Impl::init() {
   if (!cfg.metrics.empty()) {
     sockaddr_storage ma{};
     if (Status st = parse_endpoint(cfg.metrics, ma); !st) return st;
-    http = std::make_unique<HttpServer>(loop);
+    HttpServerOptions ho;
+    ho.max_connections = cfg.metrics_max_connections;
+    http = std::make_unique<HttpServer>(loop, ho);
     if (Status st = http->listen(ma); !st) return st;
     http->route("/metrics", [this](const HttpRequest&) { return metrics(); });
     http->route("/status", [this](const HttpRequest&) { return status(); });
@@ -215,7 +231,7 @@ Status Daemon::Impl::init() {
           : format_ip(listen_addr) + ":" + std::to_string(upload->local_port());
   log_info("ready: control=%s rtp=%u-%u metrics=%s source=%s rx_threads=%u writers=%u storage=%s catalog=%s",
            control_ep.c_str(), cfg.rtp_port_lo, cfg.rtp_port_hi,
-           http ? ("127.0.0.1:" + std::to_string(http->local_port())).c_str() : "off",
+           http ? http->local_endpoint().c_str() : "off",
            std::string(source_name(cfg.source)).c_str(), source->rx_threads(), writers->writers(),
            cfg.storage.c_str(), cfg.catalog.c_str());
   return {};
@@ -346,6 +362,19 @@ HttpResponse Daemon::Impl::metrics() const {
   metric(o, "callrec_control_garbage_total", "counter", "Control messages that were not requests.", uc.garbage);
   metric(o, "callrec_control_bad_requests_total", "counter", "Requests refused as malformed.", uc.bad_request);
   metric(o, "callrec_control_dropped_connections_total", "counter", "Connections dropped for oversized messages or unread output.", uc.overflow + uc.output_overflow);
+  metric(o, "callrec_control_backpressure_total", "counter", "Times a connection stopped being read until its peer read its responses.", uc.backpressure);
+  metric(o, "callrec_control_evicted_idle_total", "counter", "Idle connections without a recording closed to free a descriptor.", uc.evicted_idle);
+  metric(o, "callrec_control_refused_total", "counter", "Connections and starts refused by per-address limits.", uc.per_address_rejected, "limit=\"connections_per_address\"");
+  metric(o, "callrec_control_refused_total", nullptr, nullptr, uc.per_address_recordings_refused, "limit=\"recordings_per_address\"");
+  metric(o, "callrec_control_max_connections", "gauge", "The control connection cap in force.", upload->options().max_connections);
+  if (http) {
+    const auto& hc = http->counters();
+    metric(o, "callrec_http_connections", "gauge", "Open connections to this endpoint.", http->connections());
+    metric(o, "callrec_http_closed_total", "counter", "Operator-endpoint connections closed early, by cause.", hc.timeouts, "cause=\"timeout\"");
+    metric(o, "callrec_http_closed_total", nullptr, nullptr, hc.replaced, "cause=\"replaced\"");
+    metric(o, "callrec_http_closed_total", nullptr, nullptr, hc.shed, "cause=\"no_descriptor\"");
+    metric(o, "callrec_http_reserved_descriptor_total", "counter", "Requests served on a descriptor kept in reserve.", hc.reserved_used);
+  }
   metric(o, "callrec_rx_packets_total", "counter", "Packets received by the dataplane.", ss.rx_packets);
   metric(o, "callrec_rx_bytes_total", "counter", "Bytes received by the dataplane.", ss.rx_bytes);
   metric(o, "callrec_rx_dropped_total", "counter", "Packets dropped by the dataplane, by cause.", ss.ring_full, "cause=\"ring_full\"");
@@ -421,9 +450,16 @@ HttpResponse Daemon::Impl::operator_stop(const HttpRequest& r) {
   if (r.method != "POST") return {405, "text/plain", "use POST /stop?handle=N\n"};
   auto it = r.query.find("handle");
   if (it == r.query.end()) return {400, "text/plain", "missing handle\n"};
-  char* end = nullptr;
-  const unsigned long long h = std::strtoull(it->second.c_str(), &end, 10);
-  if (end == it->second.c_str() || *end != '\0') return {400, "text/plain", "bad handle\n"};
+  // Decimal digits only: strtoull would take "-1" (as 2^64-1), "+1", " 1" and stop at a
+  // decoded NUL ("1%00zz").
+  const std::string& text = it->second;
+  unsigned long long h = 0;
+  bool valid = !text.empty() && text.size() <= 19;
+  for (const char ch : text) {
+    if (ch < '0' || ch > '9') valid = false;
+    else h = h * 10 + static_cast<unsigned>(ch - '0');
+  }
+  if (!valid || h == 0) return {400, "text/plain", "bad handle: expected a decimal recording handle\n"};
   if (!sessions->stop(h, {}, "operator", true)) return {404, "text/plain", "no such active recording\n"};
   log_info("operator stop: handle=%llu", h);
   return {200, "text/plain", "stopping\n"};

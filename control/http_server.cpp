@@ -6,8 +6,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 namespace callrec::control {
 
@@ -55,6 +57,8 @@ HttpServer::~HttpServer() { close(); }
 void HttpServer::close() {
   if (accept_timer_ != 0) loop_.cancel_timer(accept_timer_);
   accept_timer_ = 0;
+  if (sweep_timer_ != 0) loop_.cancel_timer(sweep_timer_);
+  sweep_timer_ = 0;
   for (auto& [fd, c] : conns_) {
     loop_.remove_fd(fd);
     ::close(fd);
@@ -84,36 +88,97 @@ Status HttpServer::listen(const sockaddr_storage& addr) {
   ::getsockname(fd_, reinterpret_cast<sockaddr*>(&local), &ll);
   port_ = ntohs(local.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&local)->sin6_port
                                             : reinterpret_cast<sockaddr_in*>(&local)->sin_port);
+  char host[INET6_ADDRSTRLEN] = "?";
+  if (local.ss_family == AF_INET6) {
+    ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr, host, sizeof host);
+    endpoint_ = "[" + std::string(host) + "]:" + std::to_string(port_);
+  } else {
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&local)->sin_addr, host, sizeof host);
+    endpoint_ = std::string(host) + ":" + std::to_string(port_);
+  }
+  const auto period = std::max(std::chrono::milliseconds(100), std::min(opts_.header_timeout, opts_.idle_timeout) / 4);
+  sweep_timer_ = loop_.add_timer(period, [this] { sweep(); }, true);
   return loop_.add_fd(fd_, EPOLLIN, [this](std::uint32_t) { on_accept(); });
+}
+
+void HttpServer::sweep() {
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<int> late;
+  for (const auto& [fd, c] : conns_) {
+    const auto limit = c.out.empty() ? opts_.header_timeout : opts_.header_timeout + opts_.idle_timeout;
+    if (now - c.opened >= limit) late.push_back(fd);
+  }
+  for (const int fd : late) {
+    ++counters_.timeouts;
+    finish(fd);
+  }
+}
+
+void HttpServer::adopt(int c, bool reserved) {
+  if (conns_.size() >= opts_.max_connections) {
+    // Full: the oldest connection still sending its request head makes room (a slow client
+    // cannot keep the operator out); if every one is being answered, the new one waits its turn
+    // by being refused.
+    int oldest = -1;
+    for (const auto& [fd, conn] : conns_) {
+      if (!conn.out.empty()) continue;
+      if (oldest < 0 || conn.opened < conns_.at(oldest).opened) oldest = fd;
+    }
+    if (oldest < 0) {
+      ::close(c);
+      if (reserved) accept_guard_.replenish();
+      ++counters_.shed;
+      return;
+    }
+    ++counters_.replaced;
+    finish(oldest);
+  }
+  Conn conn;
+  conn.opened = std::chrono::steady_clock::now();
+  conn.reserved = reserved;
+  conns_.emplace(c, std::move(conn));
+  if (!loop_.add_fd(c, EPOLLIN | EPOLLRDHUP, [this, c](std::uint32_t ev) { on_conn(c, ev); })) {
+    finish(c);
+  }
 }
 
 void HttpServer::on_accept() {
   for (;;) {
     const int c = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (c < 0) {
-      // Out of descriptors: shed the pending connection (a level-triggered listener would
-      // otherwise spin), or pause the listener for 100 ms when even the spare is gone.
-      if (AcceptGuard::exhausted(errno) && !accept_guard_.shed(fd_) && accept_timer_ == 0) {
+      if (!AcceptGuard::exhausted(errno)) return;  // EAGAIN, EINTR: the next readiness event brings the rest
+      // Out of descriptors: serve the connection on a reserved descriptor; none left: shed it
+      // (a level-triggered listener would otherwise spin), or pause the listener for 100 ms
+      // when even the spare is gone.
+      if (const int r = accept_guard_.take(fd_); r >= 0) {
+        ++counters_.reserved_used;
+        adopt(r, true);
+        continue;
+      }
+      if (accept_guard_.shed(fd_)) {
+        ++counters_.shed;
+        continue;
+      }
+      if (accept_timer_ == 0) {
         (void)loop_.modify_fd(fd_, 0);
         accept_timer_ = loop_.add_timer(std::chrono::milliseconds(100), [this] {
           accept_timer_ = 0;
           if (fd_ >= 0) (void)loop_.modify_fd(fd_, EPOLLIN);
         });
       }
-      return;  // EAGAIN, EINTR, or shed: the next readiness event brings the rest
+      return;
     }
-    conns_.emplace(c, Conn{});
-    if (!loop_.add_fd(c, EPOLLIN | EPOLLRDHUP, [this, c](std::uint32_t ev) { on_conn(c, ev); })) {
-      conns_.erase(c);
-      ::close(c);
-    }
+    adopt(c, false);
   }
 }
 
 void HttpServer::finish(int fd) {
+  auto it = conns_.find(fd);
+  const bool reserved = it != conns_.end() && it->second.reserved;
   loop_.remove_fd(fd);
   ::close(fd);
-  conns_.erase(fd);
+  if (it != conns_.end()) conns_.erase(it);
+  if (reserved) accept_guard_.replenish();
 }
 
 void HttpServer::on_conn(int fd, std::uint32_t ev) {
@@ -145,6 +210,7 @@ void HttpServer::on_conn(int fd, std::uint32_t ev) {
       if (ev & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)) finish(fd);
       return;  // wait for the rest of the head
     } else {
+      ++counters_.requests;
       r = dispatch(c.in.substr(0, end));
     }
     c.out = "HTTP/1.1 " + std::to_string(r.status) + " " + reason_phrase(r.status) +
@@ -188,7 +254,9 @@ HttpResponse HttpServer::dispatch(const std::string& head) {
     }
   }
   auto it = routes_.find(req.path);
-  if (it == routes_.end()) return {404, "text/plain", "not found: " + req.path + "\n"};
+  // The path is not echoed: the page must never carry request bytes back (terminal escapes,
+  // markup) to whoever looks at it.
+  if (it == routes_.end()) return {404, "text/plain", "not found\n"};
   return it->second(req);
 }
 

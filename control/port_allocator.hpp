@@ -4,7 +4,10 @@
 //
 // - A released port is quarantined: it is handed out again only once `quarantine` has passed,
 //   so late RTP of a finished call never lands in the next call's recording.
-// - Free ports form a FIFO: a port is reused as late as possible (least recently used first).
+// - Order: by default a port is drawn uniformly at random from the ports free at that moment
+//   (kernel randomness, getrandom(2), read in blocks): a host that sprays the range cannot
+//   predict the next recording's port. kLeastRecentlyUsed hands them out in a fixed order
+//   instead, every port reused as late as possible (deterministic: tests, reproducible runs).
 // - A port the OS refused to bind is marked unusable and retried after `unusable_retry`
 //   (another program may hold it for a while); a counter per port and in total say how often.
 //
@@ -21,12 +24,15 @@
 
 namespace callrec::control {
 
+enum class PortOrder : std::uint8_t { kRandom, kLeastRecentlyUsed };
+
 struct PortAllocatorOptions {
   std::uint16_t lo = 40000;
   std::uint16_t hi = 49999;
   bool even_only = true;  ///< false: every port of [lo, hi]
   std::chrono::steady_clock::duration quarantine = std::chrono::seconds(30);
   std::chrono::steady_clock::duration unusable_retry = std::chrono::seconds(60);
+  PortOrder order = PortOrder::kRandom;
 };
 
 /// ok, or why the options cannot work ("port range 5000-4000: low port above high port").
@@ -49,8 +55,8 @@ class PortAllocator {
   /// with no port (allocate() always fails); check validate() first.
   explicit PortAllocator(PortAllocatorOptions opts = {});
 
-  /// The least recently used port that is free at `now`; nullopt when none is (the caller
-  /// answers reason `no_port`). O(1) amortized.
+  /// A port free at `now` (random, or the least recently used one: options().order); nullopt
+  /// when none is (the caller answers reason `no_port`). O(1) amortized.
   std::optional<std::uint16_t> allocate(TimePoint now);
   /// Returns an allocated port; it becomes free at now + quarantine. false (and counted) for a
   /// port that is not allocated (double release, out of range). O(1).
@@ -83,6 +89,8 @@ class PortAllocator {
   [[nodiscard]] std::optional<std::size_t> index_of(std::uint16_t port) const;
   static void push(std::deque<Entry>& q, Entry e);
   static std::size_t count_waiting(const std::deque<Entry>& q, TimePoint now);
+  std::optional<std::uint16_t> allocate_random(TimePoint now);
+  std::uint32_t random32();
 
   PortAllocatorOptions opts_;
   std::size_t capacity_ = 0;
@@ -94,6 +102,9 @@ class PortAllocator {
   // Ready times never decrease along a queue (push() clamps), so only fronts are examined.
   std::deque<Entry> free_;      ///< free and quarantined ports, least recently released first
   std::deque<Entry> unusable_;  ///< ports the OS refused, oldest first
+  // kRandom: ports whose wait is over, in no order (drawn by index, removed by swap-and-pop).
+  std::vector<std::uint16_t> ready_;
+  std::vector<std::uint32_t> random_;  ///< a block of getrandom(2) output, consumed from the back
   PortAllocatorStats stats_;
 };
 

@@ -494,6 +494,31 @@ void apply_stop_overrides(StartRequest& meta, const StopRequest& stop) {
 
 // ---- framing ---------------------------------------------------------------------------------
 
+std::optional<RequestIdentity> request_identity(std::string_view line) {
+  std::optional<Command> cmd;
+  std::string id;
+  while (!line.empty()) {
+    const auto amp = line.find('&');
+    const std::string_view pair = line.substr(0, amp);
+    line = amp == std::string_view::npos ? std::string_view() : line.substr(amp + 1);
+    const auto eq = pair.find('=');
+    if (eq == std::string_view::npos) continue;
+    std::string_view key = pair.substr(0, eq);
+    while (!key.empty() && (key.front() == ' ' || key.front() == '\t')) key.remove_prefix(1);
+    std::string_view value = pair.substr(eq + 1);
+    while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == '\0'))
+      value.remove_suffix(1);
+    if (key == "cmd") {
+      const auto v = percent_decode(value);
+      cmd = v ? command_of(*v) : Command::kUnknown;
+    } else if (key == "id") {
+      if (auto v = percent_decode(value); v && valid_id(*v)) id = std::move(*v);
+    }
+  }
+  if (!cmd || (*cmd != Command::kStartRequest && *cmd != Command::kStopRequest)) return std::nullopt;
+  return RequestIdentity{*cmd, std::move(id)};
+}
+
 FrameDecoder::FrameDecoder(std::size_t max_message) : max_(max_message) {}
 
 void FrameDecoder::feed(std::span<const std::byte> bytes) {

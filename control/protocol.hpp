@@ -114,6 +114,10 @@ std::string percent_encode(std::string_view in);
 /// last one wins (a repeated `cmd` too). Errors carry reason::kBadRequest.
 Parsed<Message> parse_message(std::string_view line);
 
+/// The command and id of a line that parse_message() refused (a bad %-escape in some field, an
+/// empty key ...), so that the request can still be answered with `bad_request` (spec decision
+/// 3: errors get an answer). Only for RecordStartRequest / RecordStopRequest; the id is the
+/// last `id=` whose value decodes to a valid id, else empty. nullopt: not a request.
 /// Formats `cmd=<cmd>&k1=v1&...\r\n`, percent-encoding keys and values as needed.
 std::string format_message(std::string_view cmd, std::span<const Field> fields);
 std::string format_message(std::string_view cmd,
@@ -128,6 +132,16 @@ enum class Command : std::uint8_t { kUnknown, kStartRequest, kStartResponse, kSt
 Command command_of(std::string_view cmd);
 /// Canonical wire name; "" for kUnknown.
 std::string_view command_name(Command c);
+
+/// The command and id of a line that parse_message() refused (a bad %-escape in some field, an
+/// empty key ...), so that the request can still be answered with `bad_request` (spec decision
+/// 3: errors get an answer). Only for RecordStartRequest / RecordStopRequest; the id is the
+/// last `id=` whose value decodes to a valid id, else empty. nullopt: not a request.
+struct RequestIdentity {
+  Command command;
+  std::string id;
+};
+std::optional<RequestIdentity> request_identity(std::string_view line);
 
 enum class Direction : std::uint8_t { kUnknown, kIn, kOut };
 /// "in" / "out" (also "incoming"/"outgoing", "inbound"/"outbound"), case-insensitive.

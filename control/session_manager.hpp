@@ -136,6 +136,13 @@ class SessionManager {
   [[nodiscard]] bool idle() const { return recs_.empty(); }
   [[nodiscard]] const SessionCounters& counters() const { return counters_; }
   [[nodiscard]] std::vector<RecordingView> list() const;
+  /// Recordings of an owner that are not stopping (per-address limits, idle eviction).
+  [[nodiscard]] std::size_t active_of(const RecordingOwner* owner) const {
+    auto it = owners_.find(owner);
+    return it == owners_.end() ? 0 : it->second.active.size();
+  }
+  /// True while the owner has any recording, stopping ones included.
+  [[nodiscard]] bool owns_any(const RecordingOwner* owner) const { return owners_.contains(owner); }
   /// Finds a live recording by the owner's id for it.
   [[nodiscard]] std::optional<RecordingHandle> find(const RecordingOwner* owner, const std::string& call_id) const;
 

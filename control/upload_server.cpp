@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -55,6 +56,8 @@ class UploadServer::Conn final : public RecordingOwner {
       : srv_(srv), fd(sock), peer(unmap_v4(peer_addr)), local(unmap_v4(local_addr)), decoder(max_msg) {
     peer_text = addr_text(this->peer, true);
     local_host = addr_text(this->local, false);
+    address = key_of(this->peer);
+    last_activity = std::chrono::steady_clock::now();
   }
   void on_server_stop(RecordingHandle, const std::string& call_id, const std::string& why) override {
     StopRequest req;
@@ -70,18 +73,42 @@ class UploadServer::Conn final : public RecordingOwner {
   sockaddr_storage local;
   std::string peer_text;
   std::string local_host;
+  AddressKey address;
   FrameDecoder decoder;
   std::string out;
   std::size_t out_sent = 0;
   unsigned garbage = 0;
-  bool want_write = false;
+  std::uint32_t interest = 0;  ///< the epoll events currently asked for
+  bool paused = false;         ///< output over out_high: not read until the peer reads
+  bool eof = false;            ///< the peer half-closed: finish the framed messages, then close
+  bool closing = false;        ///< eof handled: close once the output is out
+  std::uint64_t requests = 0;  ///< well-formed messages handled (a peer that speaks the protocol)
   bool flush_queued = false;
   bool dead = false;
   EventLoop::TimerId quiet_timer = 0;
+  std::chrono::steady_clock::time_point last_activity;  ///< last byte read (eviction order)
 };
 
+UploadServer::AddressKey UploadServer::key_of(const sockaddr_storage& a) {
+  AddressKey k;
+  if (a.ss_family == AF_INET) {
+    const auto* s = reinterpret_cast<const sockaddr_in*>(&a);
+    k.bytes.assign("4");
+    k.bytes.append(reinterpret_cast<const char*>(&s->sin_addr), sizeof s->sin_addr);
+  } else if (a.ss_family == AF_INET6) {
+    const auto* s = reinterpret_cast<const sockaddr_in6*>(&a);
+    k.bytes.assign("6");
+    k.bytes.append(reinterpret_cast<const char*>(&s->sin6_addr), sizeof s->sin6_addr);
+  }
+  return k;
+}
+
 UploadServer::UploadServer(EventLoop& loop, SessionManager& sessions, UploadServerOptions opts)
-    : loop_(loop), sessions_(sessions), opts_(std::move(opts)) {}
+    : loop_(loop), sessions_(sessions), opts_(std::move(opts)) {
+  opts_.out_low = std::min(opts_.out_low, opts_.out_high);
+  opts_.out_hard = std::max(opts_.out_hard, opts_.out_high);
+  opts_.read_budget = std::max<std::size_t>(opts_.read_budget, 512);
+}
 
 UploadServer::~UploadServer() {
   close_all();
@@ -141,6 +168,30 @@ void UploadServer::close_all() {
   for (Conn* c : all) drop(*c, "closing");
 }
 
+std::size_t UploadServer::evict_idle(std::size_t n, const void* keep) {
+  if (n == 0) return 0;
+  std::vector<Conn*> idle;
+  for (auto& [fd, c] : conns_) {
+    if (c->dead || c.get() == keep || sessions_.owns_any(c.get())) continue;
+    idle.push_back(c.get());
+  }
+  if (idle.empty()) return 0;
+  const std::size_t k = std::min(n, idle.size());
+  // Connections that never sent a request go first (the attack: a socket held open), then the
+  // ones idle longest.
+  std::partial_sort(idle.begin(), idle.begin() + static_cast<std::ptrdiff_t>(k), idle.end(),
+                    [](const Conn* a, const Conn* b) {
+                      if ((a->requests == 0) != (b->requests == 0)) return a->requests == 0;
+                      return a->last_activity < b->last_activity;
+                    });
+  for (std::size_t i = 0; i < k; ++i) {
+    log_info("control: closing idle connection %s (no recording) to free a descriptor", idle[i]->peer_text.c_str());
+    ++counters_.evicted_idle;
+    drop(*idle[i], "idle, descriptor needed");
+  }
+  return k;
+}
+
 void UploadServer::on_accept() {
   for (int i = 0; i < 256; ++i) {
     sockaddr_storage peer{};
@@ -150,8 +201,11 @@ void UploadServer::on_accept() {
       const int err = errno;
       if (err == EAGAIN || err == EINTR) return;
       if (AcceptGuard::exhausted(err)) {
-        // Out of descriptors: close pending connections at once (counted, logged once a second)
-        // rather than spin on a listener that stays readable.
+        // Out of descriptors: first close connections that hold no recording and have been
+        // idle longest (a phone that connects to record beats one that only holds a socket),
+        // then retry. Nothing to evict: close pending connections at once (counted, logged once
+        // a second) rather than spin on a listener that stays readable.
+        if (evict_idle(8) > 0) continue;
         const auto now = std::chrono::steady_clock::now();
         if (now - last_exhausted_log_ >= std::chrono::seconds(1)) {
           log_warn("control: accept: %s: closing new connections until descriptors are free", std::strerror(err));
@@ -168,10 +222,30 @@ void UploadServer::on_accept() {
       log_warn("control: accept: %s", std::strerror(err));
       return;
     }
+    const sockaddr_storage peer4 = unmap_v4(peer);
+    const AddressKey key = key_of(peer4);
     if (conns_.size() >= opts_.max_connections) {
-      ++counters_.rejected;
-      ::close(fd);
-      continue;
+      // At the cap: an idle connection without a recording makes room for the new one.
+      if (evict_idle(1) == 0) {
+        ++counters_.rejected;
+        ::close(fd);
+        continue;
+      }
+    }
+    if (opts_.max_per_address != 0) {
+      auto it = per_address_.find(key);
+      if (it != per_address_.end() && it->second >= opts_.max_per_address) {
+        ++counters_.rejected;
+        ++counters_.per_address_rejected;
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last_per_address_log_ >= std::chrono::seconds(1)) {
+          log_warn("control: %s already has %zu connections (--max-connections-per-address): refusing more",
+                   addr_text(peer4, false).c_str(), it->second);
+          last_per_address_log_ = now;
+        }
+        ::close(fd);
+        continue;
+      }
     }
     sockaddr_storage local{};
     socklen_t ll = sizeof local;
@@ -180,69 +254,128 @@ void UploadServer::on_accept() {
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     auto conn = std::make_unique<Conn>(*this, fd, peer, local, opts_.max_message);
     Conn* c = conn.get();
-    conns_.emplace(fd, std::move(conn));
-    if (Status st = loop_.add_fd(fd, EPOLLIN | EPOLLRDHUP, [this, c](std::uint32_t ev) { on_readable(*c, ev); }); !st) {
+    c->interest = EPOLLIN | EPOLLRDHUP;
+    if (Status st = loop_.add_fd(fd, c->interest, [this, c](std::uint32_t ev) { on_event(*c, ev); }); !st) {
       log_warn("control: %s", st.message().c_str());
-      conns_.erase(fd);
       ::close(fd);
       continue;
     }
+    conns_.emplace(fd, std::move(conn));
+    ++per_address_[key];
     ++counters_.accepted;
     counters_.active = conns_.size();
     log_debug("control: connection from %s", c->peer_text.c_str());
   }
 }
 
-void UploadServer::on_readable(Conn& c, std::uint32_t ev) {
+std::size_t UploadServer::unsent(const Conn& c) const { return c.out.size() - c.out_sent; }
+
+void UploadServer::update_interest(Conn& c) {
+  if (c.dead) return;
+  std::uint32_t want = 0;
+  if (!c.paused && !c.eof) want |= EPOLLIN | EPOLLRDHUP;
+  // Paused: EPOLLOUT also tells when to resume (the peer took its output).
+  if (c.paused || (unsent(c) > 0 && !c.flush_queued)) want |= EPOLLOUT;
+  if (want == c.interest) return;
+  c.interest = want;
+  (void)loop_.modify_fd(c.fd, want);
+}
+
+void UploadServer::on_event(Conn& c, std::uint32_t ev) {
   if (ev & EPOLLOUT) {
-    flush_output(c);
+    // Held-back output waits for the catalog commit (flush_pending), never goes out early.
+    if (!c.flush_queued) flush_output(c);
     if (c.dead) return;
-  }
-  bool eof = false;
-  if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-    char buf[8192];
-    for (;;) {
-      const ssize_t n = ::read(c.fd, buf, sizeof buf);
-      if (n > 0) {
-        c.decoder.feed(std::string_view(buf, static_cast<std::size_t>(n)));
-        if (c.decoder.overflow()) break;
-        if (static_cast<std::size_t>(n) < sizeof buf) break;
-        continue;
-      }
-      if (n == 0) eof = true;
-      else if (errno == EINTR) continue;
-      else if (errno != EAGAIN) eof = true;
-      break;
+    if (c.paused && !c.flush_queued && unsent(c) <= opts_.out_low) {
+      c.paused = false;
+      handle_ready(c);
+      if (c.dead) return;
+      if (!c.paused && !c.eof) read_some(c);  // a full socket buffer may not signal again
+      if (c.dead) return;
     }
+    update_interest(c);
   }
-  while (auto line = c.decoder.next()) {
+  if (c.dead) return;
+  if ((ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && !c.paused) read_some(c);
+  if (!c.dead && (ev & (EPOLLHUP | EPOLLERR)) && c.paused) drop(c, "connection reset");
+}
+
+void UploadServer::handle_ready(Conn& c) {
+  while (!c.paused) {
+    auto line = c.decoder.next();
+    if (!line) break;
     on_message(c, *line);
     if (c.dead) return;
   }
-  if (c.decoder.overflow()) {
-    ++counters_.overflow;
-    log_warn("control: %s sent a message longer than %zu bytes: dropping the connection", c.peer_text.c_str(),
-             opts_.max_message);
-    drop(c, "message too long");
-    return;
-  }
-  if (eof) {
+  if (c.paused) return;
+  if (c.eof && !c.closing) {
+    // Everything framed is handled: the half-close ends the last, unterminated message. The
+    // answers still go out (the peer may read after its half-close) before the close.
+    c.closing = true;
     if (auto rest = c.decoder.take_unterminated()) on_message(c, *rest);
-    if (!c.dead) drop(c, "peer closed");
+    if (!c.dead && unsent(c) == 0 && !c.flush_queued) drop(c, "peer closed");
+  }
+}
+
+void UploadServer::read_some(Conn& c) {
+  handle_ready(c);  // messages framed before a pause come first, in order
+  if (c.dead || c.paused || c.eof) {
+    update_interest(c);
     return;
   }
-  // A complete but unterminated message: process it when the peer goes quiet.
-  if (!c.decoder.pending().empty()) {
-    if (c.quiet_timer) loop_.cancel_timer(c.quiet_timer);
-    const int fd = c.fd;
-    c.quiet_timer = loop_.add_timer(opts_.quiet_flush, [this, fd] {
-      auto it = conns_.find(fd);
-      if (it == conns_.end()) return;
-      Conn& cc = *it->second;
-      cc.quiet_timer = 0;
-      if (auto rest = cc.decoder.take_unterminated()) on_message(cc, *rest);
-    });
+  char buf[8192];
+  std::size_t budget = opts_.read_budget;
+  bool read_any = false;
+  while (budget > 0 && !c.paused) {
+    const std::size_t want = std::min(sizeof buf, budget);
+    const ssize_t n = ::read(c.fd, buf, want);
+    if (n > 0) {
+      read_any = true;
+      budget -= static_cast<std::size_t>(n);
+      c.decoder.feed(std::string_view(buf, static_cast<std::size_t>(n)));
+      // Handle as we read: the decoder never holds more than this read's messages.
+      handle_ready(c);
+      if (c.dead) return;
+      if (c.decoder.overflow()) {
+        ++counters_.overflow;
+        log_warn("control: %s sent a message longer than %zu bytes: dropping the connection", c.peer_text.c_str(),
+                 opts_.max_message);
+        drop(c, "message too long");
+        return;
+      }
+      if (static_cast<std::size_t>(n) < want) break;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) break;
+    // EOF or an error: what was framed is still handled (in handle_ready, also after a pause).
+    c.eof = true;
+    handle_ready(c);
+    if (c.dead) return;
+    break;
   }
+  if (read_any) c.last_activity = std::chrono::steady_clock::now();
+  // Budget used up with more waiting: level-triggered epoll brings us back on the next pass,
+  // after every other ready connection had its turn.
+  if (!c.dead) {
+    update_interest(c);
+    arm_quiet_timer(c);
+  }
+}
+
+void UploadServer::arm_quiet_timer(Conn& c) {
+  // A complete but unterminated message: process it when the peer has been quiet for long.
+  if (c.decoder.pending().empty() || c.eof) return;
+  if (c.quiet_timer) loop_.cancel_timer(c.quiet_timer);
+  const int fd = c.fd;
+  c.quiet_timer = loop_.add_timer(opts_.quiet_flush, [this, fd] {
+    auto it = conns_.find(fd);
+    if (it == conns_.end()) return;
+    Conn& cc = *it->second;
+    cc.quiet_timer = 0;
+    if (cc.dead || cc.paused) return;
+    if (auto rest = cc.decoder.take_unterminated()) on_message(cc, *rest);
+  });
 }
 
 void UploadServer::on_message(Conn& c, const std::string& line) {
@@ -254,7 +387,29 @@ void UploadServer::on_message(Conn& c, const std::string& line) {
     if (c.garbage >= opts_.garbage_limit) drop(c, "repeated garbage");
   };
   auto msg = parse_message(line);
+  if (msg) ++c.requests;
   if (!msg) {
+    // A request whose syntax is broken (a bad %-escape in one field ...) still gets its
+    // answer when its command and id can be read: every request gets a response.
+    if (auto ident = request_identity(line)) {
+      ++counters_.bad_request;
+      log_warn("control: %s: %s refused: %s", c.peer_text.c_str(), std::string(command_name(ident->command)).c_str(),
+               msg.error().detail.c_str());
+      if (ident->command == Command::kStartRequest) {
+        StartResponse r;
+        r.id = ident->id;
+        r.reason = std::string(reason::kBadRequest);
+        ++counters_.start_failed;
+        send(c, format_start_response(r));
+      } else {
+        StopResponse r;
+        r.id = ident->id;
+        r.success = false;
+        r.reason = std::string(reason::kBadRequest);
+        send(c, format_stop_response(r));
+      }
+      return;
+    }
     garbage(msg.error().detail);
     return;
   }
@@ -321,7 +476,24 @@ StartResponse UploadServer::start_action(Conn& c, const StartRequest& req) {
   p.peer_text = c.peer_text;
   p.owner = &c;
   p.streams = 1;
-  const StartResult res = sessions_.start(p);
+  if (opts_.max_recordings_per_address != 0) {
+    std::size_t mine = 0;
+    for (const auto& [fd, other] : conns_)
+      if (!other->dead && other->address == c.address) mine += sessions_.active_of(other.get());
+    if (mine >= opts_.max_recordings_per_address) {
+      ++counters_.per_address_recordings_refused;
+      ++counters_.start_failed;
+      r.reason = std::string(reason::kOverloaded);
+      log_warn("control: %s: RecordStartRequest id=%s refused: %zu recordings from this address "
+               "(--max-recordings-per-address)", c.peer_text.c_str(), req.id.c_str(), mine);
+      return r;
+    }
+  }
+  StartResult res = sessions_.start(p);
+  if (!res.ok && res.reason == reason::kOverloaded && evict_idle(4, &c) > 0) {
+    // Out of descriptors: idle connections without a recording were closed; try once more.
+    res = sessions_.start(p);
+  }
   if (!res.ok) {
     r.reason = res.reason;
     ++counters_.start_failed;
@@ -360,8 +532,11 @@ StopResponse UploadServer::stop_action(Conn& c, const StopRequest& req) {
 
 void UploadServer::send(Conn& c, std::string msg) {
   if (c.dead) return;
-  if (c.out.size() - c.out_sent + msg.size() > opts_.max_output) {
+  if (unsent(c) + msg.size() > opts_.out_hard) {
+    // Only server-initiated messages get here: requests stop being read at out_high.
     ++counters_.output_overflow;
+    log_warn("control: %s does not read its responses (%zu bytes unread): dropping the connection",
+             c.peer_text.c_str(), unsent(c));
     drop(c, "peer does not read its responses");
     return;
   }
@@ -370,6 +545,12 @@ void UploadServer::send(Conn& c, std::string msg) {
     c.out_sent = 0;
   }
   c.out += msg;
+  if (!c.paused && unsent(c) >= opts_.out_high) {
+    // Push back: stop reading this peer until it has read its responses.
+    c.paused = true;
+    ++counters_.backpressure;
+    update_interest(c);
+  }
   if (opts_.defer_flush) {
     if (!c.flush_queued) {
       c.flush_queued = true;
@@ -386,8 +567,10 @@ void UploadServer::flush_pending() {
   for (const int fd : fds) {
     auto it = conns_.find(fd);
     if (it == conns_.end() || it->second->dead || !it->second->flush_queued) continue;
-    it->second->flush_queued = false;
-    flush_output(*it->second);
+    Conn& c = *it->second;  // flush_output may drop c: its node leaves conns_, c lives on until posted work runs
+    c.flush_queued = false;
+    flush_output(c);
+    update_interest(c);
   }
 }
 
@@ -400,10 +583,7 @@ void UploadServer::flush_output(Conn& c) {
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) {
-      if (!c.want_write) {
-        c.want_write = true;
-        loop_.modify_fd(c.fd, EPOLLIN | EPOLLRDHUP | EPOLLOUT);
-      }
+      update_interest(c);  // EPOLLOUT brings us back
       return;
     }
     drop(c, "send failed");
@@ -411,10 +591,11 @@ void UploadServer::flush_output(Conn& c) {
   }
   c.out.clear();
   c.out_sent = 0;
-  if (c.want_write) {
-    c.want_write = false;
-    loop_.modify_fd(c.fd, EPOLLIN | EPOLLRDHUP);
+  if (c.closing) {
+    drop(c, "peer closed");
+    return;
   }
+  update_interest(c);
 }
 
 void UploadServer::drop(Conn& c, const char* why) {
@@ -426,6 +607,7 @@ void UploadServer::drop(Conn& c, const char* why) {
   if (c.quiet_timer) loop_.cancel_timer(c.quiet_timer);
   loop_.remove_fd(c.fd);
   ::close(c.fd);
+  if (auto it = per_address_.find(c.address); it != per_address_.end() && --it->second == 0) per_address_.erase(it);
   ++counters_.closed;
   const int fd = c.fd;
   // Destroy after the current handler returns (we may be inside c's own handler).

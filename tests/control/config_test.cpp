@@ -67,7 +67,10 @@ TEST(Config, DefaultsAreValidAndResolved) {
   EXPECT_EQ(c.writers, 1u);
   EXPECT_EQ(c.rtp_timeout_s, 30u);
   EXPECT_FALSE(c.latch);
-  EXPECT_EQ(c.max_connections, 20000u);
+  EXPECT_EQ(c.max_connections, 0u);  // auto: from the descriptor limit
+  EXPECT_EQ(c.max_connections_per_address, 1024u);
+  EXPECT_EQ(c.max_recordings_per_address, 4096u);
+  EXPECT_EQ(c.control_quiet_ms, 5000u);
   EXPECT_EQ(c.max_message, 4096u);
   EXPECT_EQ(c.reserve_mb, 256u);
   EXPECT_EQ(c.max_file_mb, 0u);
@@ -223,7 +226,9 @@ TEST(Config, BadValuesAreRejectedNamingTheOptionAndTheValue) {
       {{"--writers", "1000"}, "--writers 1000: must be 1..256"},
       {{"--rtp-timeout", "0"}, "--rtp-timeout 0: must be 1..86400"},
       {{"--latch=maybe"}, "--latch maybe: expected true|false"},
-      {{"--max-connections", "0"}, "--max-connections 0: must be 1..1000000"},
+      {{"--max-connections", "1000001"}, "--max-connections 1000001: must be 0..1000000"},
+      {{"--control-quiet-ms", "10"}, "--control-quiet-ms 10: must be 100..600000"},
+      {{"--metrics-max-connections", "0"}, "--metrics-max-connections 0: must be 1..1024"},
       {{"--max-message", "10"}, "--max-message 10: must be 256..1048576"},
       {{"--max-file-mb", "5000"}, "--max-file-mb 5000: must be 0 (unlimited) or 1..4095"},
       {{"--flush-ms", "1"}, "--flush-ms 1: must be 10..60000"},
@@ -417,7 +422,7 @@ TEST(Usage, DocumentsEveryOptionWithItsDefault) {
   }
   for (const char* def : {"default: 0.0.0.0:7070", "default: 40000-49999", "default: /var/lib/callrec/recordings",
                           "default: <storage>/../catalog.db", "default: 127.0.0.1:9464", "default: kernel",
-                          "[rtp_timeout] default: 30", "[max_connections] default: 20000", "[max_message] default: 4096",
+                          "[rtp_timeout] default: 30", "[max_connections] default: 0", "[max_message] default: 4096",
                           "[reserve_mb] default: 256", "[max_file_mb] default: 0", "[flush_ms] default: 1000",
                           "[reorder_window] default: 8", "[max_gap_fill] default: 50", "[port_quarantine] default: 30",
                           "[latch] default: off", "[log_level] default: info", "[dpdk.eal] default: empty",

@@ -18,11 +18,15 @@ using TimePoint = PortAllocator::TimePoint;
 
 const TimePoint kT0 = TimePoint{} + 1000h;  // arbitrary injected clock origin
 
-PortAllocatorOptions range(std::uint16_t lo, std::uint16_t hi, bool even_only = true) {
+// The order-sensitive tests below use the deterministic order; the daemon's default (random)
+// has its own tests at the end.
+PortAllocatorOptions range(std::uint16_t lo, std::uint16_t hi, bool even_only = true,
+                           PortOrder order = PortOrder::kLeastRecentlyUsed) {
   PortAllocatorOptions o;
   o.lo = lo;
   o.hi = hi;
   o.even_only = even_only;
+  o.order = order;
   return o;
 }
 
@@ -263,6 +267,83 @@ TEST(PortAllocator, RandomChurnMatchesBruteForceModel) {
   }
   EXPECT_GT(a.stats().exhausted, 0u);
   EXPECT_GT(a.stats().unusable_marks, 0u);
+}
+
+// ---- random order (the default: a sprayer of the port range cannot guess the next port) ----
+
+TEST(PortAllocator, DefaultOrderIsRandom) { EXPECT_EQ(PortAllocatorOptions{}.order, PortOrder::kRandom); }
+
+TEST(PortAllocator, RandomOrderHandsOutEveryPortOnceInAnUnpredictableOrder) {
+  PortAllocator a(range(40000, 49999, true, PortOrder::kRandom));
+  PortAllocator b(range(40000, 49999, true, PortOrder::kRandom));
+  const auto pa = allocate_all(a, kT0);
+  const auto pb = allocate_all(b, kT0);
+  ASSERT_EQ(pa.size(), 5000u);
+  ASSERT_EQ(std::set<std::uint16_t>(pa.begin(), pa.end()).size(), 5000u);
+  for (auto p : pa) EXPECT_TRUE(p >= 40000 && p <= 49999 && p % 2 == 0) << p;
+  // Not the range order, and two allocators do not agree (5000! orders: a collision of the
+  // first 20 ports by chance has probability ~ 5000^-20).
+  std::vector<std::uint16_t> sorted = pa;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_NE(pa, sorted);
+  EXPECT_FALSE(std::equal(pa.begin(), pa.begin() + 20, pb.begin()));
+  // Successive ports are not neighbours: an attacker who saw one port learns nothing of the
+  // next. With 5000 ports a random draw lands within +-8 of the previous one ~0.3% of the time.
+  std::size_t close = 0;
+  for (std::size_t i = 1; i < pa.size(); ++i) close += std::abs(int(pa[i]) - int(pa[i - 1])) <= 16 ? 1 : 0;
+  EXPECT_LT(close, 100u);
+}
+
+TEST(PortAllocator, RandomOrderKeepsTheQuarantine) {
+  PortAllocatorOptions o = range(40000, 40007, true, PortOrder::kRandom);  // 4 ports
+  o.quarantine = 30s;
+  PortAllocator a(o);
+  auto all = allocate_all(a, kT0);
+  ASSERT_EQ(all.size(), 4u);
+  ASSERT_TRUE(a.release(all[2], kT0 + 1s));
+  EXPECT_EQ(a.waiting(kT0 + 1s), 1u);
+  EXPECT_FALSE(a.allocate(kT0 + 31s - 1ns));
+  EXPECT_EQ(a.available(kT0 + 31s), 1u);
+  EXPECT_EQ(a.allocate(kT0 + 31s), all[2]);
+  ASSERT_TRUE(a.mark_unusable(all[0], kT0 + 40s));
+  EXPECT_FALSE(a.allocate(kT0 + 99s));
+  EXPECT_EQ(a.allocate(kT0 + 100s), all[0]);  // unusable_retry 60 s
+}
+
+TEST(PortAllocator, RandomOrderChurnKeepsTheInvariants) {
+  PortAllocatorOptions o = range(40000, 40063, true, PortOrder::kRandom);
+  o.quarantine = 30s;
+  o.unusable_retry = 20s;
+  PortAllocator a(o);
+  std::mt19937 rng(777);
+  TimePoint now = kT0;
+  std::map<std::uint16_t, TimePoint> ready_at;  // released ports: when they may come back
+  std::set<std::uint16_t> held;
+  for (int step = 0; step < 20000; ++step) {
+    now += std::chrono::milliseconds(1 + rng() % 3000);
+    if (rng() % 2 == 0) {
+      const std::size_t expect_free = a.available(now);
+      const auto got = a.allocate(now);
+      ASSERT_EQ(got.has_value(), expect_free > 0) << "step " << step;
+      if (!got) continue;
+      ASSERT_TRUE(held.insert(*got).second) << "port handed out twice: " << *got;
+      if (auto it = ready_at.find(*got); it != ready_at.end()) {
+        ASSERT_LE(it->second, now) << "port " << *got << " reused inside its quarantine";
+        ready_at.erase(it);
+      }
+    } else if (!held.empty()) {
+      auto it = held.begin();
+      std::advance(it, static_cast<long>(rng() % held.size()));
+      const std::uint16_t p = *it;
+      held.erase(it);
+      const bool unusable = rng() % 5 == 0;
+      ASSERT_TRUE(unusable ? a.mark_unusable(p, now) : a.release(p, now));
+      ready_at[p] = now + (unusable ? o.unusable_retry : o.quarantine);
+    }
+    ASSERT_EQ(a.in_use(), held.size());
+    ASSERT_EQ(a.in_use() + a.available(now) + a.waiting(now), a.capacity());
+  }
+  EXPECT_GT(a.stats().exhausted, 0u);
 }
 
 }  // namespace
