@@ -495,6 +495,10 @@ void apply_stop_overrides(StartRequest& meta, const StopRequest& stop) {
 // ---- framing ---------------------------------------------------------------------------------
 
 std::optional<RequestIdentity> request_identity(std::string_view line) {
+  // The same splitting as parse_message(), but a pair that does not decode is skipped instead
+  // of failing the line, so the command and id survive a bad field.
+  while (!line.empty() && (line.back() == '\r' || line.back() == '\n' || line.back() == '\0')) line.remove_suffix(1);
+  while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
   std::optional<Command> cmd;
   std::string id;
   while (!line.empty()) {
@@ -502,17 +506,13 @@ std::optional<RequestIdentity> request_identity(std::string_view line) {
     const std::string_view pair = line.substr(0, amp);
     line = amp == std::string_view::npos ? std::string_view() : line.substr(amp + 1);
     const auto eq = pair.find('=');
-    if (eq == std::string_view::npos) continue;
-    std::string_view key = pair.substr(0, eq);
-    while (!key.empty() && (key.front() == ' ' || key.front() == '\t')) key.remove_prefix(1);
-    std::string_view value = pair.substr(eq + 1);
-    while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == '\0'))
-      value.remove_suffix(1);
-    if (key == "cmd") {
-      const auto v = percent_decode(value);
-      cmd = v ? command_of(*v) : Command::kUnknown;
-    } else if (key == "id") {
-      if (auto v = percent_decode(value); v && valid_id(*v)) id = std::move(*v);
+    const auto key = percent_decode(pair.substr(0, eq));
+    if (!key) continue;
+    const auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1));
+    if (*key == "cmd") {
+      cmd = value ? command_of(*value) : Command::kUnknown;
+    } else if (*key == "id") {
+      id = value && valid_id(*value) ? *value : std::string();
     }
   }
   if (!cmd || (*cmd != Command::kStartRequest && *cmd != Command::kStopRequest)) return std::nullopt;

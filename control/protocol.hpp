@@ -117,7 +117,7 @@ Parsed<Message> parse_message(std::string_view line);
 /// The command and id of a line that parse_message() refused (a bad %-escape in some field, an
 /// empty key ...), so that the request can still be answered with `bad_request` (spec decision
 /// 3: errors get an answer). Only for RecordStartRequest / RecordStopRequest; the id is the
-/// last `id=` whose value decodes to a valid id, else empty. nullopt: not a request.
+/// last `id=` (empty when that one is not a valid id). nullopt: not a request.
 /// Formats `cmd=<cmd>&k1=v1&...\r\n`, percent-encoding keys and values as needed.
 std::string format_message(std::string_view cmd, std::span<const Field> fields);
 std::string format_message(std::string_view cmd,
@@ -136,7 +136,7 @@ std::string_view command_name(Command c);
 /// The command and id of a line that parse_message() refused (a bad %-escape in some field, an
 /// empty key ...), so that the request can still be answered with `bad_request` (spec decision
 /// 3: errors get an answer). Only for RecordStartRequest / RecordStopRequest; the id is the
-/// last `id=` whose value decodes to a valid id, else empty. nullopt: not a request.
+/// last `id=` (empty when that one is not a valid id). nullopt: not a request.
 struct RequestIdentity {
   Command command;
   std::string id;

@@ -647,5 +647,23 @@ TEST(FrameDecoder, TakeUnterminatedLeavesIncompleteLookingBytes) {
   EXPECT_EQ(d.take_unterminated(), "cmd=X&name=%41");
 }
 
+TEST(RequestIdentity, ARefusedRequestStillNamesItsCommandAndId) {
+  auto r = request_identity("cmd=RecordStartRequest&id=A1&remote_name=%zz&device=x");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->command, Command::kStartRequest);
+  EXPECT_EQ(r->id, "A1");
+  r = request_identity("  cmd=recordstoprequest&n=%4&id=B%202\r\n");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->command, Command::kStopRequest);
+  EXPECT_EQ(r->id, "") << "an id with a blank is not a valid id";
+  r = request_identity("cmd=RecordStopRequest&%zz=1&id=C3");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->id, "C3");
+  EXPECT_FALSE(request_identity("cmd=RecordStopResponse&id=1&x=%"));
+  EXPECT_FALSE(request_identity("hello=%zz"));
+  EXPECT_FALSE(request_identity(""));
+  EXPECT_FALSE(request_identity("cmd=RecordStartRequest&cmd")) << "the last cmd wins, as in parse_message";
+}
+
 }  // namespace
 }  // namespace callrec::control

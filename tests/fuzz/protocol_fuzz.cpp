@@ -3,7 +3,8 @@
 // parsing, with round-trip properties checked on everything that parses:
 // - format_message(parse_message(x)) parses back to the same message;
 // - a typed message formatted and parsed again gives the same typed values;
-// - percent_decode(percent_encode(x)) == x.
+// - percent_decode(percent_encode(x)) == x;
+// - request_identity() agrees with parse_message() on every line that parses.
 // Any violated property aborts (a finding), as does any sanitizer report.
 #include <cstddef>
 #include <cstdint>
@@ -81,6 +82,22 @@ void typed(const Message& m) {
 
 void message(std::string_view line) {
   const auto m = parse_message(line);
+  // request_identity() answers what a refused line was; on a line that parses it must agree
+  // with the parsed message (its command, and the id when that id is valid).
+  const auto ident = request_identity(line);
+  if (ident) {
+    check(ident->command == Command::kStartRequest || ident->command == Command::kStopRequest);
+    check(ident->id.empty() || valid_id(ident->id));
+  }
+  if (m.ok()) {
+    const Command c = command_of(m->cmd);
+    const bool request = c == Command::kStartRequest || c == Command::kStopRequest;
+    check(request == ident.has_value());
+    if (ident) {
+      const auto id = m->get("id");
+      if (id && valid_id(*id)) check(ident->id == *id);
+    }
+  }
   if (!m.ok()) {
     check(m.error().reason == reason::kBadRequest);
     return;
