@@ -350,6 +350,25 @@ std::uint16_t port_after(const std::string& s, const std::string& key) {
   return static_cast<std::uint16_t>(std::strtoul(s.c_str() + colon + 1, nullptr, 10));
 }
 
+/// The bench's phones all connect from 127.0.0.1 and need up to 10,000 connections: a daemon
+/// that has the per-address and connection caps (issue 9) gets them lifted; an older binary
+/// (for before/after comparisons, --callrecd) has none and gets no such flag.
+std::vector<std::string> uncap_flags(const std::string& callrecd) {
+  FILE* p = ::popen((callrecd + " --help 2>&1").c_str(), "r");
+  std::string out;
+  if (p != nullptr) {
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    ::pclose(p);
+  }
+  std::vector<std::string> flags;
+  if (out.find("--max-connections-per-address") != std::string::npos)
+    flags.insert(flags.end(), {"--max-connections-per-address", "0", "--max-recordings-per-address", "0",
+                               "--max-connections", "20000"});
+  return flags;
+}
+
 Daemon start_daemon(const Config& cfg, const fs::path& dir, const std::vector<std::string>& extra) {
   Daemon d;
   d.dir = dir;
@@ -359,6 +378,8 @@ Daemon start_daemon(const Config& cfg, const fs::path& dir, const std::vector<st
                                 "--metrics",          "127.0.0.1:0", "--rtp-ports",
                                 kRtpPorts,            "--rtp-all-ports", "--storage",
                                 (dir / "rec").string(), "--catalog", (dir / "catalog.db").string()};
+  static const std::vector<std::string> uncap = uncap_flags(cfg.callrecd);
+  args.insert(args.end(), uncap.begin(), uncap.end());
   args.insert(args.end(), extra.begin(), extra.end());
   d.pid = spawn(args, dir / "callrecd.out", d.log);
   const auto t0 = Clock::now();
