@@ -64,6 +64,7 @@ class UploadServer::Conn final : public RecordingOwner {
     req.id = call_id;
     req.reason = why;
     ++srv_.counters_.server_stops_sent;
+    srv_.sync_recordings(*this);
     srv_.send(*this, format_stop_request(req));
   }
 
@@ -83,6 +84,7 @@ class UploadServer::Conn final : public RecordingOwner {
   bool eof = false;            ///< the peer half-closed: finish the framed messages, then close
   bool closing = false;        ///< eof handled: close once the output is out
   std::uint64_t requests = 0;  ///< well-formed messages handled (a peer that speaks the protocol)
+  std::size_t counted = 0;     ///< recordings of this connection in per_address_
   bool flush_queued = false;
   bool dead = false;
   EventLoop::TimerId quiet_timer = 0;
@@ -205,7 +207,7 @@ void UploadServer::on_accept() {
         // idle longest (a phone that connects to record beats one that only holds a socket),
         // then retry. Nothing to evict: close pending connections at once (counted, logged once
         // a second) rather than spin on a listener that stays readable.
-        if (evict_idle(8) > 0) continue;
+        if (evict_idle(eviction_batch()) > 0) continue;
         const auto now = std::chrono::steady_clock::now();
         if (now - last_exhausted_log_ >= std::chrono::seconds(1)) {
           log_warn("control: accept: %s: closing new connections until descriptors are free", std::strerror(err));
@@ -225,8 +227,9 @@ void UploadServer::on_accept() {
     const sockaddr_storage peer4 = unmap_v4(peer);
     const AddressKey key = key_of(peer4);
     if (conns_.size() >= opts_.max_connections) {
-      // At the cap: an idle connection without a recording makes room for the new one.
-      if (evict_idle(1) == 0) {
+      // At the cap: idle connections without a recording make room for the new one (a batch,
+      // so that a stream of new connections costs one scan per batch, not one per accept).
+      if (evict_idle(eviction_batch()) == 0) {
         ++counters_.rejected;
         ::close(fd);
         continue;
@@ -234,13 +237,13 @@ void UploadServer::on_accept() {
     }
     if (opts_.max_per_address != 0) {
       auto it = per_address_.find(key);
-      if (it != per_address_.end() && it->second >= opts_.max_per_address) {
+      if (it != per_address_.end() && it->second.conns >= opts_.max_per_address) {
         ++counters_.rejected;
         ++counters_.per_address_rejected;
         const auto now = std::chrono::steady_clock::now();
         if (now - last_per_address_log_ >= std::chrono::seconds(1)) {
           log_warn("control: %s already has %zu connections (--max-connections-per-address): refusing more",
-                   addr_text(peer4, false).c_str(), it->second);
+                   addr_text(peer4, false).c_str(), it->second.conns);
           last_per_address_log_ = now;
         }
         ::close(fd);
@@ -261,11 +264,19 @@ void UploadServer::on_accept() {
       continue;
     }
     conns_.emplace(fd, std::move(conn));
-    ++per_address_[key];
+    ++per_address_[key].conns;
     ++counters_.accepted;
     counters_.active = conns_.size();
     log_debug("control: connection from %s", c->peer_text.c_str());
   }
+}
+
+void UploadServer::sync_recordings(Conn& c) {
+  const std::size_t now = sessions_.active_of(&c);
+  if (now == c.counted) return;
+  auto& use = per_address_[c.address];
+  use.recordings = use.recordings + now - std::min(use.recordings + now, c.counted);
+  c.counted = now;
 }
 
 std::size_t UploadServer::unsent(const Conn& c) const { return c.out.size() - c.out_sent; }
@@ -477,9 +488,8 @@ StartResponse UploadServer::start_action(Conn& c, const StartRequest& req) {
   p.owner = &c;
   p.streams = 1;
   if (opts_.max_recordings_per_address != 0) {
-    std::size_t mine = 0;
-    for (const auto& [fd, other] : conns_)
-      if (!other->dead && other->address == c.address) mine += sessions_.active_of(other.get());
+    sync_recordings(c);
+    const std::size_t mine = per_address_[c.address].recordings;
     if (mine >= opts_.max_recordings_per_address) {
       ++counters_.per_address_recordings_refused;
       ++counters_.start_failed;
@@ -502,6 +512,7 @@ StartResponse UploadServer::start_action(Conn& c, const StartRequest& req) {
     return r;
   }
   ++counters_.start_ok;
+  sync_recordings(c);
   r.success = true;
   r.server = opts_.advertise.empty() ? c.local_host : opts_.advertise;
   r.port = res.ports.front();
@@ -526,6 +537,7 @@ StopResponse UploadServer::stop_action(Conn& c, const StopRequest& req) {
   ov.local_name = req.local_name;
   ov.extra = req.extras;
   sessions_.stop(*h, ov, req.reason && !req.reason->empty() ? *req.reason : std::string("phone"), false);
+  sync_recordings(c);
   r.success = true;
   return r;
 }
@@ -607,7 +619,10 @@ void UploadServer::drop(Conn& c, const char* why) {
   if (c.quiet_timer) loop_.cancel_timer(c.quiet_timer);
   loop_.remove_fd(c.fd);
   ::close(c.fd);
-  if (auto it = per_address_.find(c.address); it != per_address_.end() && --it->second == 0) per_address_.erase(it);
+  if (auto it = per_address_.find(c.address); it != per_address_.end()) {
+    it->second.recordings -= std::min(it->second.recordings, c.counted);
+    if (--it->second.conns == 0) per_address_.erase(it);
+  }
   ++counters_.closed;
   const int fd = c.fd;
   // Destroy after the current handler returns (we may be inside c's own handler).

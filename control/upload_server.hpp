@@ -130,7 +130,14 @@ class UploadServer {
   std::uint16_t port_ = 0;
   UploadCounters counters_;
   std::unordered_map<int, std::unique_ptr<Conn>> conns_;
-  std::unordered_map<AddressKey, std::size_t, AddressHash> per_address_;  ///< connections per address
+  struct AddressUse {
+    std::size_t conns = 0;
+    std::size_t recordings = 0;  ///< sum of the connections' `counted`
+  };
+  std::unordered_map<AddressKey, AddressUse, AddressHash> per_address_;
+  /// Brings the connection's share of its address's recording count up to date (O(1)).
+  void sync_recordings(Conn& c);
+  [[nodiscard]] std::size_t eviction_batch() const { return std::max<std::size_t>(1, opts_.max_connections / 64); }
   std::vector<int> pending_flush_;  ///< connections with held-back output (defer_flush)
 };
 
