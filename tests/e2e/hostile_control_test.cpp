@@ -117,8 +117,15 @@ TEST_F(HostileControl, FloodOfValidLinesNeitherGrowsTheDaemonNorStarvesOtherPhon
               static_cast<double>(flood_bytes.load()) / 1e6, rss0, rss1, worst_ms);
   EXPECT_LT(worst_ms, 1000.0) << "a phone's request waited behind the flood";
   EXPECT_GT(flood_bytes.load(), 1u << 20) << "the flood did not get going";
-  // Memory per connection is bounded: what one flooder can add is a few of its buffers.
-  EXPECT_LT(rss1 - rss0, 32 * 1024) << "daemon grew from " << rss0 << " to " << rss1 << " KiB during the flood";
+  // Memory per connection is bounded: what one flooder can add is a few of its buffers. Under
+  // ASan, freed blocks stay resident in its quarantine (256 MiB by default) before reuse, so
+  // the bound there is the quarantine plus the same margin.
+#ifdef CALLREC_SANITIZED
+  constexpr long kBoundKib = (256 + 32) * 1024;
+#else
+  constexpr long kBoundKib = 32 * 1024;
+#endif
+  EXPECT_LT(rss1 - rss0, kBoundKib) << "daemon grew from " << rss0 << " to " << rss1 << " KiB during the flood";
   const std::string m = http(d->metrics_port(), "GET", "/metrics");
   EXPECT_GT(metric_value(m, "callrec_control_messages_total"), 10000) << "the flooder's lines were handled too";
 }
