@@ -55,7 +55,8 @@ struct DaemonConfig {
   std::uint32_t rx_threads = 1;
   std::uint32_t writers = 1;
   std::uint32_t rtp_timeout_s = 30;               ///< no RTP for this long ends the recording
-  bool latch = false;                             ///< true: accept RTP from the first source seen
+  bool latch = false;                             ///< true: latch the first source (port) seen from the phone's address
+  bool latch_any = false;                         ///< with latch: the first source from any address (weaker)
   std::uint32_t max_connections = 20000;
   std::uint32_t max_message = 4096;               ///< bytes per control message
   std::uint64_t reserve_mb = 256;                 ///< free space kept on the storage volume
