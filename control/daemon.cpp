@@ -150,6 +150,7 @@ Status Daemon::Impl::init() {
   sc.storage = cfg.storage;
   sc.rtp_timeout = std::chrono::seconds(cfg.rtp_timeout_s);
   sc.latch = cfg.latch;
+  sc.latch_any = cfg.latch_any;
   sc.reserve_bytes = cfg.reserve_mb << 20;
   sc.max_file_bytes = cfg.max_file_mb << 20;
   sc.flush_interval = std::chrono::milliseconds(cfg.flush_ms);
@@ -341,6 +342,8 @@ HttpResponse Daemon::Impl::metrics() const {
   metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_operator, "reason=\"operator\"");
   metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_disconnect, "reason=\"disconnect\"");
   metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_error, "reason=\"error\"");
+  metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_storage_lost, "reason=\"storage_lost\"");
+  metric(o, "callrec_stop_overrides_ignored_total", "counter", "Stop-request fields naming server-owned values (device, codec, peer, dir ...), ignored.", sc.stop_overrides_ignored);
   metric(o, "callrec_control_connections", "gauge", "Open control connections.", upload->connections());
   metric(o, "callrec_control_messages_total", "counter", "Control messages received.", uc.messages);
   metric(o, "callrec_control_garbage_total", "counter", "Control messages that were not requests.", uc.garbage);
