@@ -33,6 +33,16 @@ void send_all(Phone& phone, std::uint16_t port, const std::vector<std::vector<st
   return rows;
 }
 
+std::string file_bytes(const fs::path& p) {
+  std::string out;
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return out;
+  char buf[65536];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  ::close(fd);
+  return out;
+}
+
 long long metric(const DaemonProcess& d, const std::string& name) {
   return metric_value(http(d.metrics_port(), "GET", "/metrics"), name);
 }
@@ -115,6 +125,49 @@ TEST_F(HostileStorage, StopRequestCannotRewriteServerOwnedFieldsOrFakeANoSpaceSt
   // Nothing was written outside the storage, the file is where the device's files go.
   ASSERT_EQ(row.segments.size(), 1u);
   EXPECT_EQ(fs::path(row.segments[0].path).parent_path().parent_path(), d->storage());
+}
+
+// Item 11: a second daemon on the same storage and catalog would mark the first's live recording
+// recovered and repair its open file under it. It must refuse, naming the first, and touch nothing.
+TEST_F(HostileStorage, SecondDaemonOnTheSameStorageAndCatalogRefusesAndTouchesNothing) {
+  auto d = start_daemon({"--flush-ms", "50"});
+  ASSERT_TRUE(d->ready());
+  Phone phone(d->control_port());
+  auto st = phone.start("L1");
+  ASSERT_TRUE(st && st->success);
+  send_all(phone, st->port, make_rtp(100, fileio::Codec::kPcma));
+  ASSERT_TRUE(wait_until([&] {
+    const auto f = record_files(d->storage());
+    return !f.empty() && fs::file_size(f[0]) == 76 + 100 * 172;
+  })) << d->log();
+  const fs::path file = record_files(d->storage())[0];
+  const auto bytes_before = [&] { return file_bytes(file); };
+  const std::string before = bytes_before();
+
+  DaemonProcess second(dir_.path(), {});
+  EXPECT_FALSE(second.ready()) << second.log();
+  const int rc = second.wait_exit(10s);
+  EXPECT_NE(rc, 0) << second.log();
+  EXPECT_NE(rc, -1) << "the second daemon did not exit\n" << second.log();
+  EXPECT_NE(second.log().find("another callrecd (pid " + std::to_string(d->pid()) + ")"), std::string::npos)
+      << second.log();
+  EXPECT_EQ(second.log().find("recovered"), std::string::npos) << second.log();
+
+  EXPECT_EQ(catalog_row(d->catalog(), "L1").state, "recording") << "the live recording was left alone";
+  EXPECT_EQ(bytes_before(), before) << "the open file was not repaired under the first daemon";
+  // The first daemon carries on: more packets, a normal stop.
+  send_all(phone, st->port, make_rtp(10, fileio::Codec::kPcma, 1100, 5000 + 100 * 160));
+  ASSERT_TRUE(wait_until([&] { return metric(*d, "callrec_rx_packets_total") >= 110; }));
+  ASSERT_TRUE(phone.stop("L1")->success);
+  ASSERT_TRUE(d->wait_log("recording stop:")) << d->log();
+  const auto row = catalog_row(d->catalog(), "L1");
+  EXPECT_EQ(row.state, "stopped");
+  EXPECT_EQ(row.stats.received, 110u);
+  // Once the first is gone (even by SIGKILL) the lock is free again.
+  d->signal(SIGKILL);
+  d->wait_exit();
+  DaemonProcess third(dir_.path(), {});
+  EXPECT_TRUE(third.ready()) << third.log();
 }
 
 }  // namespace
