@@ -320,9 +320,12 @@ const std::vector<Option>& options() {
       {"rtp-timeout", "rtp_timeout", "SECONDS", "no RTP for this long stops the recording (1..86400)", "",
        [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.rtp_timeout_s); },
        [](const DaemonConfig& c) { return std::to_string(c.rtp_timeout_s); }, check_rtp_timeout},
-      {"latch", "latch", "", "accept RTP from the first source seen (NAT), not only the phone's address", "",
+      {"latch", "latch", "", "latch the first RTP source port seen from the phone's address (NAT rewrites ports)", "",
        [](DaemonConfig& c, std::string_view v) { return parse_bool(v, c.latch); },
        [](const DaemonConfig& c) { return std::string(c.latch ? "true" : "false"); }, no_check},
+      {"latch-any", "latch_any", "", "with --latch, latch the first source from ANY address (weaker: a host that sprays the port before the phone's first packet takes the recording)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_bool(v, c.latch_any); },
+       [](const DaemonConfig& c) { return std::string(c.latch_any ? "true" : "false"); }, no_check},
       {"max-connections", "max_connections", "N",
        "control connections at most (0..1000000); at the cap, or out of descriptors, the connection idle "
        "longest that holds no recording is closed for a new one",

@@ -55,7 +55,8 @@ struct DaemonConfig {
   std::uint32_t rx_threads = 1;
   std::uint32_t writers = 1;
   std::uint32_t rtp_timeout_s = 30;               ///< no RTP for this long ends the recording
-  bool latch = false;                             ///< true: accept RTP from the first source seen
+  bool latch = false;                             ///< true: latch the first source (port) seen from the phone's address
+  bool latch_any = false;                         ///< with latch: the first source from any address (weaker)
   std::uint32_t max_connections = 0;              ///< 0: derived from the descriptor limit at start
   std::uint32_t max_connections_per_address = 1024;  ///< 0: no limit
   std::uint32_t max_recordings_per_address = 4096;   ///< 0: no limit

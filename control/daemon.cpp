@@ -1,5 +1,6 @@
 #include "control/daemon.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
@@ -58,6 +59,36 @@ void metric(std::string& out, const char* name, const char* type, const char* he
   out += '\n';
 }
 
+/// One daemon per storage and catalog: an exclusive open-file-description lock on `path`
+/// (created), held as long as fd stays open (the process's life; released by the kernel when it
+/// dies, even by SIGKILL). The holder's pid is written into the file so a refused start can name
+/// it. OFD locks, not the catalog file itself: SQLite's own POSIX locks on the database would
+/// conflict with an OFD lock on the same file.
+Status take_instance_lock(const std::filesystem::path& path, int& fd) {
+  fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::from_errno("lock " + path.string());
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  if (::fcntl(fd, F_OFD_SETLK, &fl) != 0) {
+    const int e = errno;
+    char buf[32] = {};
+    const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+    ::close(fd);
+    fd = -1;
+    if (e != EAGAIN && e != EACCES) return Status(e, "lock " + path.string() + ": " + std::strerror(e));
+    std::string pid = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string("unknown");
+    while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) pid = "unknown";
+    return Status(EBUSY, "another callrecd (pid " + pid + ") is running on " + path.string() +
+                             ": refusing to start (one daemon per storage and catalog)");
+  }
+  const std::string text = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size()))
+    return Status::from_errno("lock " + path.string() + ": write pid");
+  return Status::ok();
+}
+
 }  // namespace
 
 struct Daemon::Impl {
@@ -71,6 +102,7 @@ struct Daemon::Impl {
   std::unique_ptr<UploadServer> upload;
   std::unique_ptr<HttpServer> http;
   int sigfd = -1;
+  int storage_lock = -1, catalog_lock = -1;  ///< instance locks, held for the process's life
   bool shutting_down = false;
   std::uint64_t nofile = 0;  ///< RLIMIT_NOFILE soft limit after raising it
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
@@ -123,6 +155,10 @@ Status Daemon::Impl::init() {
   std::filesystem::create_directories(cfg.storage, ec);
   if (ec) return Status(ec.value(), "storage " + cfg.storage.string() + ": " + ec.message());
   if (!cfg.catalog.parent_path().empty()) std::filesystem::create_directories(cfg.catalog.parent_path(), ec);
+  // Before the catalog is opened or recovery touches a file: a second daemon on the same
+  // storage or catalog would mark the first's live recordings recovered and repair their files.
+  if (Status st = take_instance_lock(cfg.storage / ".callrecd.lock", storage_lock); !st) return st;
+  if (Status st = take_instance_lock(cfg.catalog.string() + ".lock", catalog_lock); !st) return st;
   if (Status st = catalog.open(cfg.catalog); !st) return st;
   std::string report;
   if (const std::size_t n = SessionManager::recover(catalog, &report); n > 0)
@@ -152,6 +188,7 @@ Status Daemon::Impl::init() {
   sc.storage = cfg.storage;
   sc.rtp_timeout = std::chrono::seconds(cfg.rtp_timeout_s);
   sc.latch = cfg.latch;
+  sc.latch_any = cfg.latch_any;
   sc.reserve_bytes = cfg.reserve_mb << 20;
   sc.max_file_bytes = cfg.max_file_mb << 20;
   sc.flush_interval = std::chrono::milliseconds(cfg.flush_ms);
@@ -357,6 +394,8 @@ HttpResponse Daemon::Impl::metrics() const {
   metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_operator, "reason=\"operator\"");
   metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_disconnect, "reason=\"disconnect\"");
   metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_error, "reason=\"error\"");
+  metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_storage_lost, "reason=\"storage_lost\"");
+  metric(o, "callrec_stop_overrides_ignored_total", "counter", "Stop-request fields naming server-owned values (device, codec, peer, dir ...), ignored.", sc.stop_overrides_ignored);
   metric(o, "callrec_control_connections", "gauge", "Open control connections.", upload->connections());
   metric(o, "callrec_control_messages_total", "counter", "Control messages received.", uc.messages);
   metric(o, "callrec_control_garbage_total", "counter", "Control messages that were not requests.", uc.garbage);
@@ -500,6 +539,8 @@ int Daemon::run() {
   d.release_source();  // DPDK: ports closed, rte_eal_cleanup()
   d.catalog.close();
   if (d.sigfd >= 0) ::close(d.sigfd);
+  for (const int fd : {d.storage_lock, d.catalog_lock})
+    if (fd >= 0) ::close(fd);
   log_info("stopped: %" PRIu64 " recording(s) recorded in this run", recorded);
   return st ? 0 : 1;
 }

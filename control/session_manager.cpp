@@ -114,7 +114,9 @@ StartResult SessionManager::start(const StartParams& p) {
       flow.stream = s.id;
       flow.local_port = *port;
       flow.latch = cfg_.latch;
-      if (!cfg_.latch) {
+      // Latch or not, only the phone's own address may send (NAT keeps the address of the TCP
+      // connection for its UDP in the common case); only --latch-any opens it to any address.
+      if (!(cfg_.latch && cfg_.latch_any)) {
         flow.expected = p.peer;
         // The phone's TCP source port says nothing about its RTP port: accept any port.
         if (flow.expected.ss_family == AF_INET)
@@ -206,9 +208,27 @@ StartResult SessionManager::start(const StartParams& p) {
 
 bool SessionManager::stop(RecordingHandle h, const MetadataOverrides& ov, const std::string& reason,
                           bool server_initiated) {
+  return stop_impl(h, ov, reason, server_initiated ? StopOrigin::kServer : StopOrigin::kPeer);
+}
+
+const char* SessionManager::peer_stop_reason(IngestKind k) {
+  return k == IngestKind::kUpload ? "phone" : "hangup";
+}
+
+bool SessionManager::stop_impl(RecordingHandle h, const MetadataOverrides& ov, const std::string& reason_in,
+                               StopOrigin origin) {
   auto it = recs_.find(h);
   if (it == recs_.end() || it->second.stopping) return false;
   Recording& r = it->second;
+  const bool server_initiated = origin == StopOrigin::kServer;
+  // A peer's stop: its reason is metadata (extra phone_reason), never a server stop cause; the
+  // catalog's stop reason is the peer's stop ("phone" for the upload path).
+  std::string reason = reason_in;
+  std::optional<std::string> peer_reason;
+  if (origin == StopOrigin::kPeer) {
+    reason = peer_stop_reason(r.kind);
+    if (!reason_in.empty() && reason_in != reason) peer_reason = reason_in;
+  }
   auto apply = [](std::string& dst, const std::optional<std::string>& v) {
     if (v && *v != dst) dst = *v;
   };
@@ -216,34 +236,52 @@ bool SessionManager::stop(RecordingHandle h, const MetadataOverrides& ov, const 
   apply(r.meta.remote_name, ov.remote_name);
   apply(r.meta.local_number, ov.local_number);
   apply(r.meta.local_name, ov.local_name);
-  for (const auto& [k, v] : ov.extra) {
-    bool found = false;
+  auto merge_extra = [&r](const std::string& k, const std::string& v) {
     for (auto& [ek, evv] : r.meta.extra)
       if (ek == k) {
         evv = v;
-        found = true;
+        return;
       }
-    if (!found) r.meta.extra.emplace_back(k, v);
-  }
+    r.meta.extra.emplace_back(k, v);
+  };
   fileio::MetadataOverrides upd;
   if (ov.remote_number) upd.emplace_back("remote_number", *ov.remote_number);
   if (ov.remote_name) upd.emplace_back("remote_name", *ov.remote_name);
   if (ov.local_number) upd.emplace_back("local_number", *ov.local_number);
   if (ov.local_name) upd.emplace_back("local_name", *ov.local_name);
-  for (const auto& kv : ov.extra) upd.push_back(kv);
+  // Fields the server owns (device, codec, peer, dir ...) are not the peer's to change: ignored,
+  // counted and logged (the key names only: they are from a fixed list, safe to log).
+  std::string ignored;
+  for (const auto& [k, v] : ov.extra) {
+    if (fileio::is_server_owned_key(k)) {
+      ++counters_.stop_overrides_ignored;
+      ignored += (ignored.empty() ? "" : ",") + k;
+      continue;
+    }
+    merge_extra(k, v);
+    upd.emplace_back(k, v);
+  }
+  if (peer_reason) {
+    merge_extra("phone_reason", *peer_reason);
+    upd.emplace_back("phone_reason", *peer_reason);
+  }
+  if (!ignored.empty())
+    log_warn("recording rec=%lld: stop tried to change server-owned field(s) %s: ignored",
+             static_cast<long long>(r.catalog_id), ignored.c_str());
   if (!upd.empty())
     if (Status st = catalog_.update_metadata(r.catalog_id, upd); !st) log_error("catalog: %s", st.message().c_str());
 
   index_unactive(r);
   r.stopping = true;
   r.stop_reason = reason;
-  if (reason == "no_space") ++counters_.stop_no_space;
+  if (origin == StopOrigin::kPeer) ++counters_.stop_by_peer;
+  else if (origin == StopOrigin::kOwnerGone) ++counters_.stop_disconnect;
+  else if (reason == "no_space") ++counters_.stop_no_space;
   else if (reason == "rtp_timeout") ++counters_.stop_rtp_timeout;
   else if (reason == "shutdown") ++counters_.stop_shutdown;
   else if (reason == "operator") ++counters_.stop_operator;
-  else if (reason == "disconnect") ++counters_.stop_disconnect;
-  else if (server_initiated) ++counters_.stop_error;
-  else ++counters_.stop_by_peer;
+  else if (reason == "storage_lost") ++counters_.stop_storage_lost;
+  else ++counters_.stop_error;
   // The dataplane marks each stream's end in-band after its last packet; the writer then
   // closes the files and reports kStreamClosed, which finishes the recording.
   for (auto& s : r.streams) {
@@ -265,7 +303,7 @@ void SessionManager::stop_owned_by(RecordingOwner* owner, const std::string& rea
   for (auto h : hs)
     if (auto r = recs_.find(h); r != recs_.end()) r->second.owner = nullptr;
   for (auto h : hs)
-    if (auto r = recs_.find(h); r != recs_.end() && !r->second.stopping) stop(h, {}, reason, false);
+    if (auto r = recs_.find(h); r != recs_.end() && !r->second.stopping) stop_impl(h, {}, reason, StopOrigin::kOwnerGone);
 }
 
 void SessionManager::stop_all(const std::string& reason) {

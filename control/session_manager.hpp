@@ -66,7 +66,12 @@ class RecordingOwner {
 struct SessionConfig {
   std::filesystem::path storage;
   std::chrono::seconds rtp_timeout{30};
+  /// Latch the first RTP source seen. The expected address is always the phone's (port 0):
+  /// latch fixes the port (NAT rewrites it) from the phone's own address.
   bool latch = false;
+  /// With latch: the first source from ANY address is latched (weaker: a host that sprays the
+  /// port before the phone's first packet takes the recording). Off by default.
+  bool latch_any = false;
   std::uint64_t reserve_bytes = 256ull << 20;
   std::uint64_t max_file_bytes = 0;
   std::chrono::milliseconds flush_interval{1000};
@@ -93,8 +98,10 @@ struct StartResult {
 struct SessionCounters {
   std::uint64_t started = 0, start_failed = 0, stopped = 0;
   std::uint64_t stop_by_peer = 0, stop_no_space = 0, stop_rtp_timeout = 0, stop_shutdown = 0,
-                stop_operator = 0, stop_disconnect = 0, stop_error = 0;
+                stop_operator = 0, stop_disconnect = 0, stop_error = 0,
+                stop_storage_lost = 0;
   std::uint64_t no_port = 0;
+  std::uint64_t stop_overrides_ignored = 0;  ///< stop fields naming server-owned values (device, codec ...)
   std::uint64_t overloaded = 0;  ///< starts refused because the process ran out of descriptors/memory
 };
 
@@ -118,7 +125,15 @@ class SessionManager {
   ~SessionManager();
 
   StartResult start(const StartParams& p);
-  /// Peer or operator stop. reason is stored; `server_initiated` notifies the owner.
+  /// server_initiated == false: the peer's stop. The catalog's stop reason is the peer's
+  /// ("phone" for the upload path, "hangup" for others); `reason` is the peer's own and kept as
+  /// metadata (extra `phone_reason`), never counted as a server stop cause (a phone's
+  /// reason=no_space is not a server no-space stop). Overrides: the four numbers/names replace
+  /// the stored values; extra keys naming a server-owned value (fileio::is_server_owned_key:
+  /// device, codec, peer, dir ...) are ignored, counted (stop_overrides_ignored) and logged;
+  /// other extra keys are merged into the recording's extras.
+  /// server_initiated == true: a server stop (operator, no_space ...): `reason` is stored and
+  /// counted, and the owner is notified.
   /// Returns false when the handle is unknown or already stopping.
   bool stop(RecordingHandle h, const MetadataOverrides& ov, const std::string& reason,
             bool server_initiated);
@@ -174,6 +189,9 @@ class SessionManager {
     std::string stop_reason;
   };
 
+  enum class StopOrigin : std::uint8_t { kPeer, kOwnerGone, kServer };
+  bool stop_impl(RecordingHandle h, const MetadataOverrides& ov, const std::string& reason, StopOrigin origin);
+  static const char* peer_stop_reason(IngestKind k);
   void finish(Recording& r);
   Recording* by_stream(fileio::StreamId s);
   fileio::StreamId next_stream_id();

@@ -66,21 +66,23 @@ constexpr const char* kRowColumns =
     "started_at, stopped_at, state, stop_reason, peer, extra, received, lost, filled, duplicate, reordered, "
     "late, stray, other_payload, bytes";
 
-/// Metadata keys that name a column (protocol key -> column). Never built from input.
+/// Metadata keys a stop may override (protocol key -> column). Never built from input.
 struct ColumnKey {
   std::string_view key;
   const char* column;
 };
 constexpr ColumnKey kColumnKeys[] = {
-    {"device", "device"},
     {"remote_number", "remote_number"},
     {"remote_name", "remote_name"},
     {"local_number", "local_number"},
     {"local_name", "local_name"},
-    {"direction", "direction"},
-    {"dir", "direction"},
-    {"codec", "codec"},
-    {"peer", "peer"},
+};
+
+/// Keys naming a value the server owns: the catalog's other columns (and the protocol's `dir`).
+constexpr std::string_view kServerOwnedKeys[] = {
+    "id",         "call_id",    "source", "device", "direction", "dir",      "codec",    "started_at",
+    "stopped_at", "state",      "stop_reason", "peer", "extra",  "received", "lost",     "filled",
+    "duplicate",  "reordered",  "late",   "stray",  "other_payload", "bytes", "cmd",     "reason",
 };
 
 /// Sequential binder: binds parameters 1, 2, 3 ... and keeps the first error. Text is bound
@@ -548,6 +550,12 @@ std::int64_t to_unix_ms(std::chrono::system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }
 
+bool is_server_owned_key(std::string_view key) {
+  for (const std::string_view k : kServerOwnedKeys)
+    if (k == key) return true;
+  return false;
+}
+
 // ---- Catalog --------------------------------------------------------------------------------
 
 void Catalog::StmtDeleter::operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
@@ -811,7 +819,7 @@ Status Catalog::update_metadata(std::int64_t id, const MetadataOverrides& overri
   }
   for (const auto& [key, value] : overrides) {
     if (!st) break;
-    if (key == "cmd" || key == "id" || key == "reason") continue;
+    if (is_server_owned_key(key)) continue;  // never from a stop (see catalog.hpp)
     const ColumnKey* col = nullptr;
     for (const ColumnKey& c : kColumnKeys) {
       if (c.key == key) col = &c;

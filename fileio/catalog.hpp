@@ -118,11 +118,12 @@ class Catalog {
 
   /// Inserts a recording (row.id, row.segments are ignored); id receives the new catalog id.
   Status insert_recording(const RecordingRow& row, std::int64_t& id);
-  /// Applies metadata from the protocol: keys naming a column (device, remote_number,
-  /// remote_name, local_number, local_name, direction or dir, codec, peer) replace it; any other
-  /// key is merged into `extra` (the last value of a repeated key wins). The protocol's own
-  /// keys cmd, id and reason are ignored (the reason goes to finish_recording). One
-  /// transaction: all overrides apply or none. ENOENT: no such id.
+  /// Applies metadata from the protocol (a stop's overrides): remote_number, remote_name,
+  /// local_number and local_name replace their columns; keys naming a value the server owns
+  /// (is_server_owned_key: device, dir/direction, codec, peer, state, the counters, the
+  /// protocol's cmd/id/reason ...) are ignored, never stored; any other key is merged into
+  /// `extra` (the last value of a repeated key wins). One transaction: all overrides apply or
+  /// none. ENOENT: no such id.
   Status update_metadata(std::int64_t id, const MetadataOverrides& overrides);
   /// Links a new record file to the recording (seg.index becomes idx).
   Status add_segment(std::int64_t id, const SegmentInfo& seg);
@@ -189,6 +190,11 @@ class Catalog {
   std::map<std::string, Stmt> update_column_;  ///< per column name
   std::map<unsigned, Stmt> list_;              ///< per combination of filters
 };
+
+/// True for metadata keys naming a value the server owns (a catalog column other than the four
+/// numbers/names a stop may override, or the protocol's cmd/id/reason/dir): a peer's stop never
+/// replaces them, and they are not stored as extras either (they would shadow the real column).
+bool is_server_owned_key(std::string_view key);
 
 /// JSON string escaping: ", \, control characters (\n \r \t, others \u00XX) escaped; valid
 /// UTF-8 passed through; invalid UTF-8 bytes replaced by U+FFFD so the output is always JSON.

@@ -158,6 +158,13 @@ TEST(Config, EveryFlagInBothForms) {
 
 TEST(Config, BooleanFlagsTakeAnExplicitValueOnlyInline) {
   DaemonConfig c;
+  {
+    DaemonConfig a;
+    EXPECT_FALSE(a.latch_any) << "latching any address is opt-in";
+    ASSERT_TRUE(flags(a, {"--latch", "--latch-any"}));
+    EXPECT_TRUE(a.latch);
+    EXPECT_TRUE(a.latch_any);
+  }
   ASSERT_TRUE(flags(c, {"--latch", "--latch=off"}));
   EXPECT_FALSE(c.latch);
   // "--latch false" would make "false" a stray argument, not the flag's value.
@@ -414,7 +421,7 @@ TEST(Usage, DocumentsEveryOptionWithItsDefault) {
   EXPECT_EQ(u.rfind("Usage: callrecd [OPTIONS]", 0), 0u);
   for (const char* flag : {"--config FILE", "--listen ADDR:PORT", "--rtp-ports LO-HI", "--rtp-all-ports", "--advertise",
                            "--storage DIR", "--catalog FILE", "--rx-threads N", "--writers N", "--rtp-timeout SECONDS",
-                           "--latch", "--max-connections", "--max-message", "--reserve-mb", "--max-file-mb",
+                           "--latch", "--latch-any", "--max-connections", "--max-message", "--reserve-mb", "--max-file-mb",
                            "--flush-ms", "--reorder-window", "--max-gap-fill", "--port-quarantine", "--metrics",
                            "--log-level", "--source", "--dpdk-eal", "--dpdk-port", "--dpdk-queues", "--dpdk-lcores",
                            "--dpdk-mempool", "--dpdk-address", "--dpdk-address6 IPV6[,IPV6...]", "--help", "--version"}) {

@@ -135,19 +135,31 @@ TEST_F(CatalogTest, InsertUpdateFinish) {
   EXPECT_EQ(got.peer, "192.0.2.7:5060");
   EXPECT_EQ(got.extra, (std::map<std::string, std::string>{{"vendor_key", "v1"}}));
 
-  // Stop request: named keys replace columns (dir -> direction), unknown keys merge into extra,
-  // cmd/id/reason are protocol keys and do not land anywhere.
+  // Stop request: the four numbers/names replace columns, unknown keys merge into extra; keys
+  // naming a server-owned value (dir, device, codec, peer, state, counters, cmd/id/reason) land
+  // nowhere: not in their column, not in extra.
   const Status st = c.update_metadata(id, {{"cmd", "RecordStopRequest"},
                                            {"id", "4711"},
                                            {"remote_name", "Zoë \"Z\" Müller"},
                                            {"dir", "out"},
+                                           {"direction", "out"},
+                                           {"device", "../../etc/passwd"},
+                                           {"codec", "GSM"},
+                                           {"peer", "6.6.6.6:666"},
+                                           {"state", "stopped"},
+                                           {"received", "99"},
                                            {"vendor_key", "v2"},
                                            {"x-new", "a&b=c"},
                                            {"reason", "user"}});
   ASSERT_TRUE(st) << st.message();
   ASSERT_TRUE(c.get(id, got));
   EXPECT_EQ(got.remote_name, "Zoë \"Z\" Müller");
-  EXPECT_EQ(got.direction, "out");
+  EXPECT_EQ(got.direction, "in");
+  EXPECT_EQ(got.device, "00:11:22:33:44:55");
+  EXPECT_EQ(got.codec, "PCMA");
+  EXPECT_EQ(got.peer, "192.0.2.7:5060");
+  EXPECT_EQ(got.state, "recording");
+  EXPECT_EQ(got.stats.received, 0u);
   EXPECT_EQ(got.call_id, "4711");
   EXPECT_EQ(got.local_name, "Local") << "keys not given stay";
   EXPECT_EQ(got.extra, (std::map<std::string, std::string>{{"vendor_key", "v2"}, {"x-new", "a&b=c"}}));
