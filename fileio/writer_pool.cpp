@@ -434,7 +434,7 @@ void Writer::on_record(const RingRecordHeader& h, std::span<const std::byte> dat
     ++s.dropped_after_error;
     return;
   }
-  Status st = s.rec.on_rtp(data);
+  Status st = s.rec.on_rtp(data, h.rx_ns);
   if (!st.is_ok()) [[unlikely]]
     fail(s, std::move(st));
 }
