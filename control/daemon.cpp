@@ -229,6 +229,8 @@ Status Daemon::Impl::make_source(const sockaddr_storage& listen_addr) {
 #ifdef CALLREC_HAVE_DPDK
     dataplane::DpdkSource::Options o;
     if (Status st = make_dpdk_options(cfg, allowed_cpus(), o); !st) return st;
+    o.max_stream_pps = cfg.max_stream_pps;
+    o.stream_burst = cfg.stream_burst;
     std::string eal;
     for (const auto& a : o.eal_args) eal += (eal.empty() ? "" : " ") + a;
     log_info("dpdk: EAL arguments: %s", eal.c_str());
@@ -272,6 +274,8 @@ Status Daemon::Impl::make_source(const sockaddr_storage& listen_addr) {
   }
   dataplane::UdpSource::Options so;
   so.rx_threads = cfg.rx_threads;
+  so.max_stream_pps = cfg.max_stream_pps;
+  so.stream_burst = cfg.stream_burst;
   // RTP sockets bind the same address family and address as the control listener.
   so.bind_address = listen_addr;
   if (so.bind_address.ss_family == AF_INET) reinterpret_cast<sockaddr_in*>(&so.bind_address)->sin_port = 0;
@@ -352,6 +356,7 @@ HttpResponse Daemon::Impl::metrics() const {
   metric(o, "callrec_rx_dropped_total", nullptr, nullptr, ss.unknown_flow, "cause=\"unknown_flow\"");
   metric(o, "callrec_rx_dropped_total", nullptr, nullptr, ss.wrong_source, "cause=\"wrong_source\"");
   metric(o, "callrec_rx_dropped_total", nullptr, nullptr, ss.not_rtp, "cause=\"not_rtp\"");
+  metric(o, "callrec_rx_dropped_total", nullptr, nullptr, ss.policed, "cause=\"policed\"");
   metric(o, "callrec_rx_errors_total", "counter", "Receive system-call errors.", ss.rx_errors);
   for (const auto& c : source->counters()) {
     const std::string name = "callrec_" + c.name + (c.gauge ? "" : "_total");
@@ -394,6 +399,7 @@ HttpResponse Daemon::Impl::status() const {
   kv("drop_unknown_flow", ss.unknown_flow);
   kv("drop_wrong_source", ss.wrong_source);
   kv("drop_not_rtp", ss.not_rtp);
+  kv("drop_policed", ss.policed);
   for (const auto& c : source->counters()) kv(c.name.c_str(), c.value);
   kv("write_errors", ws.write_errors);
   kv("disk_free_bytes", disk_free());
