@@ -8,6 +8,8 @@
 
 #include <cerrno>
 #include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -56,6 +58,47 @@ void metric(std::string& out, const char* name, const char* type, const char* he
   out += ' ';
   out += std::to_string(v);
   out += '\n';
+}
+
+/// The kernel's UDP NoPorts counters: "Udp: ... NoPorts ..." (a header line, then a values
+/// line) in /proc/net/snmp, "Udp6NoPorts N" in /proc/net/snmp6. False if neither is readable.
+bool read_udp_noports(std::uint64_t& v4, std::uint64_t& v6) {
+  bool any = false;
+  if (std::FILE* f = std::fopen("/proc/net/snmp", "re")) {
+    char head[1024];
+    char vals[1024];
+    while (std::fgets(head, sizeof head, f) != nullptr) {
+      if (std::strncmp(head, "Udp: ", 5) != 0 || std::fgets(vals, sizeof vals, f) == nullptr) continue;
+      // Same column in both lines.
+      char* hs = nullptr;
+      char* vs = nullptr;
+      char* h = strtok_r(head, " \n", &hs);
+      char* v = strtok_r(vals, " \n", &vs);
+      while (h != nullptr && v != nullptr) {
+        if (std::strcmp(h, "NoPorts") == 0) {
+          v4 = std::strtoull(v, nullptr, 10);
+          any = true;
+        }
+        h = strtok_r(nullptr, " \n", &hs);
+        v = strtok_r(nullptr, " \n", &vs);
+      }
+      break;
+    }
+    std::fclose(f);
+  }
+  if (std::FILE* f = std::fopen("/proc/net/snmp6", "re")) {
+    char line[256];
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+      unsigned long long n = 0;
+      if (std::sscanf(line, "Udp6NoPorts %llu", &n) == 1) {
+        v6 = n;
+        any = true;
+        break;
+      }
+    }
+    std::fclose(f);
+  }
+  return any;
 }
 
 }  // namespace
@@ -366,6 +409,32 @@ HttpResponse Daemon::Impl::metrics() const {
   metric(o, "callrec_writer_bytes_total", "counter", "Bytes written to record files.", ws.bytes_written);
   metric(o, "callrec_writer_errors_total", "counter", "Write errors.", ws.write_errors);
   metric(o, "callrec_writer_unknown_stream_total", "counter", "Packets for streams no writer owns.", ws.unknown_stream);
+  metric(o, "callrec_assembler_dropped_total", "counter",
+         "RTP packets the writers' assemblers dropped, by cause: invalid (not RTP v2, bogus padding, empty "
+         "payload), other_payload (not PCMU/PCMA), format_flap (a format change that did not last), "
+         "segment_limit (a format change over the per-stream segment cap).",
+         ws.assembler.invalid, "cause=\"invalid\"");
+  metric(o, "callrec_assembler_dropped_total", nullptr, nullptr, ws.assembler.other_payload, "cause=\"other_payload\"");
+  metric(o, "callrec_assembler_dropped_total", nullptr, nullptr, ws.assembler.format_flaps, "cause=\"format_flap\"");
+  metric(o, "callrec_assembler_dropped_total", nullptr, nullptr, ws.assembler.segment_limited, "cause=\"segment_limit\"");
+  metric(o, "callrec_assembler_unbacked_jumps_total", "counter",
+         "Sequence gaps not filled with silence because the packets' arrival times did not back them.",
+         ws.assembler.unbacked_jumps);
+  metric(o, "callrec_assembler_segments_total", "counter", "Record file segments begun by format (first + changes).",
+         ws.assembler.segments);
+  if (cfg.source == SourceKind::kKernel) {
+    // A port no recording holds has no socket with the kernel source, so its packets never
+    // reach us; the kernel counts them (system-wide, every UDP port of the host).
+    std::uint64_t v4 = 0;
+    std::uint64_t v6 = 0;
+    if (read_udp_noports(v4, v6)) {
+      metric(o, "callrec_host_udp_noports_total", "counter",
+             "Host-wide UDP datagrams to a port with no socket (kernel Udp: NoPorts, /proc/net/snmp[6]): "
+             "includes RTP to ports no recording holds, and any other port of the host.",
+             v4, "family=\"ipv4\"");
+      metric(o, "callrec_host_udp_noports_total", nullptr, nullptr, v6, "family=\"ipv6\"");
+    }
+  }
   metric(o, "callrec_ports_in_use", "gauge", "RTP ports allocated.", ports->in_use());
   metric(o, "callrec_ports_available", "gauge", "RTP ports free to allocate now.", ports->available(std::chrono::steady_clock::now()));
   metric(o, "callrec_disk_free_bytes", "gauge", "Free bytes on the storage volume.", disk_free());

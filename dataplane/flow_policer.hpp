@@ -5,8 +5,9 @@
 // division or floating point per packet). Checked on the RX thread where the flow is looked up,
 // after the source and RTP checks (a stray sender cannot spend the phone's budget), on the RX
 // timestamp (CLOCK_MONOTONIC ns; one per burst is fine: equal times just use the burst).
-// A phone sends 50 pps (20 ms ptime), 100 at 10 ms; the default 400 pps with a burst of 200
-// leaves room for a backlog after a network stall and stops a flood at 8x a call's rate.
+// A phone sends 50 pps (20 ms ptime), 100 at 10 ms. callrecd's default, 400 pps with a burst of
+// 500 packets (10 s of a 20 ms call: a backlog released after a stall or a bufferbloated uplink
+// passes whole), stops a flood at 8x a call's rate; a burst is at most ~100 KB of ring.
 #include <cstdint>
 
 namespace callrec::dataplane {

@@ -62,7 +62,7 @@ class UdpSource final : public Source {
     /// max_stream_pps sustained / stream_burst at once are dropped and counted (policed).
     /// 0: off (the library default; callrecd sets --max-stream-pps).
     std::uint32_t max_stream_pps = 0;
-    std::uint32_t stream_burst = 200;
+    std::uint32_t stream_burst = 500;
     /// How long stop() keeps retrying end marks into full rings before giving up on them.
     std::chrono::milliseconds stop_drain_timeout{2000};
   };
