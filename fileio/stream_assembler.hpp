@@ -108,6 +108,7 @@ class StreamAssembler {
   /// lines of this object every packet touches, then the heap line they point to.
   void prefetch_state() const {
     __builtin_prefetch(&have_seq_);
+    __builtin_prefetch(&fmt_);
     __builtin_prefetch(&probe_);
     __builtin_prefetch(&c_.written);
   }
@@ -134,7 +135,7 @@ class StreamAssembler {
   bool segment_allowed(std::uint64_t rx_ns);
 
   // Hot: what an in-order packet reads or writes, kept together (with c_'s first fields about
-  // two cache lines). A writer thread touches it for a different stream at nearly every packet.
+  // three cache lines: the clock and credit fill the first, opts_/fmt_/last_ the second). A writer thread touches it for a different stream at nearly every packet.
   bool have_seq_ = false;
   std::uint32_t held_ = 0;            ///< packets waiting in slots_
   std::uint32_t ssrc_ = 0;
