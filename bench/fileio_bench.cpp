@@ -113,6 +113,9 @@ void unlink_closed_segments(RecordWriter& w) {
 
 // ---- StreamAssembler ------------------------------------------------------------------------
 
+/// Arrival time of packet n of a stream sent in real time (20 ms apart), CLOCK_MONOTONIC-like.
+constexpr std::uint64_t arrival_ns(std::uint32_t n) { return 1'000'000'000ull + std::uint64_t{n} * 20'000'000ull; }
+
 /// In-order packets, swept over the number of interleaved streams (cache footprint).
 void BM_AssemblerInOrder(benchmark::State& state) {
   const auto streams = static_cast<std::size_t>(state.range(0));
@@ -124,7 +127,7 @@ void BM_AssemblerInOrder(benchmark::State& state) {
   std::uint32_t n = 0;
   std::size_t s = 0;
   for (auto _ : state) {
-    asms[s].push(pkts[s].with(static_cast<std::uint16_t>(n), n * 160u), sink);
+    asms[s].push(pkts[s].with(static_cast<std::uint16_t>(n), n * 160u), sink, arrival_ns(n));
     if (++s == streams) {
       s = 0;
       ++n;
@@ -152,7 +155,7 @@ void BM_AssemblerReorder1pct(benchmark::State& state) {
   std::uint32_t i = 0;
   for (auto _ : state) {
     const std::uint32_t n = base + order[i];
-    a.push(pkt.with(static_cast<std::uint16_t>(n), n * 160u), sink);
+    a.push(pkt.with(static_cast<std::uint16_t>(n), n * 160u), sink, arrival_ns(n));
     if (++i == 100) {
       i = 0;
       base += 100;
@@ -174,7 +177,7 @@ void BM_AssemblerLoss1pct(benchmark::State& state) {
   std::uint32_t n = 0;
   for (auto _ : state) {
     if (n % 100 == 37) ++n;
-    a.push(pkt.with(static_cast<std::uint16_t>(n), n * 160u), sink);
+    a.push(pkt.with(static_cast<std::uint16_t>(n), n * 160u), sink, arrival_ns(n));
     ++n;
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
@@ -222,7 +225,7 @@ void BM_StreamRecorder(benchmark::State& state) {
   std::uint32_t n = 0;
   std::size_t s = 0;
   for (auto _ : state) {
-    if (!recs[s]->on_rtp(pkts[s].with(static_cast<std::uint16_t>(n), n * 160u))) {
+    if (!recs[s]->on_rtp(pkts[s].with(static_cast<std::uint16_t>(n), n * 160u), arrival_ns(n))) {
       state.SkipWithError("on_rtp failed");
       break;
     }

@@ -176,6 +176,8 @@ std::string check_max_file_mb(const DaemonConfig& c) {
 std::string check_flush_ms(const DaemonConfig& c) { return range_check(c.flush_ms, 10, 60000); }
 std::string check_reorder_window(const DaemonConfig& c) { return range_check(c.reorder_window, 1, 256); }
 std::string check_max_gap_fill(const DaemonConfig& c) { return range_check(c.max_gap_fill, 0, 3000); }
+std::string check_max_stream_pps(const DaemonConfig& c) { return range_check(c.max_stream_pps, 0, 1000000); }
+std::string check_stream_burst(const DaemonConfig& c) { return range_check(c.stream_burst, 1, 1000000); }
 std::string check_port_quarantine(const DaemonConfig& c) { return range_check(c.port_quarantine_s, 0, 3600); }
 std::string check_metrics(const DaemonConfig& c) { return c.metrics.empty() ? "" : check_endpoint(c.metrics); }
 std::string check_log_level(const DaemonConfig& c) {
@@ -364,6 +366,14 @@ const std::vector<Option>& options() {
       {"max-gap-fill", "max_gap_fill", "N", "longest gap filled with silence, in packets (0..3000)", "",
        [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.max_gap_fill); },
        [](const DaemonConfig& c) { return std::to_string(c.max_gap_fill); }, check_max_gap_fill},
+      {"max-stream-pps", "max_stream_pps", "N",
+       "RTP packets/s one recording's stream may send; more are dropped (counted policed) so one "
+       "stream cannot take the writers from the others (0: off, at most 1000000)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.max_stream_pps); },
+       [](const DaemonConfig& c) { return std::to_string(c.max_stream_pps); }, check_max_stream_pps},
+      {"stream-burst", "stream_burst", "N", "packets a stream may send at once beyond --max-stream-pps (1..1000000)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.stream_burst); },
+       [](const DaemonConfig& c) { return std::to_string(c.stream_burst); }, check_stream_burst},
       {"port-quarantine", "port_quarantine", "SECONDS", "a released RTP port is reused only after this (0..3600)", "",
        [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.port_quarantine_s); },
        [](const DaemonConfig& c) { return std::to_string(c.port_quarantine_s); }, check_port_quarantine},

@@ -67,6 +67,8 @@ struct DaemonConfig {
   std::uint32_t flush_ms = 1000;
   std::uint32_t reorder_window = 8;               ///< RTP packets
   std::uint32_t max_gap_fill = 50;                ///< RTP packets of silence at most per gap
+  std::uint32_t max_stream_pps = 400;             ///< per-flow RTP rate policer; 0: off
+  std::uint32_t stream_burst = 500;               ///< packets a flow may send at once above it
   std::uint32_t port_quarantine_s = 30;
   std::string metrics = "127.0.0.1:9464";         ///< Prometheus endpoint; empty: off
   std::uint32_t metrics_max_connections = 16;

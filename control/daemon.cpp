@@ -9,6 +9,8 @@
 
 #include <cerrno>
 #include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -87,6 +89,47 @@ Status take_instance_lock(const std::filesystem::path& path, int& fd) {
   if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size()))
     return Status::from_errno("lock " + path.string() + ": write pid");
   return Status::ok();
+}
+
+/// The kernel's UDP NoPorts counters: "Udp: ... NoPorts ..." (a header line, then a values
+/// line) in /proc/net/snmp, "Udp6NoPorts N" in /proc/net/snmp6. False if neither is readable.
+bool read_udp_noports(std::uint64_t& v4, std::uint64_t& v6) {
+  bool any = false;
+  if (std::FILE* f = std::fopen("/proc/net/snmp", "re")) {
+    char head[1024];
+    char vals[1024];
+    while (std::fgets(head, sizeof head, f) != nullptr) {
+      if (std::strncmp(head, "Udp: ", 5) != 0 || std::fgets(vals, sizeof vals, f) == nullptr) continue;
+      // Same column in both lines.
+      char* hs = nullptr;
+      char* vs = nullptr;
+      char* h = strtok_r(head, " \n", &hs);
+      char* v = strtok_r(vals, " \n", &vs);
+      while (h != nullptr && v != nullptr) {
+        if (std::strcmp(h, "NoPorts") == 0) {
+          v4 = std::strtoull(v, nullptr, 10);
+          any = true;
+        }
+        h = strtok_r(nullptr, " \n", &hs);
+        v = strtok_r(nullptr, " \n", &vs);
+      }
+      break;
+    }
+    std::fclose(f);
+  }
+  if (std::FILE* f = std::fopen("/proc/net/snmp6", "re")) {
+    char line[256];
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+      unsigned long long n = 0;
+      if (std::sscanf(line, "Udp6NoPorts %llu", &n) == 1) {
+        v6 = n;
+        any = true;
+        break;
+      }
+    }
+    std::fclose(f);
+  }
+  return any;
 }
 
 }  // namespace
@@ -282,6 +325,8 @@ Status Daemon::Impl::make_source(const sockaddr_storage& listen_addr) {
 #ifdef CALLREC_HAVE_DPDK
     dataplane::DpdkSource::Options o;
     if (Status st = make_dpdk_options(cfg, allowed_cpus(), o); !st) return st;
+    o.max_stream_pps = cfg.max_stream_pps;
+    o.stream_burst = cfg.stream_burst;
     std::string eal;
     for (const auto& a : o.eal_args) eal += (eal.empty() ? "" : " ") + a;
     log_info("dpdk: EAL arguments: %s", eal.c_str());
@@ -325,6 +370,8 @@ Status Daemon::Impl::make_source(const sockaddr_storage& listen_addr) {
   }
   dataplane::UdpSource::Options so;
   so.rx_threads = cfg.rx_threads;
+  so.max_stream_pps = cfg.max_stream_pps;
+  so.stream_burst = cfg.stream_burst;
   // RTP sockets bind the same address family and address as the control listener.
   so.bind_address = listen_addr;
   if (so.bind_address.ss_family == AF_INET) reinterpret_cast<sockaddr_in*>(&so.bind_address)->sin_port = 0;
@@ -420,6 +467,7 @@ HttpResponse Daemon::Impl::metrics() const {
   metric(o, "callrec_rx_dropped_total", nullptr, nullptr, ss.unknown_flow, "cause=\"unknown_flow\"");
   metric(o, "callrec_rx_dropped_total", nullptr, nullptr, ss.wrong_source, "cause=\"wrong_source\"");
   metric(o, "callrec_rx_dropped_total", nullptr, nullptr, ss.not_rtp, "cause=\"not_rtp\"");
+  metric(o, "callrec_rx_dropped_total", nullptr, nullptr, ss.policed, "cause=\"policed\"");
   metric(o, "callrec_rx_errors_total", "counter", "Receive system-call errors.", ss.rx_errors);
   for (const auto& c : source->counters()) {
     const std::string name = "callrec_" + c.name + (c.gauge ? "" : "_total");
@@ -429,6 +477,32 @@ HttpResponse Daemon::Impl::metrics() const {
   metric(o, "callrec_writer_bytes_total", "counter", "Bytes written to record files.", ws.bytes_written);
   metric(o, "callrec_writer_errors_total", "counter", "Write errors.", ws.write_errors);
   metric(o, "callrec_writer_unknown_stream_total", "counter", "Packets for streams no writer owns.", ws.unknown_stream);
+  metric(o, "callrec_assembler_dropped_total", "counter",
+         "RTP packets the writers' assemblers dropped, by cause: invalid (not RTP v2, bogus padding, empty "
+         "payload), other_payload (not PCMU/PCMA), format_flap (a format change that did not last), "
+         "segment_limit (a format change over the per-stream segment cap).",
+         ws.assembler.invalid, "cause=\"invalid\"");
+  metric(o, "callrec_assembler_dropped_total", nullptr, nullptr, ws.assembler.other_payload, "cause=\"other_payload\"");
+  metric(o, "callrec_assembler_dropped_total", nullptr, nullptr, ws.assembler.format_flaps, "cause=\"format_flap\"");
+  metric(o, "callrec_assembler_dropped_total", nullptr, nullptr, ws.assembler.segment_limited, "cause=\"segment_limit\"");
+  metric(o, "callrec_assembler_unbacked_jumps_total", "counter",
+         "Sequence gaps not filled with silence because the packets' arrival times did not back them.",
+         ws.assembler.unbacked_jumps);
+  metric(o, "callrec_assembler_segments_total", "counter", "Record file segments begun by format (first + changes).",
+         ws.assembler.segments);
+  if (cfg.source == SourceKind::kKernel) {
+    // A port no recording holds has no socket with the kernel source, so its packets never
+    // reach us; the kernel counts them (system-wide, every UDP port of the host).
+    std::uint64_t v4 = 0;
+    std::uint64_t v6 = 0;
+    if (read_udp_noports(v4, v6)) {
+      metric(o, "callrec_host_udp_noports_total", "counter",
+             "Host-wide UDP datagrams to a port with no socket (kernel Udp: NoPorts, /proc/net/snmp[6]): "
+             "includes RTP to ports no recording holds, and any other port of the host.",
+             v4, "family=\"ipv4\"");
+      metric(o, "callrec_host_udp_noports_total", nullptr, nullptr, v6, "family=\"ipv6\"");
+    }
+  }
   metric(o, "callrec_ports_in_use", "gauge", "RTP ports allocated.", ports->in_use());
   metric(o, "callrec_ports_available", "gauge", "RTP ports free to allocate now.", ports->available(std::chrono::steady_clock::now()));
   metric(o, "callrec_disk_free_bytes", "gauge", "Free bytes on the storage volume.", disk_free());
@@ -462,6 +536,7 @@ HttpResponse Daemon::Impl::status() const {
   kv("drop_unknown_flow", ss.unknown_flow);
   kv("drop_wrong_source", ss.wrong_source);
   kv("drop_not_rtp", ss.not_rtp);
+  kv("drop_policed", ss.policed);
   for (const auto& c : source->counters()) kv(c.name.c_str(), c.value);
   kv("write_errors", ws.write_errors);
   kv("disk_free_bytes", disk_free());

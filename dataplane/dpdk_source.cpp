@@ -63,6 +63,7 @@
 #pragma GCC diagnostic pop
 
 #include "dataplane/end_marks.hpp"
+#include "dataplane/flow_policer.hpp"
 #include "fileio/rtp.hpp"
 
 namespace callrec::dataplane {
@@ -153,6 +154,7 @@ enum Counter : unsigned {
   kUnknownFlow,
   kWrongSource,
   kNotRtp,
+  kPoliced,
   kArpReplies,
   kIcmpReplies,
   kNdReplies,
@@ -195,10 +197,12 @@ struct alignas(kCacheLine) PublishedCounters {
 enum Match : std::uint8_t { kAny, kAddr, kAddrPort };
 
 /// One flow entry: one cache line, prefetched by the lookup stage. Written only by the owning
-/// lcore; `packets` and `wrong_source` are also read by control threads (relaxed).
+/// lcore; `packets`, `wrong_source` and `policed` are also read by control threads (relaxed).
 struct alignas(kCacheLine) Flow {
   std::atomic<std::uint64_t> packets{0};
   std::atomic<std::uint64_t> wrong_source{0};
+  std::atomic<std::uint64_t> policed{0};
+  std::uint64_t policer_tat = 0;  ///< flow_policer.hpp state
   StreamId stream = 0;
   std::uint32_t expect_ip = 0;    ///< network order
   std::uint32_t latched_ip = 0;   ///< network order
@@ -212,6 +216,8 @@ struct alignas(kCacheLine) Flow {
   bool latch = false;
   bool latched = false;
 
+  /// Latched: only the latched address:port. Otherwise the expected source (with latch, the
+  /// control side made it kAddr: the phone's address, any port), or anyone.
   [[nodiscard]] bool accepts(std::uint32_t ip, std::uint16_t port_be) const {
     if (latched) return ip == latched_ip && port_be == latched_port;
     if (match == kAny) return true;
@@ -451,6 +457,7 @@ struct alignas(kCacheLine) DpdkSource::Lcore {
   bool has_tx = false;
   bool timing = false;
   unsigned burst = 32;
+  PolicerConfig policer;  ///< per-flow rate policer (flow_policer.hpp)
   FlowTable table_kind = FlowTable::kFlat;
   std::vector<std::uint16_t> queues;
   const std::uint32_t* addresses = nullptr;
@@ -747,6 +754,12 @@ void DpdkSource::Lcore::process(rte_mbuf** pkts, unsigned n, bool received_here)
     const std::span<const std::byte> payload(reinterpret_cast<const std::byte*>(cd.payload), cd.len);
     if (!fileio::parse_rtp(payload)) [[unlikely]] {
       ++c[kNotRtp];
+      to_free[nf++] = cd.m;
+      continue;
+    }
+    if (!policer_admit(f.policer_tat, policer, now)) [[unlikely]] {
+      ++c[kPoliced];  // over the flow's rate: it cannot take the writer from the other flows
+      Flow::bump(f.policed);
       to_free[nf++] = cd.m;
       continue;
     }
@@ -1119,6 +1132,8 @@ void DpdkSource::Lcore::apply(const Command& cmd) {
   if (cmd.kind == Command::kAdd) {
     f.packets.store(0, std::memory_order_relaxed);
     f.wrong_source.store(0, std::memory_order_relaxed);
+    f.policed.store(0, std::memory_order_relaxed);
+    f.policer_tat = 0;
     f.stream = cmd.stream;
     f.expect_ip = cmd.expect_ip;
     f.expect_port = cmd.expect_port;
@@ -1538,6 +1553,7 @@ Status DpdkSource::init() {
     l.tap_port = i == 0 ? port_->tap_port : kNoPort;
     l.timing = o.stage_timing;
     l.burst = o.burst;
+    l.policer = PolicerConfig::make(o.max_stream_pps, o.stream_burst);
     l.table_kind = o.flow_table;
     for (unsigned q = i; q < nq; q += n) l.queues.push_back(static_cast<std::uint16_t>(q));
     l.addresses = addresses_.data();
@@ -1693,11 +1709,11 @@ void DpdkSource::stop() {
   // Every flow has its end mark (or was counted lost); keep final counters.
   for (auto& [stream, e] : removing_) {
     const Flow& f = lcores_[e.lcore]->flows[e.slot];
-    remember_removed_locked(stream, {f.packets.load(std::memory_order_relaxed), f.wrong_source.load(std::memory_order_relaxed)});
+    remember_removed_locked(stream, {f.packets.load(std::memory_order_relaxed), f.wrong_source.load(std::memory_order_relaxed), f.policed.load(std::memory_order_relaxed)});
   }
   for (auto& [stream, e] : flows_) {
     const Flow& f = lcores_[e.lcore]->flows[e.slot];
-    remember_removed_locked(stream, {f.packets.load(std::memory_order_relaxed), f.wrong_source.load(std::memory_order_relaxed)});
+    remember_removed_locked(stream, {f.packets.load(std::memory_order_relaxed), f.wrong_source.load(std::memory_order_relaxed), f.policed.load(std::memory_order_relaxed)});
   }
   removing_.clear();
   flows_.clear();
@@ -1724,7 +1740,7 @@ void DpdkSource::reclaim_locked(unsigned lcore) {
     q.pop_front();
     if (const auto it = removing_.find(pf.stream); it != removing_.end() && it->second.lcore == lcore && it->second.slot == pf.slot) {
       const Flow& f = l.flows[pf.slot];
-      remember_removed_locked(pf.stream, {f.packets.load(std::memory_order_relaxed), f.wrong_source.load(std::memory_order_relaxed)});
+      remember_removed_locked(pf.stream, {f.packets.load(std::memory_order_relaxed), f.wrong_source.load(std::memory_order_relaxed), f.policed.load(std::memory_order_relaxed)});
       removing_.erase(it);
     }
     free_slots_[lcore].push_back(pf.slot);
@@ -1794,7 +1810,7 @@ Status DpdkSource::add_flow_locked(const FlowSpec& spec, unsigned address_index)
     std::memcpy(&sin, &spec.expected, sizeof sin);
     cmd.expect_ip = sin.sin_addr.s_addr;
     cmd.expect_port = sin.sin_port;
-    cmd.match = sin.sin_port != 0 ? kAddrPort : kAddr;
+    cmd.match = sin.sin_port != 0 && !spec.latch ? kAddrPort : kAddr;
   } else if (spec.expected.ss_family == AF_INET6) {
     sockaddr_in6 s6{};
     std::memcpy(&s6, &spec.expected, sizeof s6);
@@ -1803,7 +1819,7 @@ Status DpdkSource::add_flow_locked(const FlowSpec& spec, unsigned address_index)
     }
     std::memcpy(&cmd.expect_ip, &s6.sin6_addr.s6_addr[12], 4);
     cmd.expect_port = s6.sin6_port;
-    cmd.match = s6.sin6_port != 0 ? kAddrPort : kAddr;
+    cmd.match = s6.sin6_port != 0 && !spec.latch ? kAddrPort : kAddr;
   } else if (spec.expected.ss_family != AF_UNSPEC) {
     return Status(EAFNOSUPPORT, what + ": expected source is neither IPv4 nor IPv6");
   }
@@ -1865,6 +1881,7 @@ DpdkStats DpdkSource::dpdk_stats() const {
     s.unknown_flow += p.get(kUnknownFlow);
     s.wrong_source += p.get(kWrongSource);
     s.not_rtp += p.get(kNotRtp);
+    s.policed += p.get(kPoliced);
     s.rx_errors += p.get(kRxErrors);
     s.arp_replies += p.get(kArpReplies);
     s.icmp_replies += p.get(kIcmpReplies);
@@ -1916,6 +1933,7 @@ std::vector<SourceCounter> DpdkSource::counters() const {
       {"dpdk_ring_full", "RTP packets dropped because the writer's ring (or the owner lcore's hand-off ring) was full.", s.ring_full},
       {"dpdk_unknown_flow", "UDP packets to our address(es) for a port with no recording.", s.unknown_flow},
       {"dpdk_wrong_source", "RTP packets for a recording from another source than the phone (not written).", s.wrong_source},
+      {"dpdk_policed", "RTP packets dropped because their flow was over its rate (--max-stream-pps).", s.policed},
       {"dpdk_arp_replies", "ARP requests for the dataplane address(es) answered.", s.arp_replies},
       {"dpdk_icmp_replies", "ICMP echo requests to the dataplane address(es) answered.", s.icmp_replies},
       {"dpdk_nd_replies", "IPv6 neighbour solicitations for the dataplane IPv6 address(es) answered.", s.nd_replies},
@@ -1985,7 +2003,7 @@ std::optional<FlowStats> DpdkSource::flow_stats(StreamId stream) const {
   }
   if (e != nullptr) {
     const Flow& f = lcores_[e->lcore]->flows[e->slot];
-    return FlowStats{f.packets.load(std::memory_order_relaxed), f.wrong_source.load(std::memory_order_relaxed)};
+    return FlowStats{f.packets.load(std::memory_order_relaxed), f.wrong_source.load(std::memory_order_relaxed), f.policed.load(std::memory_order_relaxed)};
   }
   if (const auto it = removed_.find(stream); it != removed_.end()) return it->second;
   return std::nullopt;

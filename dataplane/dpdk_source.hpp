@@ -178,6 +178,11 @@ class DpdkSource final : public Source {
     /// the port. Empty: such traffic is dropped (counted).
     std::string exception_tap;
     unsigned max_flows_per_lcore = 131072;
+    /// Per-flow packet-rate policer (flow_policer.hpp): packets a flow sends beyond
+    /// max_stream_pps sustained / stream_burst at once are dropped and counted (policed).
+    /// 0: off (the library default; callrecd sets --max-stream-pps).
+    std::uint32_t max_stream_pps = 0;
+    std::uint32_t stream_burst = 500;
     unsigned burst = 32;                 ///< 1..64
     unsigned handoff_ring_size = 4096;   ///< per (lcore, lcore) pair, power of two
     unsigned command_ring_size = 16384;  ///< per lcore, power of two

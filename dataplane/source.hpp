@@ -23,8 +23,13 @@ struct FlowSpec {
   StreamId stream = 0;
   std::uint16_t local_port = 0;
   /// Expected source. ss_family == AF_UNSPEC: accept any source. Port 0: any port from that
-  /// address. With latch: the first packet's source (address and port) becomes the only one.
+  /// address.
   sockaddr_storage expected{};
+  /// Latch (NAT): the source (address and port) of the first RTP packet accepted becomes the
+  /// only one. With an expected address, only a packet from that *address* (any port: NAT may
+  /// change it) can latch the flow; packets from other addresses before and after are strays
+  /// (wrong_source), so a host that sprays the port range cannot take the recording. With
+  /// expected AF_UNSPEC, the first packet from anywhere latches it (weaker: an explicit option).
   bool latch = false;
 };
 
@@ -37,6 +42,7 @@ struct SourceStats {
   std::uint64_t unknown_flow = 0;   ///< dropped: no flow for the port
   std::uint64_t wrong_source = 0;   ///< dropped: not from the expected source (stray)
   std::uint64_t not_rtp = 0;        ///< dropped: not RTP v2 / too short / too long
+  std::uint64_t policed = 0;        ///< dropped: the flow's packet rate was over its policer
   std::uint64_t rx_errors = 0;      ///< receive system-call errors
   std::uint64_t nic_missed = 0;     ///< DPDK imissed
   std::uint64_t nic_nombuf = 0;     ///< DPDK rx_nombuf
@@ -58,8 +64,9 @@ struct SourceCounter {
 
 /// Per-stream counters kept by the RX side (stray packets belong to no writer).
 struct FlowStats {
-  std::uint64_t packets = 0;
+  std::uint64_t packets = 0;       ///< accepted (delivered, or dropped because the ring was full)
   std::uint64_t wrong_source = 0;
+  std::uint64_t policed = 0;       ///< dropped by the per-flow rate policer (flow_policer.hpp)
 };
 
 class Source {

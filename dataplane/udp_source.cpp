@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "dataplane/end_marks.hpp"
+#include "dataplane/flow_policer.hpp"
 #include "fileio/rtp.hpp"
 
 namespace callrec::dataplane {
@@ -111,6 +112,7 @@ struct Counters {
   std::uint64_t ring_full = 0;
   std::uint64_t wrong_source = 0;
   std::uint64_t not_rtp = 0;
+  std::uint64_t policed = 0;
   std::uint64_t rx_errors = 0;
 
   Counters& operator+=(const Counters& o) {
@@ -120,6 +122,7 @@ struct Counters {
     ring_full += o.ring_full;
     wrong_source += o.wrong_source;
     not_rtp += o.not_rtp;
+    policed += o.policed;
     rx_errors += o.rx_errors;
     return *this;
   }
@@ -134,6 +137,7 @@ struct alignas(kCacheLine) PublishedCounters {
   std::atomic<std::uint64_t> ring_full{0};
   std::atomic<std::uint64_t> wrong_source{0};
   std::atomic<std::uint64_t> not_rtp{0};
+  std::atomic<std::uint64_t> policed{0};
   std::atomic<std::uint64_t> rx_errors{0};
 
   void store(const Counters& c) {
@@ -144,6 +148,7 @@ struct alignas(kCacheLine) PublishedCounters {
     ring_full.store(c.ring_full, r);
     wrong_source.store(c.wrong_source, r);
     not_rtp.store(c.not_rtp, r);
+    policed.store(c.policed, r);
     rx_errors.store(c.rx_errors, r);
   }
   void add_to(SourceStats& s) const {
@@ -154,6 +159,7 @@ struct alignas(kCacheLine) PublishedCounters {
     s.ring_full += ring_full.load(r);
     s.wrong_source += wrong_source.load(r);
     s.not_rtp += not_rtp.load(r);
+    s.policed += policed.load(r);
     s.rx_errors += rx_errors.load(r);
   }
 };
@@ -170,6 +176,7 @@ using udp_detail::kCacheLine;
 struct alignas(kCacheLine) UdpSource::FlowCounters {
   std::atomic<std::uint64_t> packets{0};
   std::atomic<std::uint64_t> wrong_source{0};
+  std::atomic<std::uint64_t> policed{0};
 };
 
 namespace udp_detail {
@@ -187,12 +194,16 @@ struct Flow {
   Endpoint latched_src;
   std::uint64_t packets = 0;
   std::uint64_t wrong_source = 0;
+  std::uint64_t policed = 0;
+  std::uint64_t policer_tat = 0;  ///< flow_policer.hpp state
   std::shared_ptr<UdpSource::FlowCounters> counters;
 
+  /// Latched: only the latched address:port. Otherwise the expected source (with latch: its
+  /// address, any port -- the packet that passes latches the flow), or anyone.
   [[nodiscard]] bool accepts(const sockaddr_storage& from) const {
     if (latched) return same_source(latched_src, from, true);
     if (expected.family == AF_UNSPEC) return true;
-    return same_source(expected, from, expected.port != 0);
+    return same_source(expected, from, !latch && expected.port != 0);
   }
 };
 
@@ -216,6 +227,7 @@ struct UdpSource::RxThread {
   int wakefd = -1;
   unsigned burst = 32;
   unsigned bursts_per_socket = 4;
+  PolicerConfig policer;
   fileio::RingMatrix* rings = nullptr;
   std::vector<Flow> flows;  ///< preallocated table, indexed by slot
   std::vector<mmsghdr> msgs;
@@ -369,6 +381,10 @@ void UdpSource::RxThread::service(Flow& f, unsigned max_bursts) {
         ++c.not_rtp;
         continue;
       }
+      if (!policer_admit(f.policer_tat, policer, now)) [[unlikely]] {
+        ++c.policed;  // over the flow's rate: it cannot take the writer from the other flows
+        continue;
+      }
       if (f.latch && !f.latched) {  // first RTP packet from an acceptable source: latch on it
         f.latched = udp_detail::to_endpoint(names[i], f.socket_family, f.latched_src);
       }
@@ -387,11 +403,13 @@ void UdpSource::RxThread::service(Flow& f, unsigned max_bursts) {
     if (static_cast<unsigned>(n) < burst) break;
   }
   local += c;
-  if ((accepted | c.wrong_source) != 0) {
+  if ((accepted | c.wrong_source | c.policed) != 0) {
     f.packets += accepted;
     f.wrong_source += c.wrong_source;
+    f.policed += c.policed;
     f.counters->packets.store(f.packets, std::memory_order_relaxed);
     f.counters->wrong_source.store(f.wrong_source, std::memory_order_relaxed);
+    f.counters->policed.store(f.policed, std::memory_order_relaxed);
   }
 }
 
@@ -439,6 +457,7 @@ UdpSource::UdpSource(Options options) : options_(std::move(options)) {
     th->index = t;
     th->burst = o.burst;
     th->bursts_per_socket = o.bursts_per_socket;
+    th->policer = PolicerConfig::make(o.max_stream_pps, o.stream_burst);
     th->stop_drain_timeout = o.stop_drain_timeout;
     th->end_marks_lost = &end_marks_lost_;
     th->flows.resize(o.max_flows_per_thread);
@@ -697,7 +716,8 @@ std::optional<FlowStats> UdpSource::flow_stats(StreamId stream) const {
   const auto it = flows_.find(stream);
   if (it == flows_.end()) return std::nullopt;
   const FlowCounters& c = *it->second.counters;
-  return FlowStats{c.packets.load(std::memory_order_relaxed), c.wrong_source.load(std::memory_order_relaxed)};
+  return FlowStats{c.packets.load(std::memory_order_relaxed), c.wrong_source.load(std::memory_order_relaxed),
+                   c.policed.load(std::memory_order_relaxed)};
 }
 
 std::uint16_t UdpSource::local_port(StreamId stream) const {

@@ -9,7 +9,8 @@
 // - RX thread p (producer p of the RingMatrix): owns an epoll set, a preallocated flow table
 //   indexed by slot, its receive buffers and its counters. Loop: commands (once per
 //   iteration, only when flagged) -> epoll_wait (10 ms) -> recvmmsg bursts per ready socket
-//   -> source check (spec control-protocol point 5) -> RTP v2 check -> push to
+//   -> source check (spec control-protocol point 5) -> RTP v2 check -> per-flow rate policer
+//   (flow_policer.hpp) -> push to
 //   ring(p, writer_for(stream)) -> publish once per burst. Counters are published every 100 ms.
 //
 // Why no SO_REUSEADDR by default: on Linux, a UDP socket with SO_REUSEADDR lets a *second*
@@ -57,6 +58,11 @@ class UdpSource final : public Source {
     unsigned max_flows_per_thread = 16384;  ///< size of each RX thread's preallocated table
     Placement placement = Placement::kLeastLoaded;
     bool reuse_address = false;  ///< SO_REUSEADDR (see the header comment before enabling)
+    /// Per-flow packet-rate policer (flow_policer.hpp): packets a flow sends beyond
+    /// max_stream_pps sustained / stream_burst at once are dropped and counted (policed).
+    /// 0: off (the library default; callrecd sets --max-stream-pps).
+    std::uint32_t max_stream_pps = 0;
+    std::uint32_t stream_burst = 500;
     /// How long stop() keeps retrying end marks into full rings before giving up on them.
     std::chrono::milliseconds stop_drain_timeout{2000};
   };
@@ -88,7 +94,7 @@ class UdpSource final : public Source {
 
   /// Counters of an installed flow, as last published by its RX thread (after each service of
   /// its socket). packets = RTP packets accepted from the right source (delivered, or dropped
-  /// because the ring was full); wrong_source = strays dropped. nullopt once remove_flow() or
+  /// because the ring was full); wrong_source = strays dropped; policed = over the rate. nullopt once remove_flow() or
   /// stop() was called, or for an unknown stream (per the Source contract).
   [[nodiscard]] std::optional<FlowStats> flow_stats(StreamId stream) const override;
   /// The local UDP port of an installed flow (useful when FlowSpec::local_port was 0); 0 if

@@ -25,6 +25,12 @@
 // probe; otherwise the probe is dropped (counted `late` when it was behind, `invalid` when ahead:
 // a stray packet that no sequence confirms).
 //
+// Format changes and the media-time credit are described in stream_assembler.hpp. A packet of
+// another format than the segment's never enters the window: it is a candidate (offer_candidate)
+// until format_confirm consecutive ones confirm the change (adopt_candidates: flush the old
+// segment, restart at the first candidate) or the old format resumes (drop_candidates). Gaps go
+// through should_fill(): bounded by max_gap_fill and backed by credit.
+//
 // Packets of other payload types (CN, telephone-event ...) are dropped before any of this; their
 // sequence numbers are then simply missing and become silence like any loss (counted in `lost`
 // and `filled`, so filled <= lost holds).
@@ -39,6 +45,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "fileio/rtp.hpp"
 
@@ -48,6 +55,13 @@ namespace {
 constexpr std::uint32_t kHistory = 64;       // bits in seen_bits_
 constexpr std::uint32_t kMaxWindow = 256;
 constexpr std::uint32_t kMaxResync = 32767;  // largest forward distance a 16-bit delta expresses
+constexpr std::uint32_t kMaxConfirm = 16;
+// Media-time credit (see stream_assembler.hpp): G.711 at 8 kHz, one timestamp unit = 125 us.
+constexpr std::int64_t kNsPerSample = 125'000;
+constexpr std::int64_t kDebtFloorPtimes = 2;     // credit raised to >= -2 ptime before time is added
+constexpr std::int64_t kTolerancePtimesX2 = 3;   // a gap may be 1.5 ptime beyond the credit
+static_assert(kTolerancePtimesX2 < 2 * kDebtFloorPtimes, "tolerance below the debt floor: no free silence");
+constexpr std::uint64_t kMaxCreditStepNs = 3'600'000'000'000ull;  // an hour: no overflow, far above any cap
 
 enum class Kind : std::uint8_t { kInvalid, kOther, kG711 };
 
@@ -92,11 +106,21 @@ StreamAssembler::StreamAssembler(AssemblerOptions opts) : opts_(opts) {
   opts_.reorder_window = static_cast<std::uint16_t>(
       std::clamp<std::uint32_t>(opts_.reorder_window, 1, kMaxWindow));
   opts_.resync_after = std::clamp<std::uint32_t>(opts_.resync_after, opts_.reorder_window, kMaxResync);
+  opts_.format_confirm = std::clamp<std::uint32_t>(opts_.format_confirm, 1, kMaxConfirm);
+  opts_.segment_burst = std::max<std::uint32_t>(opts_.segment_burst, 1);
   filled_.assign(std::size_t{opts_.reorder_window} + 1, 0);
 }
 
-void StreamAssembler::push(std::span<const std::byte> pkt, AssemblerSink& sink) {
+void StreamAssembler::push(std::span<const std::byte> pkt, AssemblerSink& sink, std::uint64_t rx_ns) {
   ++c_.received;
+  if (rx_ns > last_rx_ns_) [[likely]] {
+    if (last_rx_ns_ != 0) [[likely]] {
+      // Debt floor, then the elapsed time, then the cap (see the header comment).
+      const std::int64_t dt = static_cast<std::int64_t>(std::min<std::uint64_t>(rx_ns - last_rx_ns_, kMaxCreditStepNs));
+      credit_ns_ = std::min(std::max(credit_ns_, -kDebtFloorPtimes * ptime_ns_) + dt, credit_cap_ns_);
+    }
+    last_rx_ns_ = rx_ns;
+  }
   const Classified cl = classify(pkt);
   if (cl.kind == Kind::kInvalid) [[unlikely]] {
     ++c_.invalid;
@@ -107,6 +131,21 @@ void StreamAssembler::push(std::span<const std::byte> pkt, AssemblerSink& sink) 
     return;
   }
   const RtpView& v = cl.v;
+  if (!fmt_) [[unlikely]] {  // the very first packet: the first segment needs no confirmation
+    restart(pkt, sink);
+    return;
+  }
+  if (!same_format(cl.fmt, *fmt_)) [[unlikely]] {
+    // Never corrupt the format, and never begin a segment for a change that does not last.
+    offer_candidate(pkt, cl.fmt, v.sequence, v.ssrc, rx_ns, sink);
+    return;
+  }
+  if (cand_n_ != 0) [[unlikely]] {
+    // The old format again. A packet from before the change (reordered across it) leaves the
+    // candidates alone; one at or after it means the change did not last.
+    const auto rel = static_cast<std::int16_t>(static_cast<std::uint16_t>(v.sequence - cand_seq0_));
+    if (v.ssrc != cand_ssrc_ || rel >= 0) drop_candidates();
+  }
   if (!have_seq_) [[unlikely]] {
     restart(pkt, sink);
     return;
@@ -152,12 +191,6 @@ void StreamAssembler::push(std::span<const std::byte> pkt, AssemblerSink& sink) 
     probe_.assign(pkt.begin(), pkt.end());
     return;
   }
-  if (!same_format(cl.fmt, *fmt_)) [[unlikely]] {
-    // Never corrupt the format: the held packets end the old segment, this one starts the next.
-    flush_held(sink);
-    restart(pkt, sink);
-    return;
-  }
   const std::uint32_t s = next_ + ahead;
   if (ahead > w) [[unlikely]] advance_to(s, sink);
   if (s == next_) [[likely]] {
@@ -185,11 +218,80 @@ void StreamAssembler::push(std::span<const std::byte> pkt, AssemblerSink& sink) 
   while (held_ > 0 && filled_[next_ % n] != 0) emit_slot(next_, sink);
 }
 
+void StreamAssembler::offer_candidate(std::span<const std::byte> pkt, const SegmentFormat& fmt, std::uint16_t seq,
+                                      std::uint32_t ssrc, std::uint64_t rx_ns, AssemblerSink& sink) {
+  const bool follows = cand_n_ != 0 && same_format(fmt, cand_fmt_) && ssrc == cand_ssrc_ &&
+                       seq == static_cast<std::uint16_t>(cand_seq0_ + cand_n_);
+  if (!follows) {
+    drop_candidates();
+    cand_fmt_ = fmt;
+    cand_ssrc_ = ssrc;
+    cand_seq0_ = seq;
+  }
+  const std::size_t need = std::size_t{opts_.format_confirm} * fmt.rtp_len;
+  if (cand_buf_.size() < need) cand_buf_.resize(std::max(need, 2 * cand_buf_.size()));  // rare: geometric
+  std::memcpy(cand_buf_.data() + std::size_t{cand_n_} * fmt.rtp_len, pkt.data(), fmt.rtp_len);
+  ++cand_n_;
+  if (cand_n_ < opts_.format_confirm) return;
+  if (!segment_allowed(rx_ns)) {
+    c_.segment_limited += cand_n_;
+    cand_n_ = 0;
+    return;
+  }
+  adopt_candidates(sink);
+}
+
+void StreamAssembler::adopt_candidates(AssemblerSink& sink) {
+  // The old segment ends with what it holds (holes between held packets on the usual rule);
+  // the new one starts at the first candidate: no fill across a format change.
+  drop_probe();
+  if (have_seq_) {
+    flush_held(sink);
+    if (cand_ssrc_ != ssrc_) ++c_.resyncs;
+  }
+  const std::uint32_t count = std::exchange(cand_n_, 0);
+  const std::size_t len = cand_fmt_.rtp_len;
+  restart(std::span<const std::byte>(cand_buf_.data(), len), sink);  // begins the new segment
+  for (std::uint32_t i = 1; i < count; ++i) {
+    const std::span<const std::byte> p(cand_buf_.data() + i * len, len);
+    const auto v = parse_rtp(p);  // parsed once already: cannot fail
+    emit_packet(p, v ? v->header_len : kRtpHeaderMin, v ? v->timestamp : last_ts_, sink);
+  }
+}
+
+void StreamAssembler::drop_candidates() {
+  c_.format_flaps += cand_n_;
+  cand_n_ = 0;
+}
+
+bool StreamAssembler::segment_allowed(std::uint64_t rx_ns) {
+  if (opts_.segment_interval_ms == 0) return true;
+  // GCRA: one change per interval, with (burst - 1) intervals of tolerance.
+  const std::uint64_t interval = std::uint64_t{opts_.segment_interval_ms} * 1'000'000u;
+  const std::uint64_t tau = std::uint64_t{opts_.segment_burst - 1} * interval;
+  const std::uint64_t tat = std::max(seg_tat_ns_, rx_ns);
+  if (tat - rx_ns > tau) return false;
+  seg_tat_ns_ = tat + interval;
+  return true;
+}
+
+bool StreamAssembler::should_fill(std::uint32_t run) {
+  if (run > opts_.max_gap_fill) return false;
+  const std::int64_t tolerance = kTolerancePtimesX2 * ptime_ns_ / 2;
+  if (credit_ns_ + tolerance >= static_cast<std::int64_t>(run) * ptime_ns_) return true;
+  ++c_.unbacked_jumps;  // the clock does not back this jump: a resync, not a loss to fill
+  ++c_.resyncs;
+  return false;
+}
+
 void StreamAssembler::flush(AssemblerSink& sink) {
   if (have_seq_) flush_held(sink);
   drop_probe();
+  drop_candidates();  // a change that had not lasted by the stop (or pause) is not a segment
   have_seq_ = false;
   seen_bits_ = 0;
+  credit_ns_ = 0;     // a new sequence begins after a flush: no credit from before it
+  last_rx_ns_ = 0;
 }
 
 void StreamAssembler::flush_held(AssemblerSink& sink) {
@@ -203,7 +305,7 @@ void StreamAssembler::flush_held(AssemblerSink& sink) {
     std::uint32_t e = next_ + 1;
     while (filled_[e % n] == 0) ++e;  // a held packet lies within (next_, next_ + w]
     const std::uint32_t run = e - next_;
-    skip_or_fill(run, run <= opts_.max_gap_fill, sink);
+    skip_or_fill(run, should_fill(run), sink);
   }
 }
 
@@ -226,7 +328,7 @@ void StreamAssembler::advance_to(std::uint32_t ext_seq, AssemblerSink& sink) {
       }
     }
     const std::uint32_t run = e - next_;
-    if (run > opts_.max_gap_fill) {
+    if (!should_fill(run)) {
       skip_or_fill(run, false, sink);
     } else {
       skip_or_fill(std::min(run, target - next_), true, sink);
@@ -267,6 +369,7 @@ void StreamAssembler::emit_packet(std::span<const std::byte> pkt, std::size_t he
   last_ts_ = ts;
   ++next_;
   seen_bits_ = (seen_bits_ << 1) | 1u;
+  credit_ns_ -= ptime_ns_;
   ++c_.written;
   sink.on_packet(pkt);
 }
@@ -282,6 +385,7 @@ void StreamAssembler::emit_silence(std::uint16_t seq, std::uint32_t ts, Assemble
   store_be32(out + 4, ts);
   std::memset(out + hl, codec_info(fmt_->codec).silence, len - hl);
   last_ts_ = ts;
+  credit_ns_ -= ptime_ns_;
   ++c_.filled;
   sink.on_packet(std::span<const std::byte>(out, len));
 }
@@ -289,6 +393,9 @@ void StreamAssembler::emit_silence(std::uint16_t seq, std::uint32_t ts, Assemble
 void StreamAssembler::begin_segment(const SegmentFormat& fmt, AssemblerSink& sink) {
   fmt_ = fmt;
   ++c_.segments;
+  ptime_ns_ = static_cast<std::int64_t>(fmt.increment) * kNsPerSample;
+  credit_cap_ns_ = static_cast<std::int64_t>(opts_.max_gap_fill + opts_.reorder_window + 2u) * ptime_ns_;
+  credit_ns_ = std::min(credit_ns_, credit_cap_ns_);
   const std::size_t need = (std::size_t{opts_.reorder_window} + 1) * fmt.rtp_len;
   if (slots_.size() < need) slots_.resize(need);
   if (silence_.size() < fmt.rtp_len) silence_.resize(fmt.rtp_len);

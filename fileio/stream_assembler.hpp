@@ -4,13 +4,40 @@
 // - drops duplicates (and packets too late to be placed), counting each;
 // - fills sequence gaps with codec silence (PCMA 0xD5, PCMU 0xFF) up to max_gap_fill packets,
 //   built from the previous packet's header with the missing seq and timestamp;
-// - begins a new segment when the packet length or the payload type changes;
+// - fills a gap only when the packets' arrival times back it (media-time credit, below): a
+//   sequence jump the clock does not back is skipped (counted lost, `unbacked_jumps`, `resyncs`);
+// - begins a new segment only for a *lasting* format change (packet length or payload type):
+//   a new format is adopted after `format_confirm` (default 4, i.e. 80 ms at 20 ms ptime)
+//   consecutive in-sequence packets of one SSRC carry it. Those candidate packets are held and
+//   written once the change is confirmed, so a real change loses nothing. If the old format
+//   comes back first, the candidates are dropped (counted `format_flaps`) and their sequence
+//   positions become ordinary losses (silence in the old format). Candidates still pending at
+//   flush() (stop, pause) are dropped the same way;
+// - caps segment changes over time: a token bucket on arrival time allows `segment_burst`
+//   (default 4) changes at once, then one per `segment_interval_ms` (default 10 s); a confirmed
+//   change beyond that is refused and its packets dropped (counted `segment_limited`);
 // - handles 16-bit sequence and 32-bit timestamp wrap-around, and re-synchronises on an SSRC
 //   change or a sequence jump that two consecutive packets confirm.
 // Packets whose payload type is not G.711 (comfort noise, telephone-event ...) are not stored:
 // they are counted as `other_payload` and their sequence numbers become silence.
 //
-// Owned by one thread. No allocation per packet once the first packet sized the window.
+// Media-time credit (gap fill amplification, issue 9 item 4). push() takes each packet's
+// arrival time (CLOCK_MONOTONIC ns). credit += time elapsed since the previous push; every
+// emitted packet, real or silence, costs one ptime (increment / 8000 s). A gap of g packets is
+// filled only if credit >= g * ptime - 1.5 ptime (jitter tolerance: the packet after the gap may
+// arrive up to 30 ms early at 20 ms ptime). Before time is added the credit is raised to at
+// least -2 ptime (a sender faster than real time builds no lasting debt: its real packets are
+// written 1:1 anyway) and it never exceeds (max_gap_fill + reorder_window + 2) ptime. The
+// tolerance is below the debt floor, so silence can never be made for free: over any run the
+// silence written is at most the arrival time not covered by real packets plus that cap. A
+// sender at 50 pps that jumps the sequence by 51 per packet is written about 1:1; a real loss
+// burst (the packet after it arrives late by the burst's length) is filled. flush() (stop,
+// pause) has no new arrival: holes between held packets (at most reorder_window - 1) are
+// filled on the same rule with the credit the held packets brought; then the credit is reset.
+//
+// Owned by one thread. No allocation per packet once the first packet sized the window (the
+// candidate buffer grows geometrically when a larger candidate format is seen: a few times per
+// stream at most).
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -24,6 +51,9 @@ struct AssemblerOptions {
   std::uint16_t reorder_window = 8;   ///< packets held while waiting for a missing one (1..256)
   std::uint32_t max_gap_fill = 50;    ///< longest gap filled with silence (packets); longer: not filled
   std::uint32_t resync_after = 3000;  ///< a forward jump beyond this (packets) is a new stream
+  std::uint32_t format_confirm = 4;   ///< packets of a new format that make a change lasting (1..16)
+  std::uint32_t segment_burst = 4;    ///< format changes allowed at once (>= 1)
+  std::uint32_t segment_interval_ms = 10000;  ///< then one change per this long; 0: no cap
 };
 
 struct AssemblerCounters {
@@ -37,7 +67,11 @@ struct AssemblerCounters {
   std::uint64_t invalid = 0;       ///< dropped: not RTP v2, or empty payload
   std::uint64_t other_payload = 0; ///< dropped: payload type not PCMU/PCMA
   std::uint64_t segments = 0;      ///< segments begun (format changes + the first)
-  std::uint64_t resyncs = 0;       ///< sequence re-synchronisations (SSRC change, big jump)
+  std::uint64_t resyncs = 0;       ///< sequence re-synchronisations (SSRC change, big jump,
+                                   ///< a jump the arrival clock does not back)
+  std::uint64_t unbacked_jumps = 0;   ///< gaps not filled: arrival time did not back them
+  std::uint64_t format_flaps = 0;     ///< dropped: packets of a format change that did not last
+  std::uint64_t segment_limited = 0;  ///< dropped: a confirmed format change over the segment cap
 };
 
 /// The format of a segment: every packet of it has exactly rtp_len bytes.
@@ -60,8 +94,10 @@ class StreamAssembler {
  public:
   explicit StreamAssembler(AssemblerOptions opts = {});
 
-  /// Feeds one received RTP packet (copied if it must wait). May emit zero or more packets.
-  void push(std::span<const std::byte> pkt, AssemblerSink& sink);
+  /// Feeds one received RTP packet (copied if it must wait) that arrived at rx_ns
+  /// (CLOCK_MONOTONIC ns, non-decreasing per stream; an earlier value counts as no time
+  /// elapsed). May emit zero or more packets.
+  void push(std::span<const std::byte> pkt, AssemblerSink& sink, std::uint64_t rx_ns);
   /// Emits every held packet (filling holes between them) and forgets the sequence state:
   /// call at stop, and on pause (so a resume does not fill the paused time).
   void flush(AssemblerSink& sink);
@@ -72,6 +108,7 @@ class StreamAssembler {
   /// lines of this object every packet touches, then the heap line they point to.
   void prefetch_state() const {
     __builtin_prefetch(&have_seq_);
+    __builtin_prefetch(&fmt_);
     __builtin_prefetch(&probe_);
     __builtin_prefetch(&c_.written);
   }
@@ -86,17 +123,30 @@ class StreamAssembler {
   void emit_packet(std::span<const std::byte> pkt, std::size_t header_len, std::uint32_t ts,
                    AssemblerSink& sink);
   void skip_or_fill(std::uint32_t count, bool fill, AssemblerSink& sink);
+  /// The decision for a missing run of `run` packets: fill it (bounded and backed by credit)?
+  /// Counts an unbacked jump when only the clock says no.
+  bool should_fill(std::uint32_t run);
   void flush_held(AssemblerSink& sink);
   void drop_probe();
+  void offer_candidate(std::span<const std::byte> pkt, const SegmentFormat& fmt, std::uint16_t seq,
+                       std::uint32_t ssrc, std::uint64_t rx_ns, AssemblerSink& sink);
+  void adopt_candidates(AssemblerSink& sink);
+  void drop_candidates();
+  bool segment_allowed(std::uint64_t rx_ns);
 
   // Hot: what an in-order packet reads or writes, kept together (with c_'s first fields about
-  // two cache lines). A writer thread touches it for a different stream at nearly every packet.
+  // three cache lines: the clock and credit fill the first, opts_/fmt_/last_ the second). A writer thread touches it for a different stream at nearly every packet.
   bool have_seq_ = false;
   std::uint32_t held_ = 0;            ///< packets waiting in slots_
   std::uint32_t ssrc_ = 0;
   std::uint32_t next_ = 0;            ///< extended sequence number expected next
   std::uint32_t last_ts_ = 0;
+  std::uint32_t cand_n_ = 0;          ///< candidate packets of a new format held in cand_buf_
   std::uint64_t seen_bits_ = 0;       ///< bit i: next_-1-i was received (duplicate vs late)
+  std::int64_t credit_ns_ = 0;        ///< media-time credit (see the header comment)
+  std::uint64_t last_rx_ns_ = 0;      ///< newest arrival time seen (0: none since the flush)
+  std::int64_t ptime_ns_ = 0;         ///< the segment's packet duration
+  std::int64_t credit_cap_ns_ = 0;
   AssemblerOptions opts_;
   std::optional<SegmentFormat> fmt_;
   std::vector<std::byte> last_;       ///< header template of the last emitted packet
@@ -106,6 +156,12 @@ class StreamAssembler {
   std::vector<std::byte> slots_;      ///< (reorder_window + 1) * rtp_len bytes
   std::vector<std::uint8_t> filled_;  ///< slot occupied
   std::vector<std::byte> silence_;    ///< scratch for a silence packet
+  // Cold: format change candidates, segment rate cap.
+  SegmentFormat cand_fmt_{Codec::kPcmu, 0, 0};
+  std::uint32_t cand_ssrc_ = 0;
+  std::uint16_t cand_seq0_ = 0;
+  std::vector<std::byte> cand_buf_;   ///< cand_n_ packets of cand_fmt_.rtp_len bytes
+  std::uint64_t seg_tat_ns_ = 0;      ///< segment cap: GCRA theoretical arrival time
 };
 
 }  // namespace callrec::fileio

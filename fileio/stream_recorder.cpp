@@ -17,11 +17,11 @@ namespace callrec::fileio {
 StreamRecorder::StreamRecorder(WriterOptions wopts, AssemblerOptions aopts)
     : asm_(aopts), writer_(std::move(wopts)) {}
 
-Status StreamRecorder::on_rtp(std::span<const std::byte> pkt) {
+Status StreamRecorder::on_rtp(std::span<const std::byte> pkt, std::uint64_t rx_ns) {
   if (paused_) [[unlikely]] {
     (void)writer_.append(pkt);  // counted as dropped while paused; cannot fail
   } else {
-    asm_.push(pkt, *this);
+    asm_.push(pkt, *this, rx_ns);
   }
   if (!pending_.is_ok()) [[unlikely]] return std::exchange(pending_, Status());
   return {};

@@ -13,9 +13,10 @@ class StreamRecorder final : private AssemblerSink {
  public:
   StreamRecorder(WriterOptions wopts, AssemblerOptions aopts = {});
 
-  /// Feeds one received RTP packet. Returns the first write error since the last call
-  /// (ENOSPC, EIO ...); data already written stays valid on disk.
-  Status on_rtp(std::span<const std::byte> pkt);
+  /// Feeds one received RTP packet that arrived at rx_ns (CLOCK_MONOTONIC ns: the ring
+  /// record's rx_ns; the assembler fills only gaps that elapsed arrival time backs). Returns the
+  /// first write error since the last call (ENOSPC, EIO ...); data already written stays valid.
+  Status on_rtp(std::span<const std::byte> pkt, std::uint64_t rx_ns);
   Status flush_if_due(std::chrono::steady_clock::time_point now);
   /// Pause: held packets are written, later packets dropped until resume().
   void pause();

@@ -195,7 +195,23 @@ struct PublishedStats {
   std::atomic<std::uint64_t> write_errors{0};
   std::atomic<std::uint64_t> bytes_written{0};
   std::atomic<std::uint64_t> active_streams{0};
+  std::atomic<std::uint64_t> asm_invalid{0};
+  std::atomic<std::uint64_t> asm_other_payload{0};
+  std::atomic<std::uint64_t> asm_format_flaps{0};
+  std::atomic<std::uint64_t> asm_segment_limited{0};
+  std::atomic<std::uint64_t> asm_unbacked_jumps{0};
+  std::atomic<std::uint64_t> asm_segments{0};
 };
+
+/// The published subset of AssemblerCounters, summed.
+void add_published(AssemblerCounters& sum, const AssemblerCounters& c) {
+  sum.invalid += c.invalid;
+  sum.other_payload += c.other_payload;
+  sum.format_flaps += c.format_flaps;
+  sum.segment_limited += c.segment_limited;
+  sum.unbacked_jumps += c.unbacked_jumps;
+  sum.segments += c.segments;
+}
 
 /// One writer thread and everything it owns. Only the command queue and the published
 /// counters are touched by another thread.
@@ -283,6 +299,7 @@ class alignas(64) Writer {
   std::uint64_t unknown_ = 0;
   std::uint64_t write_errors_ = 0;
   std::uint64_t closed_bytes_ = 0;  ///< bytes written by streams already closed
+  AssemblerCounters closed_asm_;    ///< published counters of streams already closed
 
   PublishedStats pub_;
 };
@@ -434,7 +451,7 @@ void Writer::on_record(const RingRecordHeader& h, std::span<const std::byte> dat
     ++s.dropped_after_error;
     return;
   }
-  Status st = s.rec.on_rtp(data);
+  Status st = s.rec.on_rtp(data, h.rx_ns);
   if (!st.is_ok()) [[unlikely]]
     fail(s, std::move(st));
 }
@@ -536,6 +553,7 @@ void Writer::finish(Stream& s) {
   s.closed_reported = static_cast<std::uint32_t>(segs.size());
   batch_.push_back(event_for(WriterEventKind::kStreamClosed, s));
   closed_bytes_ += s.rec.writer().bytes_written();
+  add_published(closed_asm_, s.rec.counters());
   // Swap-remove from the owner vector (order is arbitrary), then free.
   index_of_.erase(s.id);
   erased_in_batch_ = true;
@@ -566,7 +584,18 @@ void Writer::walk(Clock::time_point now, bool with_stats) {
 
 void Writer::publish_stats() {
   std::uint64_t bytes = closed_bytes_;
-  for (const auto& sp : streams_) bytes += sp->rec.writer().bytes_written();
+  AssemblerCounters a = closed_asm_;
+  for (const auto& sp : streams_) {
+    bytes += sp->rec.writer().bytes_written();
+    add_published(a, sp->rec.counters());
+  }
+  constexpr auto r = std::memory_order_relaxed;
+  pub_.asm_invalid.store(a.invalid, r);
+  pub_.asm_other_payload.store(a.other_payload, r);
+  pub_.asm_format_flaps.store(a.format_flaps, r);
+  pub_.asm_segment_limited.store(a.segment_limited, r);
+  pub_.asm_unbacked_jumps.store(a.unbacked_jumps, r);
+  pub_.asm_segments.store(a.segments, r);
   pub_.packets.store(packets_, std::memory_order_relaxed);
   pub_.unknown_stream.store(unknown_, std::memory_order_relaxed);
   pub_.write_errors.store(write_errors_, std::memory_order_relaxed);
@@ -641,6 +670,12 @@ WriterPoolStats WriterPool::stats() const {
     s.write_errors += p.write_errors.load(std::memory_order_relaxed);
     s.bytes_written += p.bytes_written.load(std::memory_order_relaxed);
     s.active_streams += p.active_streams.load(std::memory_order_relaxed);
+    s.assembler.invalid += p.asm_invalid.load(std::memory_order_relaxed);
+    s.assembler.other_payload += p.asm_other_payload.load(std::memory_order_relaxed);
+    s.assembler.format_flaps += p.asm_format_flaps.load(std::memory_order_relaxed);
+    s.assembler.segment_limited += p.asm_segment_limited.load(std::memory_order_relaxed);
+    s.assembler.unbacked_jumps += p.asm_unbacked_jumps.load(std::memory_order_relaxed);
+    s.assembler.segments += p.asm_segments.load(std::memory_order_relaxed);
   }
   return s;
 }

@@ -56,6 +56,10 @@ struct WriterPoolStats {
   std::uint64_t write_errors = 0;
   std::uint64_t bytes_written = 0;
   std::uint64_t active_streams = 0;
+  /// Assembler counters summed over every stream, open and closed, since start (only the
+  /// fields below are published: drops by cause and what the arrival clock refused).
+  AssemblerCounters assembler;  ///< invalid, other_payload, format_flaps, segment_limited,
+                                ///< unbacked_jumps, segments
 };
 
 class WriterPool {

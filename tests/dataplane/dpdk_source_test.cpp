@@ -476,6 +476,126 @@ TEST(DpdkSource, RingFullIsCountedAndEndMarkIsNotLost) {
   EXPECT_EQ(src.flow_stats(streams[0].id)->packets, sum.rtp);  // accepted = delivered + ring_full
 }
 
+// ---- latch and policer (issue 9 items 6 and 3) ------------------------------------------------
+
+/// One RTP datagram of a hand-made pcap.
+struct Datagram {
+  std::uint32_t src_ip;  ///< host order
+  std::uint16_t src_port;
+  std::uint16_t dst_port;
+  std::uint16_t seq;
+  std::uint32_t ssrc;
+};
+
+/// Writes `ds` as Ethernet/IPv4/UDP/RTP (PCMA, 160 bytes) frames to 10.0.0.1.
+bool write_datagrams(const std::string& path, const std::vector<Datagram>& ds) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) return false;
+  const std::uint32_t hdr[6] = {0xA1B2C3D4, 2u | (4u << 16), 0, 0, 65535, 1};
+  bool ok = std::fwrite(hdr, sizeof hdr, 1, f) == 1;
+  pcapgen::Options o;
+  std::array<std::uint8_t, 2048> frame{};
+  std::uint8_t rtp[172] = {};
+  std::uint16_t ip_id = 0;
+  for (const Datagram& d : ds) {
+    fileio::write_rtp_header(reinterpret_cast<std::byte*>(rtp), 8, false, d.seq, d.seq * 160u, d.ssrc);
+    const std::size_t len =
+        pcapgen::detail::build_frame(o, d.src_ip, d.src_port, o.dst_ip, d.dst_port, rtp, sizeof rtp, ip_id++, frame.data());
+    const std::uint32_t rec[4] = {1'700'000'000u, ip_id, static_cast<std::uint32_t>(len), static_cast<std::uint32_t>(len)};
+    ok = ok && std::fwrite(rec, sizeof rec, 1, f) == 1 && std::fwrite(frame.data(), len, 1, f) == 1;
+  }
+  return std::fclose(f) == 0 && ok;
+}
+
+/// A source on net_pcap replaying `pcap` once, with the given policer.
+DpdkSource::Options pcap_options(const std::string& pcap, std::uint32_t max_pps = 0, std::uint32_t burst = 200) {
+  const std::string vdev = unique_vdev("net_pcap");
+  DpdkSource::Options o;
+  o.eal_args = eal_args(vdev + ",rx_pcap=" + pcap);
+  o.port = vdev;
+  o.addresses = {"10.0.0.1"};
+  o.mempool_mbufs = 4095;
+  o.idle_sleep = std::chrono::microseconds(100);
+  o.max_stream_pps = max_pps;
+  o.stream_burst = burst;
+  return o;
+}
+
+TEST(DpdkSource, LatchWithExpectedAddressIgnoresSprayFromOtherAddresses) {
+  TempDir dir;
+  constexpr std::uint32_t kPhone = 0xAC100001;     // 172.16.0.1
+  constexpr std::uint32_t kAttacker = 0xAC100909;  // 172.16.9.9
+  constexpr std::uint16_t kPort = 40000;
+  std::vector<Datagram> ds;
+  for (std::uint16_t i = 0; i < 20; ++i) ds.push_back({kAttacker, 5000, kPort, i, 0xBAD});  // before the phone
+  ds.push_back({kPhone, 30000, kPort, 0, 0x600D});                                           // latches
+  for (std::uint16_t i = 20; i < 30; ++i) ds.push_back({kAttacker, 5000, kPort, i, 0xBAD});
+  ds.push_back({kPhone, 30002, kPort, 1, 0x0DD});  // the phone's address, another port: stray
+  for (std::uint16_t i = 1; i < 5; ++i) ds.push_back({kPhone, 30000, kPort, i, 0x600D});
+  const std::string pcap = dir.path() + "/latch.pcap";
+  ASSERT_TRUE(write_datagrams(pcap, ds));
+  RingMatrix rings(1, 1, 1 << 20);  // outlives the source (its stop pushes end marks)
+  DpdkSource src(pcap_options(pcap));
+  ASSERT_TRUE(src.status()) << src.status().message();
+  FlowSpec f;
+  f.stream = 1;
+  f.local_port = kPort;
+  f.latch = true;
+  f.expected = v4(kPhone, 7070);  // the control connection's port: the RTP comes from another
+  ASSERT_TRUE(src.add_flow(f));
+  ASSERT_TRUE(src.start(rings));
+  std::map<StreamId, Received> got;
+  ASSERT_TRUE(wait_until([&] {
+    drain(rings, got);
+    return src.stats().rx_packets == ds.size();
+  }));
+  ASSERT_TRUE(wait_until([&] {
+    drain(rings, got);
+    return got[1].packets == 5;
+  }));
+  const auto fs = src.flow_stats(1);
+  ASSERT_TRUE(fs.has_value());
+  EXPECT_EQ(fs->packets, 5U);
+  EXPECT_EQ(fs->wrong_source, 31U);
+  EXPECT_EQ(src.stats().wrong_source, 31U);
+}
+
+TEST(DpdkSource, AFlowOverItsRateIsPolicedAndTheOthersAreNot) {
+  TempDir dir;
+  std::vector<Datagram> ds;
+  for (std::uint16_t i = 0; i < 400; ++i) {
+    ds.push_back({0xAC100001, 30000, 40000, i, 0xF100D});
+    if (i % 80 == 0) ds.push_back({0xAC100002, 30000, 40002, static_cast<std::uint16_t>(i / 80), 0x600D});
+  }
+  const std::string pcap = dir.path() + "/flood.pcap";
+  ASSERT_TRUE(write_datagrams(pcap, ds));
+  const auto t0 = std::chrono::steady_clock::now();
+  RingMatrix rings(1, 1, 1 << 20);  // outlives the source (its stop pushes end marks)
+  DpdkSource src(pcap_options(pcap, 50, 20));
+  ASSERT_TRUE(src.status()) << src.status().message();
+  ASSERT_TRUE(src.add_flow(FlowSpec{1, 40000, {}, false}));
+  ASSERT_TRUE(src.add_flow(FlowSpec{2, 40002, {}, false}));
+  ASSERT_TRUE(src.start(rings));
+  std::map<StreamId, Received> got;
+  ASSERT_TRUE(wait_until([&] {
+    drain(rings, got);
+    return src.stats().rx_packets == ds.size() && src.stats().policed > 0;
+  }));
+  const double elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto f1 = src.flow_stats(1);
+  const auto f2 = src.flow_stats(2);
+  ASSERT_TRUE(f1 && f2);
+  EXPECT_EQ(f1->packets + f1->policed, 400U);
+  EXPECT_GE(f1->packets, 20U) << "the burst passes";
+  EXPECT_LE(static_cast<double>(f1->packets), 20.0 + 50.0 * elapsed_s + 1.0);
+  EXPECT_EQ(f2->packets, 5U);
+  EXPECT_EQ(f2->policed, 0U);
+  EXPECT_EQ(src.stats().policed, f1->policed);
+  bool listed = false;
+  for (const auto& c : src.counters()) listed = listed || (c.name == "dpdk_policed" && c.value == f1->policed);
+  EXPECT_TRUE(listed) << "dpdk_policed is exported (metrics, telemetry)";
+}
+
 // A writer that stops consuming: the zero-copy lcore holds exactly its credit of mbufs, copies
 // the rest (counted), never starves the mempool; stop() gives up waiting, counts the references
 // it leaves, and keeps the mempool, so the late consumer still reads the right bytes.

@@ -322,6 +322,85 @@ TEST(UdpSource, LatchesOnFirstRtpSource) {
   for (const Record& r : got) EXPECT_EQ(fileio::parse_rtp(r.bytes)->ssrc, 0xF1U);
 }
 
+// Issue 9 item 6 (latch hijack), dataplane part: with an expected address, latch only to a
+// packet from that address (any port: NAT), never to a host that sprays the port first.
+TEST(UdpSource, LatchWithExpectedAddressIgnoresSprayFromOtherAddresses) {
+  RingMatrix rings(1, 1, 1 << 20);
+  UdpSource src(options());
+  ASSERT_TRUE(src.start(rings));
+  Client attacker("127.0.0.2");  // another address (all of 127/8 is loopback on Linux)
+  Client phone("127.0.0.1");
+  Client phone_other_port("127.0.0.1");
+  ASSERT_TRUE(attacker.ok());
+  FlowSpec f = flow_spec(9);
+  f.latch = true;
+  // The phone's address as the control connection saw it, with that connection's port: NAT
+  // gives the RTP another port, so the port must not matter for latching.
+  f.expected = make_addr("127.0.0.1", static_cast<std::uint16_t>(phone.port() ^ 1u));
+  ASSERT_TRUE(src.add_flow(f));
+  const std::uint16_t port = src.local_port(9);
+
+  for (std::uint16_t i = 0; i < 20; ++i) ASSERT_TRUE(attacker.send("127.0.0.1", port, make_rtp(i, 0xBAD, 160)));
+  ASSERT_TRUE(wait_until([&] { return src.flow_stats(9)->wrong_source == 20; }));
+  EXPECT_EQ(src.flow_stats(9)->packets, 0U) << "the spray before the phone's first packet does not latch";
+  ASSERT_TRUE(phone.send("127.0.0.1", port, make_rtp(0, 0x600D, 160)));
+  ASSERT_TRUE(wait_until([&] { return src.flow_stats(9)->packets == 1; }));
+  // Latched to the phone's address:port now: the attacker and another port of the phone are strays.
+  for (std::uint16_t i = 20; i < 30; ++i) ASSERT_TRUE(attacker.send("127.0.0.1", port, make_rtp(i, 0xBAD, 160)));
+  ASSERT_TRUE(phone_other_port.send("127.0.0.1", port, make_rtp(1, 0x0DD, 160)));
+  for (std::uint16_t i = 1; i < 5; ++i) ASSERT_TRUE(phone.send("127.0.0.1", port, make_rtp(i, 0x600D, 160)));
+  std::vector<Record> got;
+  ASSERT_TRUE(wait_until([&] {
+    drain(rings, got);
+    const FlowStats fs = *src.flow_stats(9);
+    return fs.packets == 5 && fs.wrong_source == 31;
+  }));
+  drain(rings, got);
+  ASSERT_EQ(got.size(), 5U);
+  for (const Record& r : got) EXPECT_EQ(fileio::parse_rtp(r.bytes)->ssrc, 0x600DU);
+  EXPECT_TRUE(wait_until([&] { return src.stats().wrong_source == 31; })) << src.stats().wrong_source;
+}
+
+// Issue 9 item 3: a flow over --max-stream-pps is policed; another flow is untouched.
+TEST(UdpSource, AFlowOverItsRateIsPolicedAndTheOthersAreNot) {
+  RingMatrix rings(1, 1, 4 << 20);
+  UdpSource::Options o = options();
+  o.max_stream_pps = 50;
+  o.stream_burst = 20;
+  UdpSource src(o);
+  ASSERT_TRUE(src.start(rings));
+  Client flooder("127.0.0.1");
+  Client phone("127.0.0.1");
+  ASSERT_TRUE(src.add_flow(flow_spec(1)));
+  ASSERT_TRUE(src.add_flow(flow_spec(2)));
+  const std::uint16_t flood_port = src.local_port(1);
+  const std::uint16_t phone_port = src.local_port(2);
+  const auto t0 = Clock::now();
+  constexpr std::uint16_t kFlood = 500;
+  for (std::uint16_t i = 0; i < kFlood; ++i) {
+    ASSERT_TRUE(flooder.send("127.0.0.1", flood_port, make_rtp(i, 0xF100D, 160)));
+    if (i % 100 == 0) {
+      ASSERT_TRUE(phone.send("127.0.0.1", phone_port, make_rtp(i / 100, 0x600D, 160)));
+    }
+  }
+  ASSERT_TRUE(wait_until([&] {
+    const FlowStats fs = *src.flow_stats(1);
+    return fs.packets + fs.policed == kFlood && src.flow_stats(2)->packets == 5;
+  }));
+  const double elapsed_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  const FlowStats fs = *src.flow_stats(1);
+  EXPECT_GE(fs.packets, 20U) << "the burst passes";
+  EXPECT_LE(static_cast<double>(fs.packets), 20.0 + 50.0 * elapsed_s + 1.0) << "then the sustained rate";
+  EXPECT_GT(fs.policed, 0U);
+  EXPECT_EQ(src.flow_stats(2)->policed, 0U);
+  ASSERT_TRUE(wait_until([&] { return src.stats().policed == fs.policed; }));
+  std::vector<Record> got;
+  ASSERT_TRUE(wait_until([&] {
+    drain(rings, got);
+    return got.size() == fs.packets + 5;
+  }));
+}
+
 TEST(UdpSource, NonRtpIsCountedNotRtp) {
   RingMatrix rings(1, 1, 1 << 20);
   UdpSource src(options());

@@ -334,6 +334,53 @@ TEST_F(HostileControl, DefaultConnectionCapLeavesRoomUnderTheDescriptorLimit) {
   EXPECT_LE(cap, (1024 - 64) / 3) << "phones' connections alone could take the descriptors recordings need";
 }
 
+// Item 6: with --latch, a host at another address sprays the recording's port before the
+// phone's first packet. Before: the spray latched the port, the attacker's packets were written
+// and every packet of the phone was discarded as stray. Now the port latches only to the phone's
+// own address (any port of it: NAT rewrites ports); --latch-any restores the weaker behaviour.
+TEST_F(HostileControl, LatchHijackFromAnotherAddressIsStrayAndThePhoneIsRecorded) {
+  auto d = start_daemon({"--latch"});
+  Phone phone(d->control_port());                // control and RTP from 127.0.0.1
+  Phone attacker(d->control_port(), "127.0.0.2");  // only its UDP socket is used
+  auto st = phone.start("L1");
+  ASSERT_TRUE(st && st->success);
+  const auto spray = make_rtp(60, fileio::Codec::kPcma, 7000, 0, 0x66666666);
+  for (const auto& p : spray) attacker.send_rtp(st->port, p);
+  std::this_thread::sleep_for(100ms);
+  const auto good = make_rtp(50, fileio::Codec::kPcma, 100, 0, 0x1111);
+  for (std::size_t i = 0; i < good.size(); ++i) {
+    phone.send_rtp(st->port, good[i]);
+    if (i % 25 == 24) std::this_thread::sleep_for(2ms);
+  }
+  ASSERT_TRUE(wait_until([&] {
+    return metric_value(http(d->metrics_port(), "GET", "/metrics"), "callrec_rx_packets_total") >= 110;
+  })) << d->log();
+  ASSERT_TRUE(phone.stop("L1")->success);
+  ASSERT_TRUE(d->wait_log("recording stop:"));
+  const auto row = catalog_row(d->catalog(), "L1");
+  EXPECT_EQ(row.stats.stray, spray.size());
+  ASSERT_EQ(row.segments.size(), 1u);
+  EXPECT_EQ(read_packets(row.segments[0].path), good) << "the recording holds what the phone sent, nothing else";
+}
+
+TEST_F(HostileControl, LatchAnyIsTheExplicitWeakerMode) {
+  auto d = start_daemon({"--latch", "--latch-any"});
+  Phone phone(d->control_port());
+  Phone relay(d->control_port(), "127.0.0.2");  // e.g. a media relay at another address
+  auto st = phone.start("L2");
+  ASSERT_TRUE(st && st->success);
+  const auto pkts = make_rtp(30, fileio::Codec::kPcma, 100, 0, 0x2222);
+  for (const auto& p : pkts) relay.send_rtp(st->port, p);
+  ASSERT_TRUE(wait_until([&] {
+    return metric_value(http(d->metrics_port(), "GET", "/metrics"), "callrec_rx_packets_total") >= 30;
+  }));
+  ASSERT_TRUE(phone.stop("L2")->success);
+  ASSERT_TRUE(d->wait_log("recording stop:"));
+  const auto row = catalog_row(d->catalog(), "L2");
+  ASSERT_EQ(row.segments.size(), 1u);
+  EXPECT_EQ(read_packets(row.segments[0].path), pkts);
+}
+
 // Item 10: a %0A in a name forges a log line; terminal escapes reach the log raw.
 TEST_F(HostileControl, LogLinesCannotBeForgedOrCarryTerminalEscapes) {
   auto d = start_daemon();

@@ -291,7 +291,10 @@ TEST_F(UploadE2E, FullDiskEndsRecordingsWithNoSpaceAndKeepsWhatWasWritten) {
     ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
   } unmount{mnt};
   auto d = std::make_unique<DaemonProcess>(dir_.path(), std::vector<std::string>{"--storage", mnt.string(),
-                                                                                  "--reserve-mb", "0", "--flush-ms", "50"});
+                                                                                  "--reserve-mb", "0", "--flush-ms", "50",
+                                                                                  // 20,000 packets at once: far over
+                                                                                  // the per-stream policer
+                                                                                  "--max-stream-pps", "0"});
   ASSERT_TRUE(d->ready()) << d->log();
   Phone phone(d->control_port());
   auto st = phone.start("F1");

@@ -763,6 +763,9 @@ Bytes rtp_packet(std::uint16_t seq, std::uint32_t ts, std::uint8_t pt = 8, std::
   return b;
 }
 
+/// Arrival time of packet `seq` from a sender in real time (20 ms apart).
+std::uint64_t arrival(std::uint16_t seq) { return 1'000'000'000ull + std::uint64_t{seq} * 20'000'000ull; }
+
 std::uint16_t seq_of(const Bytes& data, std::size_t k, std::size_t len) {
   return static_cast<std::uint16_t>((std::to_integer<unsigned>(data[k * len + 2]) << 8) |
                                     std::to_integer<unsigned>(data[k * len + 3]));
@@ -770,10 +773,11 @@ std::uint16_t seq_of(const Bytes& data, std::size_t k, std::size_t len) {
 
 TEST_F(RecordWriterTest, StreamRecorderWritesOrderedFilledSegments) {
   StreamRecorder rec(options());
-  // 0 1 3 2 (reordered) 5..13 (4 lost), then PCMU with another ptime.
-  for (std::uint16_t s : {0, 1, 3, 2}) ASSERT_TRUE(rec.on_rtp(rtp_packet(s, 160u * s)));
-  for (std::uint16_t s = 5; s <= 13; ++s) ASSERT_TRUE(rec.on_rtp(rtp_packet(s, 160u * s)));
-  for (std::uint16_t s = 14; s <= 16; ++s) ASSERT_TRUE(rec.on_rtp(rtp_packet(s, 160u * s, 0, 240)));
+  // 0 1 3 2 (reordered) 5..13 (4 lost), then PCMU with another ptime: 4 packets, so the change
+  // lasts (format_confirm) and they are all written in the new segment.
+  for (std::uint16_t s : {0, 1, 3, 2}) ASSERT_TRUE(rec.on_rtp(rtp_packet(s, 160u * s), arrival(s)));
+  for (std::uint16_t s = 5; s <= 13; ++s) ASSERT_TRUE(rec.on_rtp(rtp_packet(s, 160u * s), arrival(s)));
+  for (std::uint16_t s = 14; s <= 17; ++s) ASSERT_TRUE(rec.on_rtp(rtp_packet(s, 160u * s, 0, 240), arrival(s)));
   ASSERT_TRUE(rec.close());
   EXPECT_TRUE(rec.close()) << "idempotent";
 
@@ -792,7 +796,7 @@ TEST_F(RecordWriterTest, StreamRecorderWritesOrderedFilledSegments) {
   EXPECT_EQ(b.codec, "PCMU");
   EXPECT_EQ(b.rtp_len, 252u);
   EXPECT_EQ(b.increment, 240u);
-  EXPECT_EQ(b.data_size, 3u * 252);
+  EXPECT_EQ(b.data_size, 4u * 252);
   EXPECT_EQ(rec.counters().reordered, 1u);
   EXPECT_EQ(rec.counters().filled, 1u);
   EXPECT_EQ(rec.counters().segments, 2u);
@@ -800,12 +804,12 @@ TEST_F(RecordWriterTest, StreamRecorderWritesOrderedFilledSegments) {
 
 TEST_F(RecordWriterTest, StreamRecorderPauseWritesHeldPacketsAndDoesNotFillThePause) {
   StreamRecorder rec(options());
-  for (std::uint16_t s : {0, 1, 3}) ASSERT_TRUE(rec.on_rtp(rtp_packet(s, 160u * s)));  // 3 held
+  for (std::uint16_t s : {0, 1, 3}) ASSERT_TRUE(rec.on_rtp(rtp_packet(s, 160u * s), arrival(s)));  // 3 held
   rec.pause();
-  for (std::uint16_t s = 4; s < 54; ++s) ASSERT_TRUE(rec.on_rtp(rtp_packet(s, 160u * s)));
+  for (std::uint16_t s = 4; s < 54; ++s) ASSERT_TRUE(rec.on_rtp(rtp_packet(s, 160u * s), arrival(s)));
   EXPECT_EQ(rec.writer().packets_dropped_paused(), 50u);
   rec.resume();
-  for (std::uint16_t s = 54; s < 57; ++s) ASSERT_TRUE(rec.on_rtp(rtp_packet(s, 160u * s)));
+  for (std::uint16_t s = 54; s < 57; ++s) ASSERT_TRUE(rec.on_rtp(rtp_packet(s, 160u * s), arrival(s)));
   ASSERT_TRUE(rec.close());
   const RawRecord r = parse_raw(rec.writer().segments().at(0).path);
   ASSERT_EQ(r.data_size, 7u * 172);
@@ -822,9 +826,9 @@ TEST_F(RecordWriterTest, StreamRecorderReturnsWriteErrors) {
   };
   o.reserve_bytes = 1;
   StreamRecorder rec(o);
-  const Status st = rec.on_rtp(rtp_packet(0, 0));
+  const Status st = rec.on_rtp(rtp_packet(0, 0), arrival(0));
   EXPECT_EQ(st.code(), ENOSPC) << st.message();
-  EXPECT_EQ(rec.on_rtp(rtp_packet(1, 160)).code(), ENOSPC) << "the writer keeps refusing";
+  EXPECT_EQ(rec.on_rtp(rtp_packet(1, 160), arrival(1)).code(), ENOSPC) << "the writer keeps refusing";
   EXPECT_EQ(rec.counters().written, 2u) << "the assembler itself is unaffected";
   EXPECT_TRUE(rec.close());
   EXPECT_TRUE(record_files(dir_).empty());

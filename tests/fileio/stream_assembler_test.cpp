@@ -50,6 +50,25 @@ struct Out {
 
 class RecordingSink : public AssemblerSink {
  public:
+  /// A realistic arrival clock for a sender in real time: a packet arrives when its RTP
+  /// timestamp says (8 kHz), never earlier than the newest packet so far (a reordered or late
+  /// packet arrives "now"). Non-RTP input arrives "now" too.
+  std::uint64_t at(std::span<const std::byte> pkt) {
+    if (pkt.size() >= 12) {
+      const std::uint32_t ts = load_be32(pkt.data() + 4);
+      if (!clock_started_) {
+        clock_started_ = true;
+        newest_ts_ = ts;
+      }
+      const auto ahead = static_cast<std::int32_t>(ts - newest_ts_);
+      if (ahead > 0) {
+        now_ns_ += static_cast<std::uint64_t>(ahead) * 125'000u;
+        newest_ts_ = ts;
+      }
+    }
+    return now_ns_;
+  }
+
   void on_segment(const SegmentFormat& fmt) override { out.push_back(Out{true, fmt, {}}); }
   void on_packet(std::span<const std::byte> pkt) override { out.push_back(Out{false, {}, Bytes(pkt.begin(), pkt.end())}); }
 
@@ -73,6 +92,11 @@ class RecordingSink : public AssemblerSink {
     return v;
   }
   std::vector<Out> out;
+
+ private:
+  bool clock_started_ = false;
+  std::uint32_t newest_ts_ = 0;
+  std::uint64_t now_ns_ = 1'000'000'000;
 };
 
 bool is_silence(const Out& o, std::uint8_t silence) {
@@ -91,7 +115,9 @@ std::vector<std::uint16_t> range(std::uint16_t first, std::size_t n) {
 
 class AssemblerTest : public ::testing::Test {
  protected:
-  void feed(std::uint16_t seq, std::uint32_t ts) { a_.push(pcma(seq, ts), sink_); }
+  void feed(std::uint16_t seq, std::uint32_t ts) { put(pcma(seq, ts)); }
+  /// Pushes b into a_ at its realistic arrival time.
+  void put(const Bytes& b) { a_.push(b, sink_, sink_.at(b)); }
   /// Feeds packets with seq0 + i and the matching timestamp ts0 + 160 i, for i in order.
   void feed_offsets(std::uint16_t seq0, std::uint32_t ts0, std::initializer_list<int> offs) {
     for (int i : offs) {
@@ -108,7 +134,7 @@ TEST_F(AssemblerTest, InOrderPacketsPassThroughUnchanged) {
   std::vector<Bytes> sent;
   for (std::uint16_t i = 0; i < 20; ++i) {
     sent.push_back(pcma(static_cast<std::uint16_t>(100 + i), 1000u + 160u * i));
-    a_.push(sent.back(), sink_);
+    a_.push(sent.back(), sink_, sink_.at(sent.back()));
   }
   ASSERT_EQ(sink_.out.size(), 21u);
   ASSERT_TRUE(sink_.out[0].segment);
@@ -142,16 +168,16 @@ TEST_F(AssemblerTest, HeldPacketsWaitUntilTheWindowIsFullThenTheHoleBecomesSilen
   o.reorder_window = 4;
   StreamAssembler a(o);
   RecordingSink sink;
-  a.push(pcma(0, 0), sink);
-  for (std::uint16_t s = 2; s <= 5; ++s) a.push(pcma(s, 160u * s), sink);  // 1 missing, 4 held
+  a.push(pcma(0, 0), sink, sink.at(pcma(0, 0)));
+  for (std::uint16_t s = 2; s <= 5; ++s) a.push(pcma(s, 160u * s), sink, sink.at(pcma(s, 160u * s)));  // 1 missing, 4 held
   EXPECT_EQ(sink.seqs(), std::vector<std::uint16_t>{0}) << "the window holds 4 packets";
-  a.push(pcma(6, 960), sink);  // a 5th: packet 1 is given up
+  a.push(pcma(6, 960), sink, sink.at(pcma(6, 960)));  // a 5th: packet 1 is given up
   EXPECT_EQ(sink.seqs(), range(0, 7));
   const auto pk = sink.packets();
   EXPECT_TRUE(is_silence(*pk[1], 0xD5));
   EXPECT_EQ(a.counters().lost, 1u);
   EXPECT_EQ(a.counters().filled, 1u);
-  a.push(pcma(1, 160), sink);  // too late now
+  a.push(pcma(1, 160), sink, sink.at(pcma(1, 160)));  // too late now
   EXPECT_EQ(a.counters().late, 1u);
   EXPECT_EQ(sink.packets().size(), 7u);
 }
@@ -192,23 +218,23 @@ TEST_F(AssemblerTest, GapIsFilledWithSilenceBuiltFromThePreviousHeader) {
   o.reorder_window = 2;
   StreamAssembler a(o);
   RecordingSink sink;
-  a.push(b, sink);
+  a.push(b, sink, sink.at(b));
   Pkt later{1004, 5000 + 4 * 160, kPtPcma, kSsrc, 160, true};  // 1001..1003 lost
   // Keep the length: the first packet has 159 payload bytes + 1 pad byte (increment 159).
   Bytes lb = rtp(later);
   lb[0] |= std::byte{0x20};
   lb.back() = std::byte{1};
-  a.push(lb, sink);
+  a.push(lb, sink, sink.at(lb));
   Pkt p5{1005, 5000 + 5 * 160};
   Bytes b5 = rtp(p5);
   b5[0] |= std::byte{0x20};
   b5.back() = std::byte{1};
-  a.push(b5, sink);
+  a.push(b5, sink, sink.at(b5));
   Pkt p6{1006, 5000 + 6 * 160};
   Bytes b6 = rtp(p6);
   b6[0] |= std::byte{0x20};
   b6.back() = std::byte{1};
-  a.push(b6, sink);  // 1004, 1005 held (window 2) -> 1006 forces the gap out
+  a.push(b6, sink, sink.at(b6));  // 1004, 1005 held (window 2) -> 1006 forces the gap out
   const auto pk = sink.packets();
   ASSERT_EQ(pk.size(), 7u);
   EXPECT_EQ(sink.seqs(), range(1000, 7));
@@ -232,8 +258,8 @@ TEST_F(AssemblerTest, GapIsFilledWithSilenceBuiltFromThePreviousHeader) {
 }
 
 TEST_F(AssemblerTest, PcmuSilenceIsFF) {
-  a_.push(rtp(Pkt{1, 0, kPtPcmu}), sink_);
-  for (std::uint16_t s = 3; s <= 11; ++s) a_.push(rtp(Pkt{s, 160u * (s - 1u), kPtPcmu}), sink_);
+  a_.push(rtp(Pkt{1, 0, kPtPcmu}), sink_, sink_.at(rtp(Pkt{1, 0, kPtPcmu})));
+  for (std::uint16_t s = 3; s <= 11; ++s) a_.push(rtp(Pkt{s, 160u * (s - 1u), kPtPcmu}), sink_, sink_.at(rtp(Pkt{s, 160u * (s - 1u), kPtPcmu})));
   ASSERT_GE(sink_.packets().size(), 2u);
   EXPECT_EQ(sink_.packets()[1]->seq(), 2);
   EXPECT_TRUE(is_silence(*sink_.packets()[1], 0xFF));
@@ -244,9 +270,9 @@ TEST_F(AssemblerTest, GapLongerThanTheBoundIsCountedButNotFilled) {
   o.max_gap_fill = 5;
   StreamAssembler a(o);
   RecordingSink sink;
-  a.push(pcma(0, 0), sink);
-  a.push(pcma(7, 7 * 160), sink);  // 6 missing > 5
-  for (std::uint16_t s = 8; s < 8 + 8; ++s) a.push(pcma(s, 160u * s), sink);
+  a.push(pcma(0, 0), sink, sink.at(pcma(0, 0)));
+  a.push(pcma(7, 7 * 160), sink, sink.at(pcma(7, 7 * 160)));  // 6 missing > 5
+  for (std::uint16_t s = 8; s < 8 + 8; ++s) a.push(pcma(s, 160u * s), sink, sink.at(pcma(s, 160u * s)));
   auto seqs = sink.seqs();
   ASSERT_FALSE(seqs.empty());
   EXPECT_EQ(seqs[0], 0);
@@ -257,8 +283,8 @@ TEST_F(AssemblerTest, GapLongerThanTheBoundIsCountedButNotFilled) {
   // Exactly the bound: filled.
   StreamAssembler b(o);
   RecordingSink sink2;
-  b.push(pcma(0, 0), sink2);
-  for (std::uint16_t s = 6; s < 6 + 9; ++s) b.push(pcma(s, 160u * s), sink2);
+  b.push(pcma(0, 0), sink2, sink2.at(pcma(0, 0)));
+  for (std::uint16_t s = 6; s < 6 + 9; ++s) b.push(pcma(s, 160u * s), sink2, sink2.at(pcma(s, 160u * s)));
   EXPECT_EQ(sink2.seqs(), range(0, 15));
   EXPECT_EQ(b.counters().lost, 5u);
   EXPECT_EQ(b.counters().filled, 5u);
@@ -285,9 +311,9 @@ TEST_F(AssemblerTest, GapAcrossSequenceAndTimestampWrap) {
   StreamAssembler a(o);
   RecordingSink sink;
   const std::uint32_t ts0 = 0xFFFFFFFFu - 159u - 160u;  // ts0 + 2*160 wraps to 0
-  a.push(pcma(65534, ts0), sink);
-  a.push(pcma(1, ts0 + 3 * 160), sink);  // 65535 and 0 missing
-  a.push(pcma(2, ts0 + 4 * 160), sink);  // forces them out
+  a.push(pcma(65534, ts0), sink, sink.at(pcma(65534, ts0)));
+  a.push(pcma(1, ts0 + 3 * 160), sink, sink.at(pcma(1, ts0 + 3 * 160)));  // 65535 and 0 missing
+  a.push(pcma(2, ts0 + 4 * 160), sink, sink.at(pcma(2, ts0 + 4 * 160)));  // forces them out
   const auto pk = sink.packets();
   ASSERT_EQ(pk.size(), 5u);
   EXPECT_EQ(sink.seqs(), (std::vector<std::uint16_t>{65534, 65535, 0, 1, 2}));
@@ -299,29 +325,39 @@ TEST_F(AssemblerTest, GapAcrossSequenceAndTimestampWrap) {
 
 // ---- segments ------------------------------------------------------------------------------
 
-TEST_F(AssemblerTest, LengthChangeStartsANewSegment) {
-  a_.push(rtp(Pkt{1, 0}), sink_);
-  a_.push(rtp(Pkt{2, 160}), sink_);
-  a_.push(rtp(Pkt{3, 320, kPtPcma, kSsrc, 240}), sink_);  // ptime 20 -> 30 ms
-  a_.push(rtp(Pkt{4, 560, kPtPcma, kSsrc, 240}), sink_);
+TEST_F(AssemblerTest, LengthChangeStartsANewSegmentOnceItLasts) {
+  put(rtp(Pkt{1, 0}));
+  put(rtp(Pkt{2, 160}));
+  // ptime 20 -> 30 ms: format_confirm (4) packets of the new length make the change lasting.
+  for (std::uint16_t s = 3; s <= 6; ++s) {
+    put(rtp(Pkt{s, 320u + 240u * (s - 3u), kPtPcma, kSsrc, 240}));
+    if (s < 6) {
+      EXPECT_EQ(sink_.segments().size(), 1u) << "not confirmed yet at " << s;
+    }
+  }
   const auto segs = sink_.segments();
   ASSERT_EQ(segs.size(), 2u);
   EXPECT_EQ(segs[1].rtp_len, 252u);
   EXPECT_EQ(segs[1].increment, 240u);
-  ASSERT_EQ(sink_.out.size(), 6u);
+  ASSERT_EQ(sink_.out.size(), 8u);
   EXPECT_TRUE(sink_.out[3].segment) << "the segment mark precedes the first packet of the new length";
-  EXPECT_EQ(sink_.out[4].seq(), 3);
+  EXPECT_EQ(sink_.out[4].seq(), 3) << "the held candidates are written: a lasting change loses nothing";
+  EXPECT_EQ(sink_.out[7].seq(), 6);
   EXPECT_EQ(sink_.out[4].pkt.size(), 252u);
+  EXPECT_EQ(sink_.out[4].pkt, rtp(Pkt{3, 320, kPtPcma, kSsrc, 240}));
   EXPECT_EQ(a_.counters().segments, 2u);
-  EXPECT_EQ(a_.counters().written, 4u);
+  EXPECT_EQ(a_.counters().written, 6u);
+  EXPECT_EQ(a_.counters().format_flaps, 0u);
+  // The new segment goes on normally.
+  put(rtp(Pkt{7, 320u + 4 * 240u, kPtPcma, kSsrc, 240}));
+  EXPECT_EQ(sink_.seqs().back(), 7);
 }
 
 TEST_F(AssemblerTest, PayloadTypeChangeStartsANewSegmentAndHeldPacketsStayInTheOld) {
-  a_.push(rtp(Pkt{1, 0, kPtPcma}), sink_);
-  a_.push(rtp(Pkt{3, 320, kPtPcma}), sink_);  // held: 2 missing
-  a_.push(rtp(Pkt{4, 480, kPtPcmu}), sink_);  // PCMA -> PCMU
-  a_.push(rtp(Pkt{5, 640, kPtPcmu}), sink_);
-  ASSERT_EQ(sink_.out.size(), 7u);
+  put(rtp(Pkt{1, 0, kPtPcma}));
+  put(rtp(Pkt{3, 320, kPtPcma}));  // held: 2 missing
+  for (std::uint16_t s = 4; s <= 7; ++s) put(rtp(Pkt{s, 160u * (s - 1u), kPtPcmu}));  // PCMA -> PCMU
+  ASSERT_EQ(sink_.out.size(), 9u);
   EXPECT_TRUE(sink_.out[0].segment);
   EXPECT_EQ(sink_.out[0].fmt.codec, Codec::kPcma);
   EXPECT_EQ(sink_.out[1].seq(), 1);
@@ -330,10 +366,10 @@ TEST_F(AssemblerTest, PayloadTypeChangeStartsANewSegmentAndHeldPacketsStayInTheO
   EXPECT_EQ(sink_.out[3].seq(), 3) << "the held PCMA packet ends the PCMA segment";
   EXPECT_TRUE(sink_.out[4].segment);
   EXPECT_EQ(sink_.out[4].fmt.codec, Codec::kPcmu);
-  EXPECT_EQ(sink_.out[5].seq(), 4);
-  EXPECT_EQ(sink_.out[6].seq(), 5);
-  EXPECT_EQ(std::to_integer<unsigned>(sink_.out[5].pkt[1]) & 0x7F, 0u);
-  EXPECT_EQ(std::to_integer<unsigned>(sink_.out[6].pkt[1]) & 0x7F, 0u);
+  for (std::size_t k = 5; k < 9; ++k) {
+    EXPECT_EQ(sink_.out[k].seq(), k - 1);
+    EXPECT_EQ(std::to_integer<unsigned>(sink_.out[k].pkt[1]) & 0x7F, 0u);
+  }
   // Nothing of the wrong format in a segment: every packet has its segment's length and PT.
   SegmentFormat cur{};
   for (const auto& o : sink_.out) {
@@ -347,12 +383,248 @@ TEST_F(AssemblerTest, PayloadTypeChangeStartsANewSegmentAndHeldPacketsStayInTheO
   EXPECT_EQ(a_.counters().segments, 2u);
 }
 
+/// Every packet has its segment's length and payload type.
+void expect_formats_consistent(const RecordingSink& sink) {
+  SegmentFormat cur{};
+  bool have = false;
+  for (const auto& o : sink.out) {
+    if (o.segment) {
+      cur = o.fmt;
+      have = true;
+      continue;
+    }
+    ASSERT_TRUE(have) << "a packet before any segment";
+    ASSERT_EQ(o.pkt.size(), cur.rtp_len);
+    ASSERT_EQ(std::to_integer<unsigned>(o.pkt[1]) & 0x7F, codec_info(cur.codec).payload_type);
+  }
+}
+
+TEST_F(AssemblerTest, PayloadTypeFlippingEveryPacketMakesOneSegment) {
+  // The attack of issue 9 item 3: PCMA, PCMU, PCMA, PCMU ... at 50 pps.
+  constexpr std::uint16_t kN = 200;
+  for (std::uint16_t s = 0; s < kN; ++s) put(rtp(Pkt{s, 160u * s, (s % 2) != 0 ? kPtPcmu : kPtPcma}));
+  a_.flush(sink_);
+  const auto& c = a_.counters();
+  EXPECT_EQ(c.segments, 1u);
+  EXPECT_EQ(sink_.segments().size(), 1u);
+  EXPECT_EQ(c.format_flaps, kN / 2) << "every odd packet is an isolated flap, dropped";
+  EXPECT_EQ(c.written, kN / 2);
+  // Their positions are ordinary losses: PCMA silence, so the recording keeps its timing.
+  EXPECT_EQ(sink_.seqs(), range(0, kN - 1));
+  EXPECT_EQ(c.filled, kN / 2 - 1);
+  EXPECT_TRUE(is_silence(*sink_.packets()[1], 0xD5));
+  expect_formats_consistent(sink_);
+  EXPECT_EQ(c.received, c.written + c.duplicate + c.late + c.invalid + c.other_payload + c.format_flaps +
+                            c.segment_limited);
+}
+
+TEST_F(AssemblerTest, LengthFlippingEveryPacketMakesOneSegment) {
+  constexpr std::uint16_t kN = 200;
+  for (std::uint16_t s = 0; s < kN; ++s) put(rtp(Pkt{s, 160u * s, kPtPcma, kSsrc, 160u + (s % 7)}));
+  a_.flush(sink_);
+  EXPECT_EQ(a_.counters().segments, 1u);
+  EXPECT_GT(a_.counters().format_flaps, kN / 2u);
+  expect_formats_consistent(sink_);
+}
+
+TEST_F(AssemblerTest, FewerThanConfirmPacketsOfANewFormatAreDroppedAndBecomeSilence) {
+  feed_offsets(0, 0, {0, 1, 2});
+  for (std::uint16_t s = 3; s < 6; ++s) put(rtp(Pkt{s, 160u * s, kPtPcmu}));  // 3 < format_confirm
+  for (std::uint16_t s = 6; s < 20; ++s) feed(s, 160u * s);                    // the old format resumes
+  EXPECT_EQ(sink_.seqs(), range(0, 20));
+  for (std::size_t k = 3; k < 6; ++k) EXPECT_TRUE(is_silence(*sink_.packets()[k], 0xD5)) << k;
+  EXPECT_EQ(a_.counters().format_flaps, 3u);
+  EXPECT_EQ(a_.counters().segments, 1u);
+  EXPECT_EQ(a_.counters().lost, 3u);
+  EXPECT_EQ(a_.counters().filled, 3u);
+}
+
+TEST_F(AssemblerTest, AnOldPacketReorderedAcrossTheChangeDoesNotCancelIt) {
+  feed_offsets(0, 0, {0, 1, 2, 3});
+  put(rtp(Pkt{5, 800, kPtPcmu}));
+  feed(4, 640);  // the last PCMA packet, late: from before the change
+  for (std::uint16_t s = 6; s <= 8; ++s) put(rtp(Pkt{s, 160u * s, kPtPcmu}));
+  EXPECT_EQ(a_.counters().segments, 2u);
+  EXPECT_EQ(a_.counters().format_flaps, 0u);
+  EXPECT_EQ(sink_.seqs(), range(0, 9));
+  expect_formats_consistent(sink_);
+}
+
+TEST_F(AssemblerTest, FormatChangesAreCappedOverTime) {
+  AssemblerOptions o;
+  o.segment_burst = 2;
+  o.segment_interval_ms = 10'000;
+  StreamAssembler a(o);
+  RecordingSink sink;
+  std::uint64_t t = 1'000'000'000;
+  std::uint16_t seq = 0;
+  // Runs of 10 packets alternating PCMA / PCMU: each run is a lasting change.
+  auto run = [&](std::uint8_t pt) {
+    for (int i = 0; i < 10; ++i, ++seq, t += 20'000'000) a.push(rtp(Pkt{seq, 160u * seq, pt}), sink, t);
+  };
+  run(kPtPcma);  // the first segment: free
+  run(kPtPcmu);  // change 1 (burst)
+  run(kPtPcma);  // change 2 (burst)
+  EXPECT_EQ(a.counters().segments, 3u);
+  run(kPtPcmu);  // change 3: over the cap, refused
+  EXPECT_EQ(a.counters().segments, 3u);
+  EXPECT_EQ(a.counters().segment_limited, 8u) << "two refused confirmations of 4 packets";
+  EXPECT_EQ(a.counters().format_flaps, 0u);
+  run(kPtPcma);  // the current format again: written
+  EXPECT_EQ(a.counters().format_flaps, 2u) << "the last 2 packets of the run were pending, then PCMA resumed";
+  EXPECT_EQ(a.counters().written, 10u + 10u + 10u + 10u);
+  t += 10'000'000'000ull;  // 10 s later: one more change is allowed
+  run(kPtPcmu);
+  EXPECT_EQ(a.counters().segments, 4u);
+  expect_formats_consistent(sink);
+}
+
+TEST_F(AssemblerTest, PendingCandidatesAtFlushAreDroppedAndCounted) {
+  feed_offsets(0, 0, {0, 1});
+  put(rtp(Pkt{2, 320, kPtPcmu}));
+  put(rtp(Pkt{3, 480, kPtPcmu}));
+  a_.flush(sink_);
+  EXPECT_EQ(a_.counters().format_flaps, 2u);
+  EXPECT_EQ(a_.counters().segments, 1u);
+  const auto& c = a_.counters();
+  EXPECT_EQ(c.received, c.written + c.format_flaps);
+}
+
+TEST_F(AssemblerTest, AnSsrcChangeWithANewFormatNeedsConfirmationToo) {
+  feed_offsets(0, 0, {0, 1, 2});
+  // Every packet a new SSRC and a new payload type: no segment, no resync storm.
+  for (std::uint16_t s = 3; s < 40; ++s) {
+    put(rtp(Pkt{s, 160u * s, (s % 2) != 0 ? kPtPcmu : kPtPcma, 0x1000u + s}));
+  }
+  EXPECT_EQ(a_.counters().segments, 1u);
+  // A real switch to a new source with a new format: confirmed after 4 packets.
+  for (std::uint16_t s = 0; s < 4; ++s) put(rtp(Pkt{static_cast<std::uint16_t>(9000 + s), 80000u + 160u * s, kPtPcmu, 0xBEEF}));
+  EXPECT_EQ(a_.counters().segments, 2u);
+  EXPECT_EQ(sink_.seqs().back(), 9003);
+  expect_formats_consistent(sink_);
+}
+
+// ---- gap fill backed by arrival time --------------------------------------------------------
+
+TEST_F(AssemblerTest, ASenderJumpingTheSequenceBy51EveryPacketIsNotAmplified) {
+  // Issue 9 item 4: 17 KB sent became 869 KB on disk. Now about 1:1.
+  StreamAssembler a;
+  RecordingSink sink;
+  constexpr std::uint32_t kN = 500;
+  for (std::uint32_t i = 0; i < kN; ++i) {
+    a.push(pcma(static_cast<std::uint16_t>(51 * i), 160u * 51 * i), sink, 1'000'000'000ull + i * 20'000'000ull);
+  }
+  a.flush(sink);
+  const auto& c = a.counters();
+  EXPECT_EQ(c.written, kN);
+  EXPECT_LE(c.filled, 3u) << "the clock backs about one ptime per packet, and real packets use it";
+  EXPECT_GE(c.unbacked_jumps, kN - 10);
+  EXPECT_GE(c.resyncs, c.unbacked_jumps);
+  EXPECT_EQ(c.lost, 50u * (kN - 1)) << "still counted as lost";
+}
+
+TEST_F(AssemblerTest, ASenderSkippingOneSeqEveryPacketIsNotAmplified) {
+  // Gaps of 1 are inside the reorder window: packets wait there, and the time they waited backs
+  // a few fills at the start; after that the credit is spent. The silence does not grow with
+  // the length of the stream.
+  for (const std::uint32_t n : {500u, 5000u}) {
+    StreamAssembler a;
+    RecordingSink sink;
+    for (std::uint32_t i = 0; i < n; ++i) {
+      a.push(pcma(static_cast<std::uint16_t>(2 * i), 320u * i), sink, 1'000'000'000ull + i * 20'000'000ull);
+    }
+    a.flush(sink);
+    EXPECT_LE(a.counters().filled, 8u) << n;
+    EXPECT_EQ(a.counters().written, n);
+  }
+}
+
+TEST_F(AssemblerTest, ASlowSenderWithMatchingGapsIsFilledTheClockBacksIt) {
+  // 25 packets/s, every other seq missing: the elapsed time covers the missing packets.
+  StreamAssembler a;
+  RecordingSink sink;
+  for (std::uint32_t i = 0; i < 200; ++i) {
+    a.push(pcma(static_cast<std::uint16_t>(2 * i), 320u * i), sink, 1'000'000'000ull + i * 40'000'000ull);
+  }
+  a.flush(sink);
+  EXPECT_EQ(a.counters().filled, 199u);
+  EXPECT_EQ(a.counters().unbacked_jumps, 0u);
+}
+
+TEST_F(AssemblerTest, ARealLossBurstIsFilledEvenWithJitter) {
+  StreamAssembler a;
+  RecordingSink sink;
+  std::uint64_t x = 42;
+  auto jitter = [&x] {  // -10..+10 ms
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<std::int64_t>((x >> 33) % 21) - 10;
+  };
+  for (std::uint32_t i = 0; i < 400; ++i) {
+    if (i >= 100 && i < 110) continue;             // a 10-packet loss burst
+    if (i >= 200 && i < 250) continue;             // a 50-packet one (max_gap_fill)
+    std::int64_t ms = 1000 + 20 * static_cast<std::int64_t>(i) + jitter();
+    if (i == 110 || i == 250) ms -= 25;            // the packet after the burst even 25 ms early
+    a.push(pcma(static_cast<std::uint16_t>(i), 160u * i), sink, static_cast<std::uint64_t>(ms) * 1'000'000ull);
+  }
+  a.flush(sink);
+  EXPECT_EQ(a.counters().lost, 60u);
+  EXPECT_EQ(a.counters().filled, 60u);
+  EXPECT_EQ(a.counters().unbacked_jumps, 0u);
+  EXPECT_EQ(sink.seqs(), range(0, 400));
+}
+
+TEST_F(AssemblerTest, AFastBurstBuildsNoLastingDebt) {
+  StreamAssembler a;
+  RecordingSink sink;
+  std::uint64_t t = 1'000'000'000;
+  std::uint16_t s = 0;
+  for (; s < 100; ++s, t += 1'000'000) a.push(pcma(s, 160u * s), sink, t);  // 1 ms apart (a backlog)
+  for (; s < 110; ++s, t += 20'000'000) a.push(pcma(s, 160u * s), sink, t);
+  t += 5 * 20'000'000;  // 5 lost
+  s = static_cast<std::uint16_t>(s + 5);
+  for (std::uint16_t k = 0; k < 20; ++k, ++s, t += 20'000'000) a.push(pcma(s, 160u * s), sink, t);
+  a.flush(sink);
+  EXPECT_EQ(a.counters().filled, 5u);
+}
+
+TEST_F(AssemblerTest, SilenceIsBoundedByElapsedTimeWhateverTheSenderDoes) {
+  // Adversarial: random sequence jumps (within max_gap_fill), random arrival gaps, random
+  // reordering. Silence written never exceeds the elapsed arrival time plus the credit cap.
+  for (std::uint64_t seed = 1; seed <= 20; ++seed) {
+    StreamAssembler a;
+    RecordingSink sink;
+    std::uint64_t x = seed * 0x9E3779B97F4A7C15ull;
+    auto rnd = [&x](std::uint32_t mod) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      return static_cast<std::uint32_t>(x % mod);
+    };
+    std::uint64_t t = 1'000'000'000;
+    const std::uint64_t t0 = t;
+    std::uint16_t seq = 0;
+    for (int i = 0; i < 3000; ++i) {
+      seq = static_cast<std::uint16_t>(seq + (rnd(4) == 0 ? rnd(60) : 1));
+      const std::uint16_t sent = rnd(10) == 0 ? static_cast<std::uint16_t>(seq - rnd(8)) : seq;
+      a.push(pcma(sent, 160u * sent), sink, t);
+      t += std::uint64_t{rnd(4) == 0 ? rnd(60) : 0} * 1'000'000ull;
+    }
+    a.flush(sink);
+    const auto& c = a.counters();
+    const std::uint64_t cap_ns = (50 + 8 + 2 + 2) * 20'000'000ull;
+    EXPECT_LE(c.filled * 20'000'000ull, (t - t0) + cap_ns) << "seed " << seed;
+    EXPECT_LE(c.filled, c.lost);
+    EXPECT_EQ(c.received, c.written + c.duplicate + c.late + c.invalid + c.other_payload + c.format_flaps +
+                              c.segment_limited);
+  }
+}
+
 // ---- resync --------------------------------------------------------------------------------
 
 TEST_F(AssemblerTest, SsrcChangeResyncsAtOnce) {
   feed_offsets(10, 0, {0, 1, 3});  // 3 held
-  a_.push(rtp(Pkt{40000, 777, kPtPcma, 0xABCDEF01}), sink_);
-  a_.push(rtp(Pkt{40001, 937, kPtPcma, 0xABCDEF01}), sink_);
+  a_.push(rtp(Pkt{40000, 777, kPtPcma, 0xABCDEF01}), sink_, sink_.at(rtp(Pkt{40000, 777, kPtPcma, 0xABCDEF01})));
+  a_.push(rtp(Pkt{40001, 937, kPtPcma, 0xABCDEF01}), sink_, sink_.at(rtp(Pkt{40001, 937, kPtPcma, 0xABCDEF01})));
   EXPECT_EQ(sink_.seqs(), (std::vector<std::uint16_t>{10, 11, 12, 13, 40000, 40001}))
       << "the held packet is flushed, the hole before it filled; then the new source";
   EXPECT_EQ(a_.counters().resyncs, 1u);
@@ -397,8 +669,8 @@ TEST_F(AssemblerTest, ForwardJumpWithinResyncAfterIsAGapNotAResync) {
   o.resync_after = 100;
   StreamAssembler a(o);
   RecordingSink sink;
-  a.push(pcma(0, 0), sink);
-  a.push(pcma(81, 81 * 160), sink);  // 80 missing: beyond the fill bound, within resync_after
+  a.push(pcma(0, 0), sink, sink.at(pcma(0, 0)));
+  a.push(pcma(81, 81 * 160), sink, sink.at(pcma(81, 81 * 160)));  // 80 missing: beyond the fill bound, within resync_after
   EXPECT_EQ(sink.seqs(), (std::vector<std::uint16_t>{0, 81}));
   EXPECT_EQ(a.counters().lost, 80u);
   EXPECT_EQ(a.counters().resyncs, 0u);
@@ -408,8 +680,8 @@ TEST_F(AssemblerTest, ForwardJumpWithinResyncAfterIsAGapNotAResync) {
 
 TEST_F(AssemblerTest, ComfortNoiseAndTelephoneEventsAreDroppedAndTheirSeqsBecomeSilence) {
   feed_offsets(0, 0, {0, 1});
-  a_.push(rtp(Pkt{2, 320, 13, kSsrc, 1}), sink_);    // CN
-  a_.push(rtp(Pkt{3, 480, 101, kSsrc, 4}), sink_);   // telephone-event
+  a_.push(rtp(Pkt{2, 320, 13, kSsrc, 1}), sink_, sink_.at(rtp(Pkt{2, 320, 13, kSsrc, 1})));    // CN
+  a_.push(rtp(Pkt{3, 480, 101, kSsrc, 4}), sink_, sink_.at(rtp(Pkt{3, 480, 101, kSsrc, 4})));   // telephone-event
   for (std::uint16_t s = 4; s < 13; ++s) feed(s, 160u * s);
   EXPECT_EQ(sink_.seqs(), range(0, 13));
   const auto pk = sink_.packets();
@@ -426,20 +698,20 @@ TEST_F(AssemblerTest, ComfortNoiseAndTelephoneEventsAreDroppedAndTheirSeqsBecome
 TEST_F(AssemblerTest, InvalidPacketsAreCountedAndIgnored) {
   feed(1, 0);
   Bytes short_pkt(11, std::byte{0x80});
-  a_.push(short_pkt, sink_);
+  a_.push(short_pkt, sink_, sink_.at(short_pkt));
   Bytes v1 = pcma(2, 160);
   v1[0] = std::byte{0x40};  // RTP version 1
-  a_.push(v1, sink_);
-  a_.push(rtp(Pkt{2, 160, kPtPcma, kSsrc, 0}), sink_);  // no payload
+  a_.push(v1, sink_, sink_.at(v1));
+  a_.push(rtp(Pkt{2, 160, kPtPcma, kSsrc, 0}), sink_, sink_.at(rtp(Pkt{2, 160, kPtPcma, kSsrc, 0})));  // no payload
   Bytes bad_pad = pcma(2, 160);
   bad_pad[0] |= std::byte{0x20};
   bad_pad.back() = std::byte{200};  // more padding than payload
-  a_.push(bad_pad, sink_);
+  a_.push(bad_pad, sink_, sink_.at(bad_pad));
   Bytes cc = pcma(2, 160);
   cc[0] |= std::byte{0x0F};  // 15 CSRCs announced, 160 bytes present: parses; 100 bytes: truncated
   cc.resize(40);
-  a_.push(cc, sink_);
-  a_.push({}, sink_);
+  a_.push(cc, sink_, sink_.at(cc));
+  a_.push({}, sink_, sink_.at({}));
   feed(2, 160);
   EXPECT_EQ(sink_.seqs(), (std::vector<std::uint16_t>{1, 2}));
   EXPECT_EQ(a_.counters().invalid, 6u);
@@ -531,7 +803,9 @@ TEST_P(AssemblerRandomTest, NetworkImpairmentsNeverBreakTheOutput) {
   }
   std::stable_sort(arrivals.begin(), arrivals.end(), [](const Arrival& l, const Arrival& r) { return l.t < r.t; });
   for (const auto& ar : arrivals) {
-    a.push(pcma(static_cast<std::uint16_t>(kSeq0 + ar.i), kTs0 + 160u * ar.i), sink);
+    // Arrival time: the packet's place in the randomised network schedule, 20 ms per step.
+    a.push(pcma(static_cast<std::uint16_t>(kSeq0 + ar.i), kTs0 + 160u * ar.i), sink,
+           1'000'000'000ull + static_cast<std::uint64_t>(ar.t * 20e6));
   }
   a.flush(sink);
 
