@@ -379,6 +379,9 @@ HttpResponse Daemon::Impl::metrics() const {
   metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_disconnect, "reason=\"disconnect\"");
   metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_error, "reason=\"error\"");
   metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_storage_lost, "reason=\"storage_lost\"");
+  metric(o, "callrec_reserve_stops_total", "counter", "Recordings stopped with no_space because free space fell below --reserve-mb.", sc.reserve_stops);
+  metric(o, "callrec_storage_lost_total", "counter", "Times the storage or a device directory was found removed or replaced while recording.", sc.storage_lost);
+  metric(o, "callrec_control_stalls_total", "counter", "Stalls of the daemon itself (ticks far apart) that restarted the RTP timeouts.", sc.stalls);
   metric(o, "callrec_stop_overrides_ignored_total", "counter", "Stop-request fields naming server-owned values (device, codec, peer, dir ...), ignored.", sc.stop_overrides_ignored);
   metric(o, "callrec_control_connections", "gauge", "Open control connections.", upload->connections());
   metric(o, "callrec_control_messages_total", "counter", "Control messages received.", uc.messages);

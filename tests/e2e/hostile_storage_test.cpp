@@ -170,5 +170,130 @@ TEST_F(HostileStorage, SecondDaemonOnTheSameStorageAndCatalogRefusesAndTouchesNo
   EXPECT_TRUE(third.ready()) << third.log();
 }
 
+/// A start from another device (Phone::start always names 00:11:22:33:44:55).
+std::optional<control::StartResponse> start_device(Phone& phone, const std::string& id, const std::string& device) {
+  phone.send_raw("cmd=RecordStartRequest&id=" + id + "&device=" + device +
+                 "&remote_number=100&local_number=200&dir=in&codec=PCMA\r\n");
+  auto m = phone.recv();
+  if (!m) return std::nullopt;
+  auto r = control::parse_start_response(*m);
+  if (!r) return std::nullopt;
+  return *r;
+}
+
+std::vector<std::string> subdirs(const fs::path& p) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(p, ec))
+    if (e.is_directory()) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Item 13: a refused start left an empty device directory behind, and devices a:b and a_b
+// shared one directory.
+TEST_F(HostileStorage, RefusedStartsLeaveNoDirectoryAndSimilarDevicesNeverShareOne) {
+  std::random_device rd;
+  const auto lo = static_cast<std::uint16_t>(26000 + (rd() % 1000) * 4);
+  DaemonProcess d(dir_.path(), {}, lo, static_cast<std::uint16_t>(lo + 3));  // 2 even ports
+  ASSERT_TRUE(d.ready()) << d.log();
+  Phone phone(d.control_port());
+  auto a = start_device(phone, "A", "a%3Ab");  // a:b
+  auto b = start_device(phone, "B", "a_b");
+  ASSERT_TRUE(a && a->success && b && b->success);
+  for (int i = 0; i < 5; ++i) {
+    auto r = start_device(phone, "R" + std::to_string(i), "refused-" + std::to_string(i));
+    ASSERT_TRUE(r.has_value());
+    EXPECT_FALSE(r->success);
+    EXPECT_EQ(r->reason, "no_port");
+  }
+  send_all(phone, a->port, make_rtp(10, fileio::Codec::kPcma, 1, 0, 0xA));
+  send_all(phone, b->port, make_rtp(10, fileio::Codec::kPcma, 1, 0, 0xB));
+  ASSERT_TRUE(wait_until([&] { return metric(d, "callrec_rx_packets_total") >= 20; }));
+  ASSERT_TRUE(phone.stop("A")->success);
+  ASSERT_TRUE(phone.stop("B")->success);
+  ASSERT_TRUE(wait_until([&] { return d.count_log("recording stop:") == 2; })) << d.log();
+  EXPECT_EQ(subdirs(d.storage()), (std::vector<std::string>{"a%5Fb", "a_b"}))
+      << "one directory per device, none for the refused starts";
+  const auto ra = catalog_row(d.catalog(), "A");
+  const auto rb = catalog_row(d.catalog(), "B");
+  ASSERT_EQ(ra.segments.size(), 1u);
+  ASSERT_EQ(rb.segments.size(), 1u);
+  EXPECT_NE(fs::path(ra.segments[0].path).parent_path(), fs::path(rb.segments[0].path).parent_path());
+}
+
+// Item 12: the storage directory removed while recording. The recording must not look like a
+// normal stop, and new starts must work (not a misleading no_space).
+TEST_F(HostileStorage, StorageRemovedMidCallIsReportedAndNewRecordingsWork) {
+  auto d = start_daemon({"--flush-ms", "50"});
+  ASSERT_TRUE(d->ready());
+  Phone phone(d->control_port());
+  auto st = phone.start("G1");
+  ASSERT_TRUE(st && st->success);
+  send_all(phone, st->port, make_rtp(50, fileio::Codec::kPcma));
+  ASSERT_TRUE(wait_until([&] { return !record_files(d->storage()).empty(); })) << d->log();
+  fs::remove_all(d->storage());
+  send_all(phone, st->port, make_rtp(50, fileio::Codec::kPcma, 1050, 5000 + 50 * 160));
+  auto m = phone.recv(5s);
+  ASSERT_TRUE(m.has_value()) << d->log();
+  EXPECT_EQ(m->cmd, "RecordStopRequest");
+  EXPECT_EQ(m->get("reason").value_or(""), "storage_lost");
+  phone.send_raw("cmd=RecordStopResponse&id=G1&result=success\r\n");
+  ASSERT_TRUE(d->wait_log("reason=storage_lost")) << d->log();
+  EXPECT_TRUE(d->wait_log("was removed while recording")) << d->log();
+  EXPECT_EQ(catalog_row(d->catalog(), "G1").stop_reason, "storage_lost");
+  EXPECT_GE(metric(*d, "callrec_storage_lost_total"), 1);
+  EXPECT_EQ(metric(*d, "callrec_recordings_stopped_total{reason=\"storage_lost\"}"), 1);
+  EXPECT_TRUE(fs::is_directory(d->storage())) << "the storage directory is re-created";
+  // A new recording works and is written.
+  auto again = phone.start("G2");
+  ASSERT_TRUE(again.has_value());
+  ASSERT_TRUE(again->success) << again->reason;
+  const auto pkts = make_rtp(30, fileio::Codec::kPcma, 7, 0, 0x77);
+  send_all(phone, again->port, pkts);
+  ASSERT_TRUE(wait_until([&] { return metric(*d, "callrec_writer_packets_total") >= 130; })) << d->log();
+  ASSERT_TRUE(phone.stop("G2")->success);
+  ASSERT_TRUE(wait_until([&] { return d->count_log("recording stop:") == 2; })) << d->log();
+  const auto row = catalog_row(d->catalog(), "G2");
+  EXPECT_EQ(row.stop_reason, "phone");
+  ASSERT_EQ(row.segments.size(), 1u);
+  EXPECT_EQ(read_packets(row.segments[0].path), pkts);
+}
+
+// Item 13: the daemon itself stopped (SIGSTOP, a VM pause) for longer than --rtp-timeout ended
+// live calls as rtp_timeout although their phones never stopped sending.
+TEST_F(HostileStorage, DaemonPausedLongerThanTheRtpTimeoutDoesNotEndLiveCalls) {
+  // 2 s: the writers report each stream's last packet once a second, so 1 s could expire a live
+  // call without any stall.
+  auto d = start_daemon({"--rtp-timeout", "2"});
+  ASSERT_TRUE(d->ready());
+  Phone phone(d->control_port());
+  auto st = phone.start("P1");
+  ASSERT_TRUE(st && st->success);
+  const auto pkts = make_rtp(400, fileio::Codec::kPcma);
+  std::size_t sent = 0;
+  auto pace = [&](std::chrono::milliseconds for_how_long) {  // 20 ms pacing, like a phone
+    const auto end = std::chrono::steady_clock::now() + for_how_long;
+    while (std::chrono::steady_clock::now() < end && sent < pkts.size()) {
+      phone.send_rtp(st->port, pkts[sent++]);
+      std::this_thread::sleep_for(20ms);
+    }
+  };
+  pace(500ms);
+  d->signal(SIGSTOP);
+  pace(3500ms);  // the phone keeps talking while the daemon is stopped
+  d->signal(SIGCONT);
+  pace(2500ms);
+  auto m = phone.recv(200ms);
+  EXPECT_FALSE(m.has_value()) << "the daemon stopped a live call: " << (m ? m->get("reason").value_or("") : "");
+  auto sp = phone.stop("P1");
+  ASSERT_TRUE(sp.has_value());
+  ASSERT_TRUE(d->wait_log("recording stop:")) << d->log();
+  const auto row = catalog_row(d->catalog(), "P1");
+  EXPECT_EQ(row.stop_reason, "phone") << d->log();
+  EXPECT_GE(metric(*d, "callrec_control_stalls_total"), 1) << d->log();
+  EXPECT_EQ(metric(*d, "callrec_recordings_stopped_total{reason=\"rtp_timeout\"}"), 0);
+}
+
 }  // namespace
 }  // namespace callrec::e2e
