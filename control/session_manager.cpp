@@ -510,23 +510,38 @@ void SessionManager::check_storage(std::chrono::steady_clock::time_point) {
 }
 
 void SessionManager::check_reserve() {
-  if (cfg_.reserve_bytes == 0) return;
   std::vector<std::pair<std::int64_t, RecordingHandle>> running;  // (started_ms, handle)
   for (auto& [h, r] : recs_)
     if (!r.stopping) running.emplace_back(r.started_ms, h);
-  if (running.empty()) return;
+  std::sort(running.begin(), running.end());  // oldest first: a stable order in the log
+  if (catalog_.full()) {
+    // The catalog cannot commit: its volume is full. Recordings would only eat the space its
+    // final states need; stop them, and once none runs, let the catalog use its reserve file.
+    if (!running.empty()) {
+      log_error("catalog: the volume is full, %zu write(s) wait: stopping %zu recording(s) with no_space",
+                static_cast<std::size_t>(catalog_.stats().pending_writes), running.size());
+      counters_.reserve_stops += running.size();
+      for (const auto& [started, h] : running) stop(h, {}, "no_space", true);
+    } else if (Status st = catalog_.retry_pending(); st) {
+      log_info("catalog: kept writes committed (using its reserve file)");
+    } else {
+      log_error("catalog: %s", st.message().c_str());
+    }
+    return;
+  }
+  if (cfg_.reserve_bytes == 0 || running.empty()) return;
   std::uint64_t free_bytes = 0;
   if (!free_space(free_bytes) || free_bytes >= cfg_.reserve_bytes) return;
-  // Below the reserve: stop recordings before the volume is full. Newest first (the calls that
-  // have the least recorded so far lose least), half of them per tick; below half the reserve,
-  // all of them. New starts are already refused below the reserve.
-  std::sort(running.begin(), running.end(), std::greater<>());
-  const std::size_t n = free_bytes < cfg_.reserve_bytes / 2 ? running.size() : (running.size() + 1) / 2;
-  log_warn("storage %s: %llu bytes free, below the reserve (%llu): stopping %zu of %zu recording(s) with no_space, newest first",
+  // Below the reserve: stop every running recording now, before the volume is full. All of
+  // them, not newest first: the check runs once a second, so the reserve must absorb about a
+  // second of the volume's whole write rate; stopping only some would let the rest eat into it
+  // (and which calls deserve the last bytes cannot be decided fairly). New starts are refused
+  // below the reserve anyway.
+  log_warn("storage %s: %llu bytes free, below the reserve (%llu): stopping %zu recording(s) with no_space",
            cfg_.storage.c_str(), static_cast<unsigned long long>(free_bytes),
-           static_cast<unsigned long long>(cfg_.reserve_bytes), n, running.size());
-  counters_.reserve_stops += n;
-  for (std::size_t i = 0; i < n; ++i) stop(running[i].second, {}, "no_space", true);
+           static_cast<unsigned long long>(cfg_.reserve_bytes), running.size());
+  counters_.reserve_stops += running.size();
+  for (const auto& [started, h] : running) stop(h, {}, "no_space", true);
 }
 
 void SessionManager::tick(std::chrono::steady_clock::time_point now) {

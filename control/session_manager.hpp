@@ -154,8 +154,8 @@ class SessionManager {
   /// - the storage directory (one stat) and the device directories of running recordings: one
   ///   removed or replaced ends its recordings with storage_lost and is re-created;
   /// - the storage volume's free space (one statvfs, cfg.free_space when set): below
-  ///   reserve_bytes, running recordings are stopped with no_space before the volume is full,
-  ///   newest first, half of them per tick, all of them below half the reserve;
+  ///   reserve_bytes, every running recording is stopped with no_space before the volume is
+  ///   full (all: the reserve must absorb about one second of the whole write rate);
   /// - RTP timeouts.
   void tick(std::chrono::steady_clock::time_point now);
 
