@@ -397,6 +397,8 @@ void Daemon::Impl::release_source() {
 
 void Daemon::Impl::on_tick() {
   sessions->tick(std::chrono::steady_clock::now());
+  // Writes a full disk kept from the catalog are retried; its reserve file comes back with space.
+  if (Status st = catalog.maintain(); !st) log_error("catalog: %s", st.message().c_str());
   const auto ss = source->stats();
   const auto ws = writers->stats();
   rx_pps = static_cast<double>(ss.rx_packets - last_rx_packets);
@@ -442,6 +444,16 @@ HttpResponse Daemon::Impl::metrics() const {
   metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_disconnect, "reason=\"disconnect\"");
   metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_error, "reason=\"error\"");
   metric(o, "callrec_recordings_stopped_total", nullptr, nullptr, sc.stop_storage_lost, "reason=\"storage_lost\"");
+  const auto cs = catalog.stats();
+  metric(o, "callrec_catalog_commit_failures_total", "counter", "Catalog batches that could not be committed (disk full, I/O error); their writes are kept and retried.", cs.commit_failures);
+  metric(o, "callrec_catalog_pending_writes", "gauge", "Catalog writes kept after a failed commit, not in the database yet.", cs.pending_writes);
+  metric(o, "callrec_catalog_replayed_writes_total", "counter", "Kept catalog writes committed by a retry.", cs.replayed_writes);
+  metric(o, "callrec_catalog_dropped_writes_total", "counter", "Kept catalog writes that could no longer apply.", cs.dropped_writes);
+  metric(o, "callrec_catalog_reserve_releases_total", "counter", "Times the catalog's reserve file was given up so a commit could succeed on a full volume.", cs.ballast_releases);
+  metric(o, "callrec_catalog_reserve_present", "gauge", "1 when the catalog's reserve file is in place.", cs.ballast_present ? 1 : 0);
+  metric(o, "callrec_reserve_stops_total", "counter", "Recordings stopped with no_space because free space fell below --reserve-mb.", sc.reserve_stops);
+  metric(o, "callrec_storage_lost_total", "counter", "Times the storage or a device directory was found removed or replaced while recording.", sc.storage_lost);
+  metric(o, "callrec_control_stalls_total", "counter", "Stalls of the daemon itself (ticks far apart) that restarted the RTP timeouts.", sc.stalls);
   metric(o, "callrec_stop_overrides_ignored_total", "counter", "Stop-request fields naming server-owned values (device, codec, peer, dir ...), ignored.", sc.stop_overrides_ignored);
   metric(o, "callrec_control_connections", "gauge", "Open control connections.", upload->connections());
   metric(o, "callrec_control_messages_total", "counter", "Control messages received.", uc.messages);
@@ -599,7 +611,7 @@ int Daemon::run() {
   const Status st = d.loop.run();
   if (!st) log_error("event loop: %s", st.message().c_str());
   // Phones get their RecordStopRequest before the connections close.
-  if (Status cs = d.catalog.commit_batch(); !cs) log_error("catalog: %s", cs.message().c_str());
+  if (Status cs = d.catalog.retry_pending(); !cs) log_error("catalog: %s", cs.message().c_str());
   d.upload->flush_pending();
   d.upload->close_all();
   d.source->stop();   // end marks for anything still installed
@@ -612,6 +624,9 @@ int Daemon::run() {
   if (d.http) d.http->close();
   const std::uint64_t recorded = d.sessions->counters().stopped;
   d.release_source();  // DPDK: ports closed, rte_eal_cleanup()
+  // The final states of the recordings that ended during shutdown; kept writes retried.
+  if (Status cs = d.catalog.retry_pending(); !cs)
+    log_error("catalog: %s; the next start recovers the recordings left open", cs.message().c_str());
   d.catalog.close();
   if (d.sigfd >= 0) ::close(d.sigfd);
   for (const int fd : {d.storage_lock, d.catalog_lock})

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <cerrno>
@@ -21,11 +22,22 @@ std::int64_t unix_ms_now() {
       .count();
 }
 
-std::uint64_t mono_ns_now() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
+/// steady_clock is CLOCK_MONOTONIC (the clock of the packets' rx_ns), in ns.
+std::uint64_t steady_ns(std::chrono::steady_clock::time_point t) {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
 }
+
+bool stat_dir(const std::filesystem::path& p, dev_t& dev, ino_t& ino) {
+  struct stat st {};
+  if (::stat(p.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return false;
+  dev = st.st_dev;
+  ino = st.st_ino;
+  return true;
+}
+
+/// Ticks are 1 s apart: a gap this long means the daemon itself did not run (a false positive
+/// only delays RTP timeouts by the gap).
+constexpr auto kStallGap = std::chrono::milliseconds(1500);
 
 }  // namespace
 
@@ -40,7 +52,10 @@ const char* ingest_name(IngestKind k) {
 
 SessionManager::SessionManager(SessionConfig cfg, fileio::Catalog& catalog, fileio::WriterPool& writers,
                                dataplane::Source& source, PortAllocator& ports)
-    : cfg_(std::move(cfg)), catalog_(catalog), writers_(writers), source_(source), ports_(ports) {}
+    : cfg_(std::move(cfg)), catalog_(catalog), writers_(writers), source_(source), ports_(ports) {
+  storage_known_ = stat_dir(cfg_.storage, storage_dev_, storage_ino_);
+  last_tick_ = std::chrono::steady_clock::now();  // a stall before the first tick counts too
+}
 
 SessionManager::~SessionManager() = default;
 
@@ -68,11 +83,20 @@ StartResult SessionManager::start(const StartParams& p) {
   // of the recording failing at its first packet.
   constexpr std::uint64_t kStartHeadroom = 256 * 1024;
   std::uint64_t free_bytes = 0;
-  const Status fs = cfg_.free_space ? cfg_.free_space(cfg_.storage, free_bytes)
-                                    : fileio::free_space_statvfs(cfg_.storage, free_bytes);
-  if (!fs || free_bytes < cfg_.reserve_bytes + kStartHeadroom) {
-    log_warn("start refused: call_id=%s device=%s reason=no_space (%s)", p.meta.call_id.c_str(),
-             p.meta.device.c_str(), fs ? "below reserve" : fs.message().c_str());
+  Status fs = free_space(free_bytes);
+  if (!fs && fs.code() == ENOENT) {
+    // The storage directory was removed under us: re-create it rather than answer no_space.
+    check_storage(now);
+    fs = free_space(free_bytes);
+  }
+  if (!fs) {
+    log_error("start refused: call_id=%s device=%s reason=storage_error (%s)", p.meta.call_id.c_str(),
+              p.meta.device.c_str(), fs.message().c_str());
+    return fail("storage_error");
+  }
+  if (free_bytes < cfg_.reserve_bytes + kStartHeadroom) {
+    log_warn("start refused: call_id=%s device=%s reason=no_space (below reserve)", p.meta.call_id.c_str(),
+             p.meta.device.c_str());
     return fail("no_space");
   }
 
@@ -84,17 +108,25 @@ StartResult SessionManager::start(const StartParams& p) {
   r.owner = p.owner;
   r.started = now;
   r.started_ms = unix_ms_now();
+  r.idle_base_ns = steady_ns(now);
 
-  // Recordings are filed by device (spec: "the server files recordings by device").
-  const std::string dev_part = fileio::sanitize_name_part(p.meta.device.empty() ? "unknown" : p.meta.device);
-  const std::filesystem::path device_dir = cfg_.storage / dev_part;
+  // Recordings are filed by device (spec: "the server files recordings by device"), one
+  // directory per device (device_dir_name is injective). A directory this start creates is
+  // removed again if the start is refused (when still empty).
+  const std::filesystem::path device_dir = cfg_.storage / fileio::device_dir_name(p.meta.device);
+  bool created_dir = false;
   if (std::error_code ec; !std::filesystem::is_directory(device_dir, ec)) {
-    std::filesystem::create_directories(device_dir, ec);
+    created_dir = std::filesystem::create_directories(device_dir, ec);
     if (ec) {
       log_error("start refused: cannot create %s: %s", device_dir.c_str(), ec.message().c_str());
-      return fail(ec.value() == ENOSPC ? "no_space" : "internal_error");
+      return fail(ec.value() == ENOSPC ? "no_space" : "storage_error");
     }
   }
+  auto remove_created_dir = [&] {
+    if (!created_dir) return;
+    std::error_code ec;
+    std::filesystem::remove(device_dir, ec);  // only if empty: never another recording's files
+  };
 
   // Ports and flows, rolled back on failure.
   auto rollback = [&] {
@@ -102,6 +134,7 @@ StartResult SessionManager::start(const StartParams& p) {
       if (s.id != 0) source_.remove_flow(s.id);
       if (s.port != 0) ports_.release(s.port, now);
     }
+    remove_created_dir();
   };
   for (unsigned i = 0; i < std::max(1u, p.streams); ++i) {
     Stream s;
@@ -187,6 +220,8 @@ StartResult SessionManager::start(const StartParams& p) {
     return fail("internal_error");
   }
 
+  r.device_dir = device_dir;
+  stat_dir(device_dir, r.dir_dev, r.dir_ino);
   for (auto& s : r.streams) stream_index_[s.id] = r.handle;
   res.ok = true;
   res.handle = r.handle;
@@ -347,7 +382,10 @@ void SessionManager::on_writer_events(std::vector<fileio::WriterEvent>& events) 
       case fileio::WriterEventKind::kError:
         log_error("recording rec=%lld call_id=%s: write error: %s", static_cast<long long>(r->catalog_id),
                   r->meta.call_id.c_str(), ev.status.message().c_str());
-        stop(r->handle, {}, ev.status.code() == ENOSPC ? "no_space" : "io_error", true);
+        // ENOENT: the directory of a new segment is gone (storage removed under the recording).
+        stop(r->handle, {},
+             ev.status.code() == ENOSPC ? "no_space" : ev.status.code() == ENOENT ? "storage_lost" : "io_error",
+             true);
         break;
       case fileio::WriterEventKind::kStreamClosed: {
         s->counters = ev.counters;
@@ -417,18 +455,117 @@ void SessionManager::index_forget(const Recording& r) {
   if (it->second.all.empty()) owners_.erase(it);
 }
 
+Status SessionManager::free_space(std::uint64_t& free_bytes) const {
+  return cfg_.free_space ? cfg_.free_space(cfg_.storage, free_bytes)
+                         : fileio::free_space_statvfs(cfg_.storage, free_bytes);
+}
+
+void SessionManager::check_storage(std::chrono::steady_clock::time_point) {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  const bool present = stat_dir(cfg_.storage, dev, ino);
+  const bool replaced = present && storage_known_ && (dev != storage_dev_ || ino != storage_ino_);
+  std::vector<RecordingHandle> lost;
+  std::string what;
+  if (!present || replaced) {
+    what = cfg_.storage.string() + (present ? " was replaced" : " was removed");
+    for (auto& [h, r] : recs_)
+      if (!r.stopping) lost.push_back(h);
+    std::error_code ec;
+    std::filesystem::create_directories(cfg_.storage, ec);
+    if (ec) {
+      log_error("storage %s: cannot re-create it: %s", cfg_.storage.c_str(), ec.message().c_str());
+      storage_known_ = false;
+    } else {
+      storage_known_ = stat_dir(cfg_.storage, storage_dev_, storage_ino_);
+      log_error("storage %s while recording: re-created it for new recordings", what.c_str());
+    }
+    ++counters_.storage_lost;
+  } else {
+    if (!storage_known_) {
+      storage_dev_ = dev;
+      storage_ino_ = ino;
+      storage_known_ = true;
+    }
+    // A device directory removed (or replaced) under its recordings: one stat per directory.
+    std::unordered_map<std::string, bool> gone;
+    for (auto& [h, r] : recs_) {
+      if (r.stopping) continue;
+      auto [it, fresh] = gone.try_emplace(r.device_dir.string(), false);
+      if (fresh) {
+        dev_t d = 0;
+        ino_t i = 0;
+        it->second = !stat_dir(r.device_dir, d, i) || d != r.dir_dev || i != r.dir_ino;
+        if (it->second) {
+          what += (what.empty() ? "" : ", ") + r.device_dir.string();
+          ++counters_.storage_lost;
+        }
+      }
+      if (it->second) lost.push_back(h);
+    }
+    if (!lost.empty()) log_error("device directory %s removed while recording", what.c_str());
+  }
+  // Their files are gone (unlinked while open): say so in the stop reason and the catalog.
+  for (const auto h : lost) stop(h, {}, "storage_lost", true);
+}
+
+void SessionManager::check_reserve() {
+  std::vector<std::pair<std::int64_t, RecordingHandle>> running;  // (started_ms, handle)
+  for (auto& [h, r] : recs_)
+    if (!r.stopping) running.emplace_back(r.started_ms, h);
+  std::sort(running.begin(), running.end());  // oldest first: a stable order in the log
+  if (catalog_.full()) {
+    // The catalog cannot commit: its volume is full. Recordings would only eat the space its
+    // final states need; stop them, and once none runs, let the catalog use its reserve file.
+    if (!running.empty()) {
+      log_error("catalog: the volume is full, %zu write(s) wait: stopping %zu recording(s) with no_space",
+                static_cast<std::size_t>(catalog_.stats().pending_writes), running.size());
+      counters_.reserve_stops += running.size();
+      for (const auto& [started, h] : running) stop(h, {}, "no_space", true);
+    } else if (Status st = catalog_.retry_pending(); st) {
+      log_info("catalog: kept writes committed (using its reserve file)");
+    } else {
+      log_error("catalog: %s", st.message().c_str());
+    }
+    return;
+  }
+  if (cfg_.reserve_bytes == 0 || running.empty()) return;
+  std::uint64_t free_bytes = 0;
+  if (!free_space(free_bytes) || free_bytes >= cfg_.reserve_bytes) return;
+  // Below the reserve: stop every running recording now, before the volume is full. All of
+  // them, not newest first: the check runs once a second, so the reserve must absorb about a
+  // second of the volume's whole write rate; stopping only some would let the rest eat into it
+  // (and which calls deserve the last bytes cannot be decided fairly). New starts are refused
+  // below the reserve anyway.
+  log_warn("storage %s: %llu bytes free, below the reserve (%llu): stopping %zu recording(s) with no_space",
+           cfg_.storage.c_str(), static_cast<unsigned long long>(free_bytes),
+           static_cast<unsigned long long>(cfg_.reserve_bytes), running.size());
+  counters_.reserve_stops += running.size();
+  for (const auto& [started, h] : running) stop(h, {}, "no_space", true);
+}
+
 void SessionManager::tick(std::chrono::steady_clock::time_point now) {
+  // The daemon itself was stopped (SIGSTOP, a VM pause) or its loop blocked: the gap is not the
+  // phones' silence. Restart every recording's silence clock at the stall's end.
+  if (last_tick_ != std::chrono::steady_clock::time_point{} && now - last_tick_ > kStallGap) {
+    ++counters_.stalls;
+    log_warn("control thread stalled for %.1f s (process stopped, VM paused?): RTP timeouts restart from now",
+             std::chrono::duration<double>(now - last_tick_).count());
+    for (auto& [h, r] : recs_) r.idle_base_ns = steady_ns(now);
+  }
+  last_tick_ = now;
+  check_storage(now);
+  check_reserve();
   if (cfg_.rtp_timeout.count() <= 0) return;
-  const std::uint64_t mono_now = mono_ns_now();
+  const std::uint64_t mono_now = steady_ns(now);
   const auto timeout_ns = static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.rtp_timeout).count());
   std::vector<RecordingHandle> expired;
   for (auto& [h, r] : recs_) {
     if (r.stopping) continue;
-    if (now - r.started < cfg_.rtp_timeout) continue;
-    std::uint64_t newest = 0;
+    std::uint64_t newest = r.idle_base_ns;  // the start, or the end of a stall
     for (auto& s : r.streams) newest = std::max(newest, s.last_packet_ns);
-    if (newest == 0 || mono_now - newest > timeout_ns) expired.push_back(h);
+    if (mono_now > newest && mono_now - newest > timeout_ns) expired.push_back(h);
   }
   for (auto h : expired) stop(h, {}, "rtp_timeout", true);
 }

@@ -15,6 +15,7 @@
 //
 // Thread: everything here runs on the control thread (the event loop). No locks.
 #include <netinet/in.h>
+#include <sys/types.h>
 
 #include <chrono>
 #include <cstdint>
@@ -102,7 +103,10 @@ struct SessionCounters {
                 stop_storage_lost = 0;
   std::uint64_t no_port = 0;
   std::uint64_t stop_overrides_ignored = 0;  ///< stop fields naming server-owned values (device, codec ...)
-  std::uint64_t overloaded = 0;  ///< starts refused because the process ran out of descriptors/memory
+  std::uint64_t overloaded = 0;
+  std::uint64_t reserve_stops = 0;  ///< recordings stopped (no_space) because free space fell below the reserve
+  std::uint64_t storage_lost = 0;   ///< times the storage or a device directory was found removed/replaced
+  std::uint64_t stalls = 0;         ///< control-thread stalls (ticks far apart) that restarted the RTP timeouts  ///< starts refused because the process ran out of descriptors/memory
 };
 
 /// A recording as the manager sees it (also what `callrec status` shows).
@@ -144,7 +148,15 @@ class SessionManager {
 
   /// Feed writer events (kStats, kError, kSegment*, kStreamClosed).
   void on_writer_events(std::vector<fileio::WriterEvent>& events);
-  /// Periodic (about once a second): RTP timeouts.
+  /// Periodic (about once a second):
+  /// - a stall of the daemon itself (ticks more than 1.5 s apart: SIGSTOP, a VM pause) restarts
+  ///   every recording's silence clock, so the stall is not taken for the phones' silence;
+  /// - the storage directory (one stat) and the device directories of running recordings: one
+  ///   removed or replaced ends its recordings with storage_lost and is re-created;
+  /// - the storage volume's free space (one statvfs, cfg.free_space when set): below
+  ///   reserve_bytes, every running recording is stopped with no_space before the volume is
+  ///   full (all: the reserve must absorb about one second of the whole write rate);
+  /// - RTP timeouts.
   void tick(std::chrono::steady_clock::time_point now);
 
   [[nodiscard]] std::size_t active() const { return recs_.size(); }
@@ -187,12 +199,22 @@ class SessionManager {
     std::int64_t started_ms = 0;
     bool stopping = false;
     std::string stop_reason;
+    std::uint64_t idle_base_ns = 0;  ///< silence is measured from here at least (start, end of a stall)
+    std::filesystem::path device_dir;
+    dev_t dir_dev = 0;  ///< identity of device_dir at the start (removed/replaced: storage_lost)
+    ino_t dir_ino = 0;
   };
 
   enum class StopOrigin : std::uint8_t { kPeer, kOwnerGone, kServer };
   bool stop_impl(RecordingHandle h, const MetadataOverrides& ov, const std::string& reason, StopOrigin origin);
   static const char* peer_stop_reason(IngestKind k);
   void finish(Recording& r);
+  Status free_space(std::uint64_t& free_bytes) const;
+  /// Item: the storage (or a device directory) removed or replaced under running recordings:
+  /// they are stopped with storage_lost, the storage directory is re-created.
+  void check_storage(std::chrono::steady_clock::time_point now);
+  /// Below --reserve-mb while recording: stop recordings with no_space (see tick()).
+  void check_reserve();
   Recording* by_stream(fileio::StreamId s);
   fileio::StreamId next_stream_id();
 
@@ -214,6 +236,10 @@ class SessionManager {
   std::unordered_map<const RecordingOwner*, OwnerIndex> owners_;
   void index_unactive(const Recording& r);
   void index_forget(const Recording& r);
+  std::chrono::steady_clock::time_point last_tick_{};
+  bool storage_known_ = false;
+  dev_t storage_dev_ = 0;
+  ino_t storage_ino_ = 0;
   RecordingHandle next_handle_ = 1;
   fileio::StreamId next_stream_ = 1;
 };

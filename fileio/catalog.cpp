@@ -1,6 +1,9 @@
 #include "fileio/catalog.hpp"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <climits>
@@ -565,9 +568,16 @@ Catalog::Catalog() = default;
 Catalog::~Catalog() { close(); }
 
 void Catalog::close() {
-  if (in_batch_) {
-    if (Status st = commit_batch(); !st) std::fprintf(stderr, "%s\n", st.message().c_str());
+  if (in_batch_ || degraded_) {
+    if (Status st = retry_pending(); !st) {
+      std::fprintf(stderr, "%s\n", st.message().c_str());
+      std::fprintf(stderr, "catalog %s: %zu write(s) lost at close; the next start recovers the open recordings\n",
+                   path_.c_str(), journal_.size());
+    }
   }
+  journal_.clear();
+  degraded_ = false;
+  ballast_present_ = false;
   insert_.reset();
   get_.reset();
   get_extra_.reset();
@@ -592,6 +602,7 @@ void Catalog::close() {
 
 Status Catalog::err(std::string_view what) const {
   const int code = sqlite3_extended_errcode(db_);
+  last_rc_ = code;
   std::string msg = "catalog " + path_.string() + ": " + std::string(what) + ": " + describe(db_, code);
   return Status(errno_for(db_, code), std::move(msg));
 }
@@ -639,20 +650,239 @@ Status Catalog::join_batch() {
   return st;
 }
 
+bool Catalog::retriable(int rc) {
+  switch (rc & 0xFF) {
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_NOMEM:
+    case SQLITE_CANTOPEN:
+      return true;
+    default:
+      return false;
+  }
+}
+
+Status Catalog::write(Op op) {
+  if (db_ == nullptr) return Status(EBADF, "catalog: not open");
+  last_rc_ = SQLITE_OK;
+  if (!group_commit_) {
+    // Its own transaction. A full volume: the ballast gives the catalog room, once.
+    Status st = op();
+    if (!st && (last_rc_ & 0xFF) == SQLITE_FULL && release_ballast()) {
+      last_rc_ = SQLITE_OK;
+      st = op();
+    }
+    return st;
+  }
+  if (degraded_) {  // an earlier batch is waiting to be replayed: this write goes after it
+    journal_.push_back(std::move(op));
+    ++stats_.queued_writes;
+    return Status::ok();
+  }
+  Status st = join_batch();
+  if (st) st = op();
+  if (st) {
+    journal_.push_back(std::move(op));
+    return Status::ok();
+  }
+  if (!retriable(last_rc_)) return st;  // a logical error (no such row ...): nothing to retry
+  // The volume is full (or the file unwritable) mid-batch: SQLite may have rolled the batch
+  // back. Keep every write of it, in order, and replay them (commit_batch, maintain).
+  journal_.push_back(std::move(op));
+  ++stats_.queued_writes;
+  enter_degraded(st);
+  return Status::ok();
+}
+
+void Catalog::enter_degraded(const Status& why) {
+  if (in_batch_) {
+    in_batch_ = false;
+    if (sqlite3_get_autocommit(db_) == 0) {
+      if (Status rb = exec("ROLLBACK"); !rb) std::fprintf(stderr, "%s\n", rb.message().c_str());
+    }
+  }
+  if (!degraded_) ++stats_.commit_failures;
+  degraded_ = true;
+  full_ = (last_rc_ & 0xFF) == SQLITE_FULL;
+  last_failure_ = why.message();
+}
+
 Status Catalog::commit_batch() {
-  if (!in_batch_) return Status::ok();
-  in_batch_ = false;
-  if (sqlite3_get_autocommit(db_) != 0)  // SQLite rolled the transaction back after an error
-    return Status(EIO, "catalog " + path_.string() + ": batch was rolled back by an earlier error");
-  Status st = exec("COMMIT");
-  if (!st) {
-    if (Status rb = exec("ROLLBACK"); !rb) std::fprintf(stderr, "%s\n", rb.message().c_str());
+  if (!degraded_) {
+    if (!in_batch_) {
+      journal_.clear();
+      return Status::ok();
+    }
+    in_batch_ = false;
+    last_rc_ = SQLITE_OK;
+    Status st;
+    if (sqlite3_get_autocommit(db_) != 0) {  // SQLite rolled the transaction back after an error
+      last_rc_ = SQLITE_IOERR;
+      st = Status(EIO, "catalog " + path_.string() + ": batch was rolled back by an earlier error");
+    } else {
+      st = exec("COMMIT");
+    }
+    if (st) {
+      journal_.clear();
+      return st;
+    }
+    in_batch_ = true;  // for enter_degraded's rollback
+    enter_degraded(st);
+    return Status(st.code(), std::to_string(journal_.size()) + " catalog write(s) kept for retry: " + st.message());
+  }
+  return replay(false, false);
+}
+
+Status Catalog::retry_pending() { return degraded_ ? replay(true, true) : commit_batch(); }
+
+Status Catalog::replay(bool force, bool may_use_reserve) {
+  if (!degraded_) return Status::ok();
+  const auto now = std::chrono::steady_clock::now();
+  if (!force && now < next_retry_) return Status::ok();
+  next_retry_ = now + kRetryInterval;
+  if (journal_.empty()) {
+    degraded_ = false;
+    return Status::ok();
+  }
+  last_rc_ = SQLITE_OK;
+  Status st = exec("BEGIN IMMEDIATE");
+  if (st) {
+    in_batch_ = true;  // the writes join this transaction (tx_begin uses savepoints)
+    std::vector<Op> kept;
+    kept.reserve(journal_.size());
+    for (std::size_t i = 0; i < journal_.size(); ++i) {
+      last_rc_ = SQLITE_OK;
+      Status w = journal_[i]();
+      if (w) {
+        kept.push_back(std::move(journal_[i]));
+        continue;
+      }
+      if (retriable(last_rc_)) {
+        st = w;
+        for (std::size_t k = i; k < journal_.size(); ++k) kept.push_back(std::move(journal_[k]));
+        break;
+      }
+      // A write that cannot apply (its row is gone): dropped, the others go on.
+      ++stats_.dropped_writes;
+      std::fprintf(stderr, "catalog %s: replay: dropped a write: %s\n", path_.c_str(), w.message().c_str());
+    }
+    journal_ = std::move(kept);
+    if (st) {
+      last_rc_ = SQLITE_OK;
+      st = exec("COMMIT");
+    }
+    in_batch_ = false;
+    if (!st && sqlite3_get_autocommit(db_) == 0) {
+      if (Status rb = exec("ROLLBACK"); !rb) std::fprintf(stderr, "%s\n", rb.message().c_str());
+    }
+  }
+  if (st) {
+    ++stats_.replays;
+    stats_.replayed_writes += journal_.size();
+    journal_.clear();
+    degraded_ = false;
+    return st;
+  }
+  full_ = (last_rc_ & 0xFF) == SQLITE_FULL;
+  if (full_ && may_use_reserve && release_ballast()) return replay(true, false);
+  last_failure_ = st.message();
+  return Status(st.code(), std::to_string(journal_.size()) + " catalog write(s) not committed yet (retried every " +
+                               std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kRetryInterval).count()) +
+                               " s, and at shutdown): " + st.message());
+}
+
+bool Catalog::release_ballast() {
+  if (!ballast_present_) return false;
+  ballast_present_ = false;
+  ++stats_.ballast_releases;
+  // Truncate rather than unlink: the space is free at once even if a reader holds it open.
+  if (::truncate(ballast_path().c_str(), 0) != 0) {
+    std::fprintf(stderr, "catalog %s: release %s: %s\n", path_.c_str(), ballast_path().c_str(), std::strerror(errno));
+    return false;
+  }
+  return true;
+}
+
+std::filesystem::path Catalog::ballast_path() const { return path_.string() + ".reserve"; }
+
+bool Catalog::make_ballast() {
+  if (ballast_bytes_ == 0 || ballast_present_ || path_.empty()) return ballast_present_;
+  const int fd = ::open(ballast_path().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  const int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(ballast_bytes_));
+  if (rc != 0) {
+    if (::ftruncate(fd, 0) != 0) {  // give back what a partial allocation took
+    }
+  }
+  ::close(fd);
+  ballast_present_ = rc == 0;
+  return ballast_present_;
+}
+
+Status Catalog::maintain() {
+  Status st = replay(false, false);
+  if (!degraded_ && !ballast_present_ && ballast_bytes_ != 0) {
+    // Re-create the catalog's reserve once the volume has room for it and more.
+    struct statvfs v {};
+    const std::filesystem::path dir = path_.has_parent_path() ? path_.parent_path() : std::filesystem::path(".");
+    if (::statvfs(dir.c_str(), &v) == 0 &&
+        static_cast<std::uint64_t>(v.f_bavail) * v.f_frsize >= ballast_bytes_ + (1u << 20))
+      make_ballast();
   }
   return st;
 }
 
+CatalogStats Catalog::stats() const {
+  CatalogStats s = stats_;
+  s.pending_writes = degraded_ ? journal_.size() : 0;
+  s.ballast_present = ballast_present_;
+  return s;
+}
+
+Status Catalog::set_max_pages(std::uint32_t pages) {
+  const std::string sql = "PRAGMA max_page_count = " + std::to_string(pages == 0 ? 0xFFFFFFFEu : pages);
+  return exec(sql.c_str());
+}
+
+// ---- writes (each one a replayable operation, see write()) ----------------------------------
+
+Status Catalog::insert_recording(const RecordingRow& row, std::int64_t& id) {
+  if (db_ == nullptr) return Status(EBADF, "catalog: not open");
+  // Ids are assigned here, never reused: a write queued after a failed commit keeps its id, so
+  // the writes that refer to it (segments, finish) replay against the right row.
+  const std::int64_t new_id = next_id_;
+  Status st = write([this, row, new_id] { return do_insert(row, new_id); });
+  if (st) {
+    id = new_id;
+    ++next_id_;
+  }
+  return st;
+}
+
+Status Catalog::update_metadata(std::int64_t id, const MetadataOverrides& overrides) {
+  return write([this, id, overrides] { return do_update_metadata(id, overrides); });
+}
+
+Status Catalog::add_segment(std::int64_t id, const SegmentInfo& seg) {
+  return write([this, id, seg] { return do_add_segment(id, seg); });
+}
+
+Status Catalog::close_segment(std::int64_t id, std::uint32_t idx, std::uint64_t packets, std::int64_t closed_at) {
+  return write([this, id, idx, packets, closed_at] { return do_close_segment(id, idx, packets, closed_at); });
+}
+
+Status Catalog::finish_recording(std::int64_t id, std::int64_t stopped_at, std::string_view reason,
+                                 const RecordingStats& stats) {
+  return write([this, id, stopped_at, r = std::string(reason), stats] { return do_finish(id, stopped_at, r, stats); });
+}
+
+Status Catalog::mark_recovered(std::int64_t id, std::int64_t stopped_at, std::string_view reason) {
+  return write([this, id, stopped_at, r = std::string(reason)] { return do_mark_recovered(id, stopped_at, r); });
+}
+
 Status Catalog::tx_begin() {
-  if (Status b = join_batch(); !b) return b;
   return exec(in_batch_ ? "SAVEPOINT catalog_tx" : "BEGIN IMMEDIATE");
 }
 
@@ -703,7 +933,19 @@ Status Catalog::open(const std::filesystem::path& path) {
   }
   if (st) st = exec("PRAGMA synchronous = NORMAL");
   if (st) st = create_schema();
-  if (!st) close();
+  if (st) {
+    Stmt mx;
+    st = prepare(mx, "SELECT COALESCE(MAX(id), 0) + 1 FROM recordings");
+    if (st) {
+      if (sqlite3_step(mx.get()) == SQLITE_ROW) next_id_ = sqlite3_column_int64(mx.get(), 0);
+      else st = err("next id");
+    }
+  }
+  if (!st) {
+    close();
+    return st;
+  }
+  make_ballast();  // best effort: maintain() retries when the volume has room
   return st;
 }
 
@@ -769,32 +1011,28 @@ Status Catalog::create_schema() {
   return st;
 }
 
-Status Catalog::insert_recording(const RecordingRow& r, std::int64_t& id) {
-  if (Status b = join_batch(); !b) return b;
+Status Catalog::do_insert(const RecordingRow& r, std::int64_t id) {
   Status st = prepare(insert_,
-                      "INSERT INTO recordings(call_id, source, device, remote_number, remote_name, local_number, "
+                      "INSERT INTO recordings(id, call_id, source, device, remote_number, remote_name, local_number, "
                       "local_name, direction, codec, started_at, stopped_at, state, stop_reason, peer, extra, "
                       "received, lost, filled, duplicate, reordered, late, stray, other_payload, bytes) "
-                      "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+                      "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   if (!st) return st;
   sqlite3_stmt* s = insert_.get();
   ResetGuard guard(s);
   const std::string extra = json_object(r.extra);
   const RecordingStats& x = r.stats;
   Binder b(s);
-  b.text(r.call_id).text(r.source).text(r.device).text(r.remote_number).text(r.remote_name).text(r.local_number);
+  b.i64(id).text(r.call_id).text(r.source).text(r.device).text(r.remote_number).text(r.remote_name).text(r.local_number);
   b.text(r.local_name).text(r.direction).text(r.codec).i64(r.started_at).opt(r.stopped_at).text(r.state);
   b.text(r.stop_reason).text(r.peer).text(extra);
   b.u64(x.received).u64(x.lost).u64(x.filled).u64(x.duplicate).u64(x.reordered).u64(x.late).u64(x.stray);
   b.u64(x.other_payload).u64(x.bytes);
   if (b.rc() != SQLITE_OK) return err("insert recording: bind");
-  st = step_done(s, "insert recording");
-  if (!st) return st;
-  id = sqlite3_last_insert_rowid(db_);
-  return Status::ok();
+  return step_done(s, "insert recording");
 }
 
-Status Catalog::update_metadata(std::int64_t id, const MetadataOverrides& overrides) {
+Status Catalog::do_update_metadata(std::int64_t id, const MetadataOverrides& overrides) {
   Status st = prepare(get_extra_, "SELECT extra FROM recordings WHERE id = ?");
   if (st) st = prepare(set_extra_, "UPDATE recordings SET extra = ? WHERE id = ?");
   if (!st) return st;
@@ -860,8 +1098,7 @@ Status Catalog::update_metadata(std::int64_t id, const MetadataOverrides& overri
   return st;
 }
 
-Status Catalog::add_segment(std::int64_t id, const SegmentInfo& seg) {
-  if (Status b = join_batch(); !b) return b;
+Status Catalog::do_add_segment(std::int64_t id, const SegmentInfo& seg) {
   Status st = prepare(add_segment_,
                       "INSERT INTO segments(recording_id, idx, path, codec, rtp_len, increment, packets, opened_at, "
                       "closed_at) VALUES(?,?,?,?,?,?,?,?,?)");
@@ -878,8 +1115,7 @@ Status Catalog::add_segment(std::int64_t id, const SegmentInfo& seg) {
   return step_done(s, "add segment " + std::to_string(seg.index) + " to recording " + std::to_string(id));
 }
 
-Status Catalog::close_segment(std::int64_t id, std::uint32_t idx, std::uint64_t packets, std::int64_t closed_at) {
-  if (Status b = join_batch(); !b) return b;
+Status Catalog::do_close_segment(std::int64_t id, std::uint32_t idx, std::uint64_t packets, std::int64_t closed_at) {
   Status st =
       prepare(close_segment_, "UPDATE segments SET packets = ?, closed_at = ? WHERE recording_id = ? AND idx = ?");
   if (!st) return st;
@@ -895,9 +1131,8 @@ Status Catalog::close_segment(std::int64_t id, std::uint32_t idx, std::uint64_t 
   return Status::ok();
 }
 
-Status Catalog::finish_recording(std::int64_t id, std::int64_t stopped_at, std::string_view reason,
-                                 const RecordingStats& x) {
-  if (Status b = join_batch(); !b) return b;
+Status Catalog::do_finish(std::int64_t id, std::int64_t stopped_at, std::string_view reason,
+                          const RecordingStats& x) {
   Status st = prepare(finish_,
                       "UPDATE recordings SET stopped_at = ?, state = 'stopped', stop_reason = ?, received = ?, "
                       "lost = ?, filled = ?, duplicate = ?, reordered = ?, late = ?, stray = ?, other_payload = ?, "
@@ -914,7 +1149,7 @@ Status Catalog::finish_recording(std::int64_t id, std::int64_t stopped_at, std::
   return expect_changed("finish recording", id);
 }
 
-Status Catalog::mark_recovered(std::int64_t id, std::int64_t stopped_at, std::string_view reason) {
+Status Catalog::do_mark_recovered(std::int64_t id, std::int64_t stopped_at, std::string_view reason) {
   Status st =
       prepare(recovered_, "UPDATE recordings SET state = 'recovered', stopped_at = ?, stop_reason = ? WHERE id = ?");
   if (st) {

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -80,6 +81,18 @@ struct RecordingRow {
   std::vector<SegmentRow> segments;  ///< filled by get(), list(), open_recordings(); in idx order
 };
 
+/// The catalog's own health (callrecd /metrics).
+struct CatalogStats {
+  std::uint64_t commit_failures = 0;  ///< batches that could not be committed (disk full, I/O error)
+  std::uint64_t queued_writes = 0;    ///< writes kept for replay after a failed commit
+  std::uint64_t replays = 0;          ///< successful replays of kept writes
+  std::uint64_t replayed_writes = 0;  ///< writes committed by replays
+  std::uint64_t dropped_writes = 0;   ///< kept writes that could no longer apply (their row was gone)
+  std::uint64_t ballast_releases = 0; ///< times the reserve file was given up for a commit
+  std::uint64_t pending_writes = 0;   ///< gauge: writes not in the database yet
+  bool ballast_present = false;       ///< gauge: the reserve file is in place
+};
+
 /// Selects recordings for list(). Empty / nullopt fields do not filter.
 struct CatalogFilter {
   std::string device;
@@ -116,7 +129,8 @@ class Catalog {
   [[nodiscard]] bool is_open() const { return db_ != nullptr; }
   [[nodiscard]] const std::filesystem::path& path() const { return path_; }
 
-  /// Inserts a recording (row.id, row.segments are ignored); id receives the new catalog id.
+  /// Inserts a recording (row.id, row.segments are ignored); id receives the new catalog id,
+  /// assigned by the catalog (MAX(id)+1 at open, then counting; never reused in a run).
   Status insert_recording(const RecordingRow& row, std::int64_t& id);
   /// Applies metadata from the protocol (a stop's overrides): remote_number, remote_name,
   /// local_number and local_name replace their columns; keys naming a value the server owns
@@ -144,8 +158,35 @@ class Catalog {
   /// before it tells anyone the rows exist (callrecd: at the end of each event-loop iteration,
   /// before the responses go out). Off by default: every write is its own transaction.
   void set_group_commit(bool on) { group_commit_ = on; }
-  /// Commits the open batch, if any. On failure the batch's writes are lost (rolled back).
+  /// Commits the open batch, if any. Writes are never lost to a failed commit (a full disk, an
+  /// I/O error): every write of the batch is kept, in order, and replayed in one transaction at
+  /// most once a second from commit_batch()/maintain(), and by retry_pending() (which may give
+  /// up the reserve file, below) and close(). Meanwhile new writes queue behind them and
+  /// return ok (they will be committed in order); reads do not see them yet. A kept write that
+  /// can no longer apply (its row is gone) is dropped and counted, the others go on.
+  /// Returns the error of a failed attempt (at most once per retry interval).
   Status commit_batch();
+  /// Replays kept writes now, whatever the retry interval; on a full volume it gives up the
+  /// reserve file first. The caller decides when (callrecd: once no recording is running any
+  /// more, so the recordings cannot eat the space meant for the final states; at shutdown).
+  Status retry_pending();
+  /// The last failed commit failed because the volume (or the file's limit) is full.
+  [[nodiscard]] bool full() const { return degraded_ && full_; }
+  /// Periodic (callrecd: once a second): retries kept writes when due and re-creates the
+  /// reserve file once the volume has room for it again.
+  Status maintain();
+  [[nodiscard]] bool degraded() const { return degraded_; }
+  [[nodiscard]] CatalogStats stats() const;
+  /// The reserve: a file `<catalog>.reserve` of this many bytes (fallocate'd at open) next to
+  /// the database, on the same volume, given up (truncated) when a commit fails with a full
+  /// disk -- by retry_pending() with group commit, at once for a write of its own otherwise -- so
+  /// the catalog can still commit its final states; re-created by maintain() once the volume has
+  /// room again. 0: none. Set before open(); default 4 MiB.
+  void set_reserve_bytes(std::uint64_t bytes) { ballast_bytes_ = bytes; }
+  [[nodiscard]] std::filesystem::path ballast_path() const;
+  /// Caps the database at `pages` pages (SQLite's max_page_count; 0: no cap). Writes beyond it
+  /// fail with SQLITE_FULL exactly as on a full volume: tests exercise the retry path with it.
+  Status set_max_pages(std::uint32_t pages);
   [[nodiscard]] bool in_batch() const { return in_batch_; }
   /// Rows matching filter (with segments), newest first (started_at, then id, descending).
   Status list(const CatalogFilter& filter, std::vector<RecordingRow>& out);
@@ -158,6 +199,20 @@ class Catalog {
   };
   using Stmt = std::unique_ptr<sqlite3_stmt, StmtDeleter>;
 
+  using Op = std::function<Status()>;
+  static constexpr auto kRetryInterval = std::chrono::seconds(1);
+  Status write(Op op);  ///< runs (group commit: journals) one write, see commit_batch()
+  Status replay(bool force, bool may_use_reserve);
+  void enter_degraded(const Status& why);
+  static bool retriable(int rc);
+  bool release_ballast();
+  bool make_ballast();
+  Status do_insert(const RecordingRow& row, std::int64_t id);
+  Status do_update_metadata(std::int64_t id, const MetadataOverrides& overrides);
+  Status do_add_segment(std::int64_t id, const SegmentInfo& seg);
+  Status do_close_segment(std::int64_t id, std::uint32_t idx, std::uint64_t packets, std::int64_t closed_at);
+  Status do_finish(std::int64_t id, std::int64_t stopped_at, std::string_view reason, const RecordingStats& stats);
+  Status do_mark_recovered(std::int64_t id, std::int64_t stopped_at, std::string_view reason);
   Status prepare(Stmt& slot, const char* sql);
   Status join_batch();   ///< opens the batch transaction when group commit is on
   Status tx_begin();     ///< BEGIN IMMEDIATE, or a SAVEPOINT inside a batch
@@ -175,6 +230,16 @@ class Catalog {
   sqlite3* db_ = nullptr;
   bool group_commit_ = false;
   bool in_batch_ = false;
+  bool degraded_ = false;      ///< journal_ holds writes the database does not have
+  bool full_ = false;          ///< ... because the volume is full
+  std::vector<Op> journal_;    ///< writes since the last successful commit (group commit)
+  mutable int last_rc_ = 0;    ///< SQLite code of the last error (err())
+  std::int64_t next_id_ = 1;   ///< next recording id (MAX(id)+1 at open, never reused)
+  std::chrono::steady_clock::time_point next_retry_{};
+  std::string last_failure_;
+  std::uint64_t ballast_bytes_ = 4ull << 20;
+  bool ballast_present_ = false;
+  CatalogStats stats_;
   std::filesystem::path path_;
   Stmt insert_;
   Stmt get_;

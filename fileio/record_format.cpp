@@ -6,7 +6,9 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace callrec::fileio {
 namespace {
@@ -176,6 +178,69 @@ HeaderDecode decode_header(std::span<const std::byte, kHeaderSize> bytes) {
   d.problems.insert(d.problems.end(), chosen.problems.begin(), chosen.problems.end());
   d.plausible = d.problems.empty();
   return d;
+}
+
+std::string device_dir_name(std::string_view device) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  constexpr std::size_t kMaxName = 120, kKeep = 100;
+  if (device.empty()) return "~none";
+  std::string out;
+  out.reserve(device.size() + 8);
+  for (std::size_t i = 0; i < device.size(); ++i) {
+    const auto c = static_cast<unsigned char>(device[i]);
+    const bool keep = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+                      (c == '.' && i != 0);
+    if (keep) {
+      out += static_cast<char>(c);
+    } else if (c == ':') {
+      out += '_';
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 0xF];
+    }
+  }
+  if (out.size() <= kMaxName) return out;
+  std::size_t cut = kKeep;
+  if (out[cut - 1] == '%') cut -= 1;  // never split a %XX escape
+  else if (out[cut - 2] == '%') cut -= 2;
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a 64 of the whole device
+  for (const char ch : device) {
+    h ^= static_cast<unsigned char>(ch);
+    h *= 1099511628211ull;
+  }
+  out.resize(cut);
+  out += '~';
+  for (int shift = 60; shift >= 0; shift -= 4) out += kHex[(h >> shift) & 0xF];
+  return out;
+}
+
+std::optional<std::int64_t> record_name_time_ms(std::string_view name) {
+  // Record_yyyymmddThhmmss.mmmZ
+  constexpr std::string_view kPrefix = "Record_";
+  if (name.size() < kPrefix.size() + 20 || name.substr(0, kPrefix.size()) != kPrefix) return std::nullopt;
+  const std::string_view t = name.substr(kPrefix.size(), 20);
+  auto num = [&](std::size_t off, std::size_t len, int& v) {
+    v = 0;
+    for (std::size_t i = off; i < off + len; ++i) {
+      if (t[i] < '0' || t[i] > '9') return false;
+      v = v * 10 + (t[i] - '0');
+    }
+    return true;
+  };
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, se = 0, ms = 0;
+  if (!num(0, 4, y) || !num(4, 2, mo) || t[8] != 'T' || !num(6, 2, d) || !num(9, 2, h) || !num(11, 2, mi) ||
+      !num(13, 2, se) || t[15] != '.' || !num(16, 3, ms) || t[19] != 'Z')
+    return std::nullopt;
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60) return std::nullopt;
+  // Days from civil (H. Hinnant's algorithm): no dependence on the TZ environment.
+  const int yy = y - (mo <= 2 ? 1 : 0);
+  const int era = (yy >= 0 ? yy : yy - 399) / 400;
+  const int yoe = yy - era * 400;
+  const int doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  const std::int64_t days = static_cast<std::int64_t>(era) * 146097 + doe - 719468;
+  return ((days * 24 + h) * 60 + mi) * 60000ll + se * 1000ll + ms;
 }
 
 }  // namespace callrec::fileio

@@ -76,4 +76,17 @@ constexpr std::uint64_t max_data_size(std::uint32_t rtp_len) {
   return rtp_len == 0 ? 0 : (0xFFFFFFFFull / rtp_len) * rtp_len;
 }
 
+/// The directory a device's recordings are filed in, under the storage (spec: "the server
+/// files recordings by device"). Injective, so two devices never share a directory:
+/// [A-Za-z0-9.-] are kept, ':' becomes '_' (a MAC reads 02_00_00_00_00_00), every other byte
+/// (including '_' and '%') becomes %XX, and a leading '.' becomes %2E (never ".", ".." or a
+/// hidden name). The empty device is "~none"; an escaped name over 120 bytes is cut to its
+/// first 100 and "~" plus a 64-bit hash of the whole device is appended ('~' appears in no
+/// other name, so these never collide with short ones).
+std::string device_dir_name(std::string_view device);
+
+/// The UTC creation time (unix ms) in a record file name "Record_<yyyymmddThhmmss.mmm>Z_...",
+/// nullopt when the name is not of that form.
+std::optional<std::int64_t> record_name_time_ms(std::string_view file_name);
+
 }  // namespace callrec::fileio

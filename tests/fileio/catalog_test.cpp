@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -584,6 +586,171 @@ TEST_F(CatalogTest, SqliteErrorsAreStatus) {
   st = c.open(db_);
   EXPECT_EQ(st.code(), EPROTO) << st.message();
   EXPECT_NE(st.message().find("99"), std::string::npos) << st.message();
+}
+
+// A commit that fails (SQLITE_FULL from max_page_count, exactly what a full volume gives) used to
+// lose the batch: rows stayed 'recording' forever. Now the batch is kept and replayed.
+TEST_F(CatalogTest, FailedCommitKeepsTheBatchAndReplaysItWhenSpaceReturns) {
+  Catalog c;
+  c.set_reserve_bytes(0);
+  ASSERT_TRUE(c.open(db_));
+  c.set_group_commit(true);
+  const std::int64_t a = insert(c, row("A", "dev", "1", "2", 1'700'000'000'000));
+  ASSERT_TRUE(c.commit_batch());
+  ASSERT_TRUE(c.set_max_pages(1));  // the current size: any growth now fails with SQLITE_FULL
+
+  RecordingRow big = row("B", "dev", "1", "2", 1'700'000'000'001);
+  big.extra["blob"] = std::string(64 * 1024, 'b');  // needs new pages
+  const std::int64_t b = insert(c, big);
+  ASSERT_TRUE(c.add_segment(b, seg(0, "/rec/b0.rec", 1'700'000'000'001)));
+  ASSERT_TRUE(c.close_segment(b, 0, 50, 1'700'000'000'500));
+  ASSERT_TRUE(c.finish_recording(a, 1'700'000'002'000, "phone", {}));
+  const Status failed = c.commit_batch();
+  EXPECT_FALSE(failed);
+  EXPECT_EQ(failed.code(), ENOSPC) << failed.message();
+  EXPECT_TRUE(c.degraded());
+  EXPECT_TRUE(c.full());
+  // Writes go on while degraded: queued behind the failed batch, with ids never reused.
+  RecordingStats st;
+  st.received = 50;
+  ASSERT_TRUE(c.finish_recording(b, 1'700'000'001'000, "phone", st));
+  const std::int64_t d = insert(c, row("D", "dev", "1", "2", 1'700'000'000'003));
+  EXPECT_EQ(b, a + 1);
+  EXPECT_EQ(d, b + 1);
+  EXPECT_TRUE(c.commit_batch()) << "a retry is not due yet: no error every loop iteration";
+  EXPECT_EQ(c.stats().commit_failures, 1u);
+  EXPECT_EQ(c.stats().pending_writes, 6u);
+
+  Catalog reader;
+  ASSERT_TRUE(reader.open_read_only(db_));
+  RecordingRow got;
+  ASSERT_TRUE(reader.get(a, got));
+  EXPECT_EQ(got.state, "recording") << "nothing of the failed batch reached the database";
+  EXPECT_EQ(reader.get(b, got).code(), ENOENT);
+
+  // Still full: the forced retry fails and keeps everything.
+  EXPECT_FALSE(c.retry_pending());
+  EXPECT_EQ(c.stats().pending_writes, 6u);
+  // Space returns: everything is committed, in order.
+  ASSERT_TRUE(c.set_max_pages(0));
+  const Status ok = c.retry_pending();
+  ASSERT_TRUE(ok) << ok.message();
+  EXPECT_FALSE(c.degraded());
+  EXPECT_EQ(c.stats().pending_writes, 0u);
+  EXPECT_EQ(c.stats().replays, 1u);
+  EXPECT_EQ(c.stats().replayed_writes, 6u);
+  ASSERT_TRUE(reader.get(a, got));
+  EXPECT_EQ(got.state, "stopped");
+  ASSERT_TRUE(reader.get(b, got));
+  EXPECT_EQ(got.state, "stopped");
+  EXPECT_EQ(got.call_id, "B");
+  EXPECT_EQ(got.stats.received, 50u);
+  EXPECT_EQ(got.extra.at("blob").size(), 64u * 1024u);
+  ASSERT_EQ(got.segments.size(), 1u);
+  EXPECT_EQ(got.segments[0].packets, 50u);
+  ASSERT_TRUE(reader.get(d, got));
+  EXPECT_EQ(got.call_id, "D");
+  // Back to normal group commit.
+  const std::int64_t e = insert(c, row("E", "dev", "1", "2", 1'700'000'000'004));
+  EXPECT_EQ(e, d + 1);
+  ASSERT_TRUE(c.commit_batch());
+  ASSERT_TRUE(reader.get(e, got));
+
+  // A reopened catalog continues after the highest id.
+  c.close();
+  Catalog again;
+  ASSERT_TRUE(again.open(db_));
+  EXPECT_EQ(insert(again, row("F", "dev", "1", "2", 1'700'000'000'005)), e + 1);
+}
+
+TEST_F(CatalogTest, ReplayDropsOnlyWritesThatCannotApplyAndCloseRetries) {
+  Catalog c;
+  c.set_reserve_bytes(0);
+  ASSERT_TRUE(c.open(db_));
+  c.set_group_commit(true);
+  const std::int64_t a = insert(c, row("A", "dev", "1", "2", 1'700'000'000'000));
+  ASSERT_TRUE(c.commit_batch());
+  ASSERT_TRUE(c.set_max_pages(1));
+  RecordingRow big = row("B", "dev", "1", "2", 1'700'000'000'001);
+  big.extra["blob"] = std::string(64 * 1024, 'b');
+  const std::int64_t b = insert(c, big);
+  EXPECT_FALSE(c.commit_batch());
+  ASSERT_TRUE(c.degraded());
+  // Queued while degraded, cannot apply at replay (no such recording): dropped alone.
+  ASSERT_TRUE(c.finish_recording(4242, 1, "phone", {}));
+  ASSERT_TRUE(c.finish_recording(a, 1'700'000'002'000, "phone", {}));
+  ASSERT_TRUE(c.set_max_pages(0));
+  c.close();  // retries what is kept
+  Catalog reader;
+  ASSERT_TRUE(reader.open_read_only(db_));
+  RecordingRow got;
+  ASSERT_TRUE(reader.get(a, got));
+  EXPECT_EQ(got.state, "stopped");
+  ASSERT_TRUE(reader.get(b, got));
+  EXPECT_EQ(got.call_id, "B");
+}
+
+// The catalog on a really full volume (root: a small tmpfs): the reserve file next to it is
+// given up so the final states commit, and re-created once space returns.
+TEST_F(CatalogTest, ReserveFileLetsTheCatalogCommitOnAFullVolume) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs";
+  const fs::path vol = dir_ / "vol";
+  fs::create_directories(vol);
+  if (::mount("tmpfs", vol.c_str(), "tmpfs", 0, "size=2m") != 0)
+    GTEST_SKIP() << "tmpfs mount failed: " << std::strerror(errno);
+  struct Unmount {
+    fs::path p;
+    ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
+  } unmount{vol};
+  const fs::path db = vol / "catalog.db";
+  Catalog c;
+  c.set_reserve_bytes(256 * 1024);
+  ASSERT_TRUE(c.open(db));
+  EXPECT_TRUE(c.stats().ballast_present);
+  EXPECT_EQ(fs::file_size(c.ballast_path()), 256u * 1024u);
+  c.set_group_commit(true);
+  std::vector<std::int64_t> open_ids;
+  for (int i = 0; i < 20; ++i) open_ids.push_back(insert(c, row("R" + std::to_string(i), "dev", "1", "2", 1'700'000'000'000 + i)));
+  ASSERT_TRUE(c.commit_batch());
+  // Fill the volume to the last byte.
+  const fs::path filler = vol / "filler";
+  {
+    const int fd = ::open(filler.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    ASSERT_GE(fd, 0);
+    const std::string chunk(4096, 'f');
+    while (::write(fd, chunk.data(), chunk.size()) > 0) {
+    }
+    ::close(fd);
+  }
+  // The final states of every recording (with a lot of metadata) still commit.
+  for (const auto id : open_ids) {
+    ASSERT_TRUE(c.update_metadata(id, {{"note", std::string(2000, 'n')}}));
+    ASSERT_TRUE(c.finish_recording(id, 1'700'000'010'000, "no_space", {}));
+  }
+  // The commit fails (the volume is full) and everything is kept; the caller gives the reserve
+  // to the catalog (callrecd: once no recording runs) and the kept writes commit.
+  EXPECT_FALSE(c.commit_batch());
+  EXPECT_TRUE(c.full());
+  EXPECT_TRUE(c.stats().ballast_present);
+  const Status st = c.retry_pending();
+  EXPECT_TRUE(st) << st.message();
+  EXPECT_FALSE(c.degraded());
+  EXPECT_EQ(c.stats().ballast_releases, 1u);
+  EXPECT_FALSE(c.stats().ballast_present);
+  {
+    Catalog reader;
+    ASSERT_TRUE(reader.open_read_only(db));
+    for (const auto id : open_ids) {
+      RecordingRow got;
+      ASSERT_TRUE(reader.get(id, got));
+      EXPECT_EQ(got.state, "stopped") << id;
+    }
+  }
+  // Space returns: the reserve is re-created.
+  fs::remove(filler);
+  ASSERT_TRUE(c.maintain());
+  EXPECT_TRUE(c.stats().ballast_present);
+  EXPECT_EQ(fs::file_size(c.ballast_path()), 256u * 1024u);
 }
 
 }  // namespace

@@ -254,5 +254,45 @@ TEST(RecordFormat, MaxDataSize) {
   EXPECT_EQ(max_data_size(65535), 65537ull * 65535u);
 }
 
+TEST(DeviceDirName, KeepsTheMacLookAndNeverMapsTwoDevicesToOneDirectory) {
+  EXPECT_EQ(device_dir_name("02:00:00:00:00:00"), "02_00_00_00_00_00");
+  EXPECT_EQ(device_dir_name("00:11:22:33:44:55"), "00_11_22_33_44_55");
+  EXPECT_EQ(device_dir_name("Ok-Tag.42"), "Ok-Tag.42");
+  // The collision of the issue: a:b and a_b.
+  EXPECT_NE(device_dir_name("a:b"), device_dir_name("a_b"));
+  EXPECT_EQ(device_dir_name("a_b"), "a%5Fb");
+  EXPECT_EQ(device_dir_name("a%5Fb"), "a%255Fb");
+  EXPECT_EQ(device_dir_name("../../etc/passwd"), "%2E.%2F..%2Fetc%2Fpasswd");
+  EXPECT_EQ(device_dir_name("."), "%2E");
+  EXPECT_EQ(device_dir_name(".."), "%2E.");
+  EXPECT_EQ(device_dir_name(""), "~none");
+  EXPECT_EQ(device_dir_name(std::string_view("a\0b", 3)), "a%00b");
+  const std::vector<std::string> devices = {"a:b", "a_b", "a%3Ab", "a/b", "a b", "A:B", "",
+                                            "~none", ".x", "%2Ex", "unknown", std::string(200, 'z'),
+                                            std::string(200, 'z') + "1", std::string(99, 'y') + "__"};
+  std::vector<std::string> names;
+  for (const auto& d : devices) {
+    const std::string n = device_dir_name(d);
+    EXPECT_LE(n.size(), 120u) << d;
+    EXPECT_FALSE(n.empty());
+    EXPECT_NE(n[0], '.') << d;
+    EXPECT_EQ(n.find('/'), std::string::npos) << d;
+    names.push_back(n);
+  }
+  std::vector<std::string> sorted = names;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(std::adjacent_find(sorted.begin(), sorted.end()), sorted.end()) << "two devices share a directory";
+}
+
+TEST(RecordNameTime, ParsesTheWritersFileNames) {
+  // 2026-01-02T03:04:05.678Z
+  EXPECT_EQ(record_name_time_ms("Record_20260102T030405.678Z_00_11_22_33_44_55_1.rec"), 1767323045678ll);
+  EXPECT_EQ(record_name_time_ms("Record_19700101T000000.000Z_1.rec"), 0);
+  EXPECT_FALSE(record_name_time_ms("Record_2026010xT030405.678Z_1.rec"));
+  EXPECT_FALSE(record_name_time_ms("record_20260102T030405.678Z_1.rec"));
+  EXPECT_FALSE(record_name_time_ms("Record_20261302T030405.678Z_1.rec"));
+  EXPECT_FALSE(record_name_time_ms("Record_"));
+}
+
 }  // namespace
 }  // namespace callrec::fileio
