@@ -204,7 +204,7 @@ Status Daemon::Impl::init() {
   if (Status st = take_instance_lock(cfg.catalog.string() + ".lock", catalog_lock); !st) return st;
   if (Status st = catalog.open(cfg.catalog); !st) return st;
   std::string report;
-  if (const std::size_t n = SessionManager::recover(catalog, &report); n > 0)
+  if (const std::size_t n = SessionManager::recover(catalog, cfg.storage, &report); n > 0)
     log_info("recovered %zu recording(s) left open by an earlier run", n);
 
   sockaddr_storage listen_addr{};

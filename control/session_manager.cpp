@@ -1,6 +1,8 @@
 #include "control/session_manager.hpp"
 
 #include <algorithm>
+#include <map>
+#include <set>
 
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -593,12 +595,95 @@ std::optional<RecordingHandle> SessionManager::find(const RecordingOwner* owner,
   return a->second;
 }
 
-std::size_t SessionManager::recover(fileio::Catalog& catalog, std::string* report) {
+namespace {
+
+/// Links record files that no catalog row references to the open recording they belong to
+/// (see recover()). Adds them to the rows' segments so that they are repaired with the rest.
+void link_orphans(fileio::Catalog& catalog, const std::filesystem::path& storage,
+                  std::vector<fileio::RecordingRow>& open) {
+  std::map<std::string, std::vector<fileio::RecordingRow*>> by_device;
+  for (auto& rec : open) by_device[rec.device].push_back(&rec);  // open is oldest first
+  for (auto& [device, recs] : by_device) {
+    const std::filesystem::path dir = storage / fileio::device_dir_name(device);
+    std::error_code ec;
+    if (!std::filesystem::is_directory(dir, ec)) continue;
+    std::vector<std::string> known_paths;
+    if (Status st = catalog.device_segment_paths(device, known_paths); !st) {
+      log_error("recovery: %s", st.message().c_str());
+      continue;
+    }
+    std::set<std::string> known;
+    for (const auto& p : known_paths) known.insert(std::filesystem::path(p).filename().string());
+    struct Orphan {
+      std::int64_t t;
+      std::string name;
+      fileio::RecordingRow* owner;
+    };
+    std::vector<Orphan> orphans;
+    for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+      const std::string name = e.path().filename().string();
+      if (!e.is_regular_file(ec) || name.size() < 5 || name.compare(name.size() - 4, 4, ".rec") != 0) continue;
+      if (known.contains(name)) continue;
+      const auto t = fileio::record_name_time_ms(name);
+      if (!t) continue;
+      // The recording that started last before the file (2 s of slack: the file's name is the
+      // writer's clock at its first packet, the row's start the control thread's).
+      fileio::RecordingRow* owner = nullptr;
+      for (auto* r : recs)
+        if (r->started_at <= *t + 2000) owner = r;
+      if (owner == nullptr) {
+        log_warn("recovery: %s is in no catalog row and older than every open recording of %s: left alone",
+                 (dir / name).c_str(), device.c_str());
+        continue;
+      }
+      orphans.push_back({*t, name, owner});
+    }
+    std::sort(orphans.begin(), orphans.end(),
+              [](const Orphan& a, const Orphan& b) { return a.t != b.t ? a.t < b.t : a.name < b.name; });
+    for (const auto& o : orphans) {
+      const std::filesystem::path path = dir / o.name;
+      fileio::RecordInfo info;
+      if (!fileio::inspect_record(path, info) || !info.decoded.plausible) {
+        log_warn("recovery: %s has no readable header: left alone", path.c_str());
+        continue;
+      }
+      std::uint32_t idx = 0;
+      for (const auto& seg : o.owner->segments) idx = std::max(idx, seg.idx + 1);
+      fileio::SegmentInfo seg;
+      seg.path = path;
+      seg.index = idx;
+      seg.codec = info.decoded.header.codec;
+      seg.rtp_len = static_cast<std::uint32_t>(info.decoded.header.rtp_len);
+      seg.increment = static_cast<std::uint32_t>(info.decoded.header.increment);
+      seg.opened = std::chrono::system_clock::time_point(std::chrono::milliseconds(o.t));
+      if (Status st = catalog.add_segment(o.owner->id, seg); !st) {
+        log_error("recovery: %s", st.message().c_str());
+        continue;
+      }
+      log_info("recovery: %s was created after the last catalog commit: linked to rec=%lld as segment %u",
+               path.c_str(), static_cast<long long>(o.owner->id), idx);
+      fileio::SegmentRow row;
+      row.idx = idx;
+      row.path = path.string();
+      row.codec = seg.codec;
+      row.rtp_len = seg.rtp_len;
+      row.increment = seg.increment;
+      row.opened_at = o.t;
+      o.owner->segments.push_back(std::move(row));
+    }
+  }
+}
+
+}  // namespace
+
+std::size_t SessionManager::recover(fileio::Catalog& catalog, const std::filesystem::path& storage,
+                                    std::string* report) {
   std::vector<fileio::RecordingRow> open;
   if (Status st = catalog.open_recordings(open); !st) {
     log_error("recovery: %s", st.message().c_str());
     return 0;
   }
+  if (!storage.empty()) link_orphans(catalog, storage, open);
   std::size_t n = 0;
   const std::int64_t now_ms = unix_ms_now();
   for (auto& rec : open) {

@@ -174,8 +174,13 @@ class SessionManager {
   [[nodiscard]] std::optional<RecordingHandle> find(const RecordingOwner* owner, const std::string& call_id) const;
 
   /// Crash recovery at start-up: repairs files of recordings left open and closes them in the
-  /// catalog with reason "recovered". Returns how many were recovered.
-  static std::size_t recover(fileio::Catalog& catalog, std::string* report = nullptr);
+  /// catalog with reason "recovered". Record files in their device directories (under
+  /// `storage`) that no catalog row references were created after the last commit before the
+  /// crash: each is linked to the open recording of that device that started last before it
+  /// (its name carries its creation time), then repaired like the others. Returns how many
+  /// recordings were recovered.
+  static std::size_t recover(fileio::Catalog& catalog, const std::filesystem::path& storage,
+                             std::string* report = nullptr);
 
  private:
   struct Stream {

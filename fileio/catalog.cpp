@@ -1255,6 +1255,24 @@ Status Catalog::load_segments(RecordingRow& row) {
   }
 }
 
+Status Catalog::device_segment_paths(const std::string& device, std::vector<std::string>& out) {
+  out.clear();
+  Status st = prepare(device_paths_,
+                      "SELECT s.path FROM segments s JOIN recordings r ON r.id = s.recording_id WHERE r.device = ?");
+  if (!st) return st;
+  sqlite3_stmt* s = device_paths_.get();
+  ResetGuard guard(s);
+  if (sqlite3_bind_text(s, 1, device.data(), static_cast<int>(device.size()), SQLITE_TRANSIENT) != SQLITE_OK)
+    return err("segment paths: bind");
+  for (;;) {
+    const int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) return Status::ok();
+    if (rc != SQLITE_ROW) return err("segment paths of device " + device);
+    const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
+    out.emplace_back(text ? text : "");
+  }
+}
+
 Status Catalog::open_recordings(std::vector<RecordingRow>& out) {
   out.clear();
   const std::string sql =

@@ -149,6 +149,9 @@ class Catalog {
   /// closed_at = stopped_at (their packet counts should have been set by close_segment first).
   Status mark_recovered(std::int64_t id, std::int64_t stopped_at, std::string_view reason = "crash");
 
+  /// Paths of every segment of every recording of `device` (crash recovery: record files in a
+  /// device directory that no row references were opened after the last commit).
+  Status device_segment_paths(const std::string& device, std::vector<std::string>& out);
   /// Rows still in state 'recording' (with segments), oldest first.
   Status open_recordings(std::vector<RecordingRow>& out);
 
@@ -252,6 +255,7 @@ class Catalog {
   Stmt recovered_segments_;
   Stmt open_rows_;
   Stmt segments_;
+  Stmt device_paths_;
   std::map<std::string, Stmt> update_column_;  ///< per column name
   std::map<unsigned, Stmt> list_;              ///< per combination of filters
 };

@@ -14,6 +14,8 @@
 #include "fileio/catalog.hpp"
 #include "fileio/record_reader.hpp"
 
+#include <sqlite3.h>
+
 namespace callrec::e2e {
 namespace {
 
@@ -442,5 +444,52 @@ TEST_F(HostileStorage, FullVolumeWithTheCatalogOnItLeavesNoRowRecording) {
   EXPECT_EQ(catalog_row(db, "N1").stop_reason, "shutdown");
 }
 
+// Item 13: a SIGKILL between a record file's creation and the catalog commit that would have
+// recorded it (the writer creates files on its own thread; the control thread commits the
+// segment row with the next batch). Reproduced by deleting the segment row after the kill.
+// Before: recovery repaired only the files the catalog knew, and this one stayed unlinked.
+TEST_F(HostileStorage, FileCreatedAfterTheLastCommitIsLinkedByRecoveryAfterSigkill) {
+  fs::path file;
+  {
+    auto d = start_daemon({"--flush-ms", "50"});
+    Phone phone(d->control_port());
+    auto st = phone.start("O1");
+    ASSERT_TRUE(st && st->success);
+    const auto pkts = make_rtp(60, fileio::Codec::kPcma);
+    for (std::size_t i = 0; i < pkts.size(); ++i) {
+      phone.send_rtp(st->port, pkts[i]);
+      if (i % 20 == 19) std::this_thread::sleep_for(2ms);
+    }
+    ASSERT_TRUE(wait_until([&] {
+      const auto f = record_files(d->storage());
+      return !f.empty() && fs::file_size(f[0]) == 76 + 60 * 172;
+    })) << d->log();
+    file = record_files(d->storage())[0];
+    d->signal(SIGKILL);
+    ASSERT_EQ(d->wait_exit(), 128 + SIGKILL);
+  }
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir_.path() / "catalog.db").c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "DELETE FROM segments", nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  // A stray file of the same device from before the recording started is not claimed.
+  const fs::path older = file.parent_path() / "Record_20200101T000000.000Z_stray_0.rec";
+  fs::copy_file(file, older);
+  ASSERT_TRUE(catalog_row(dir_.path() / "catalog.db", "O1").segments.empty());
+  auto d2 = start_daemon();
+  ASSERT_TRUE(d2->wait_log("recovered 1 recording")) << d2->log();
+  EXPECT_TRUE(d2->wait_log("created after the last catalog commit")) << d2->log();
+  const auto row = catalog_row(d2->catalog(), "O1");
+  EXPECT_EQ(row.state, "recovered");
+  ASSERT_EQ(row.segments.size(), 1u);
+  EXPECT_EQ(fs::path(row.segments[0].path).filename(), file.filename());
+  EXPECT_EQ(row.segments[0].packets, 60u);
+  EXPECT_EQ(row.segments[0].codec, "PCMA");
+  EXPECT_TRUE(d2->wait_log("left alone"));
+}
+
 }  // namespace
 }  // namespace callrec::e2e
+
