@@ -553,6 +553,11 @@ HttpResponse Daemon::Impl::status() const {
   kv("write_errors", ws.write_errors);
   kv("disk_free_bytes", disk_free());
   kv("ports_in_use", ports->in_use());
+  {
+    std::error_code ec;
+    const auto abs = std::filesystem::absolute(cfg.catalog, ec);
+    o += "\"catalog\":\"" + fileio::json_escape((ec ? cfg.catalog : abs).string()) + "\",";
+  }
   o += "\"recordings\":[";
   bool first = true;
   std::size_t n = 0;

@@ -222,6 +222,15 @@ TEST_F(UploadE2E, RtpFromTheWrongSourceIsCountedAndNeverWritten) {
   EXPECT_EQ(read_packets(row.segments[0].path), good);
 }
 
+// `callrec list` without --catalog asks a daemon on the default metrics endpoint where its
+// catalog is: /status names it (absolute).
+TEST_F(UploadE2E, StatusNamesTheCatalog) {
+  auto d = start_daemon();
+  const std::string body = http(d->metrics_port(), "GET", "/status");
+  const std::string want = "\"catalog\":\"" + fs::absolute(d->catalog()).string() + "\"";
+  EXPECT_NE(body.find(want), std::string::npos) << body.substr(0, 600);
+}
+
 TEST_F(UploadE2E, GarbageAndOversizedMessagesAreCountedAndCloseTheConnection) {
   auto d = start_daemon();
   {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cli.hpp"
+#include "json_reader.hpp"
 #include "control/config.hpp"
 #include "fileio/catalog.hpp"
 
@@ -190,9 +191,21 @@ Exit run_list(const CommandSpec& cmd, const ParsedArgs& args) {
   if (auto v = args.value("catalog")) {
     path = *v;
   } else {
+    // A daemon running with the default metrics endpoint says where its catalog is (callrecd
+    // started by `tools/dev.sh run` keeps it in var/); otherwise the daemon's default path.
     control::DaemonConfig defaults;  // the daemon's default catalog: <storage>/../catalog.db
     (void)control::validate(defaults);
     path = defaults.catalog;
+    std::string err;
+    if (auto to = split_host_port(defaults.metrics, err)) {
+      const HttpResult r = http_get(*to, "/status", std::chrono::milliseconds(500));
+      if (r.connected && !r.timed_out && r.status == 200) {
+        JsonParser parser(r.body);
+        if (const std::optional<Json> j = parser.parse(); j && j->kind == Json::Kind::kObject) {
+          if (const std::string c = j->text("catalog"); !c.empty()) path = c;
+        }
+      }
+    }
   }
   fileio::Catalog catalog;
   if (Status st = catalog.open_read_only(path); !st) {

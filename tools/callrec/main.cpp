@@ -37,7 +37,8 @@ constexpr OptionSpec kRepairOptions[] = {
 };
 
 constexpr OptionSpec kListOptions[] = {
-    {"catalog", 'c', "FILE", "the catalog database (default: the daemon's, /var/lib/callrec/catalog.db)"},
+    {"catalog", 'c', "FILE", "the catalog database (default: that of the daemon running with the default "
+                             "--metrics endpoint, else /var/lib/callrec/catalog.db)"},
     {"device", 'd', "MAC", "only recordings of this device (exact match)"},
     {"number", 'n', "NUMBER", "only calls with this number as remote or local number"},
     {"id", 0, "ID", "only the recording with this catalog id (the ID column)"},
