@@ -143,15 +143,19 @@ std::string percent_encode(std::string_view in) {
 
 // ---- messages --------------------------------------------------------------------------------
 
-Parsed<Message> parse_message(std::string_view line) {
-  while (!line.empty() && (line.back() == '\r' || line.back() == '\n' || line.back() == '\0')) {
-    line.remove_suffix(1);
-  }
-  while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
-  if (line.empty()) return bad_request("empty message");
+namespace {
 
-  Message m;
-  bool have_cmd = false;
+/// The message framing both parse_message() and request_identity() read: a trailing CR/LF/NUL
+/// and leading blanks dropped, pairs split on '&' (empty pairs skipped), key and value on the
+/// first '=' (no '=': an empty value). Calls on_pair(raw_key, raw_value) until it returns false.
+std::string_view trim_message(std::string_view line) {
+  while (!line.empty() && (line.back() == '\r' || line.back() == '\n' || line.back() == '\0')) line.remove_suffix(1);
+  while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
+  return line;
+}
+
+template <class F>
+void for_each_pair(std::string_view line, F&& on_pair) {
   std::size_t pos = 0;
   while (pos <= line.size()) {
     std::size_t amp = line.find('&', pos);
@@ -159,18 +163,33 @@ Parsed<Message> parse_message(std::string_view line) {
     const std::string_view pair = line.substr(pos, amp - pos);
     pos = amp + 1;
     if (pair.empty()) continue;  // "a=1&&b=2", a trailing '&'
-
     const std::size_t eq = pair.find('=');
-    const std::string_view raw_key = pair.substr(0, eq);
-    const std::string_view raw_value = eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+    if (!on_pair(pair.substr(0, eq), eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1))) return;
+  }
+}
+
+}  // namespace
+
+Parsed<Message> parse_message(std::string_view line) {
+  line = trim_message(line);
+  if (line.empty()) return bad_request("empty message");
+
+  Message m;
+  bool have_cmd = false;
+  std::optional<ProtocolError> error;
+  for_each_pair(line, [&](std::string_view raw_key, std::string_view raw_value) {
+    auto fail = [&](std::string detail) {
+      error = bad_request(std::move(detail));
+      return false;
+    };
     auto key = percent_decode(raw_key);
-    if (!key) return bad_request("bad percent escape in key '" + excerpt(raw_key) + "'");
-    if (key->empty()) return bad_request("empty key before '=" + excerpt(raw_value) + "'");
+    if (!key) return fail("bad percent escape in key '" + excerpt(raw_key) + "'");
+    if (key->empty()) return fail("empty key before '=" + excerpt(raw_value) + "'");
     auto value = percent_decode(raw_value);
-    if (!value) return bad_request("bad percent escape in " + excerpt(*key) + "='" + excerpt(raw_value) + "'");
+    if (!value) return fail("bad percent escape in " + excerpt(*key) + "='" + excerpt(raw_value) + "'");
 
     if (!have_cmd) {
-      if (*key != "cmd") return bad_request("does not start with cmd=: '" + excerpt(line) + "'");
+      if (*key != "cmd") return fail("does not start with cmd=: '" + excerpt(line) + "'");
       have_cmd = true;
     }
     if (*key == "cmd") {
@@ -178,7 +197,9 @@ Parsed<Message> parse_message(std::string_view line) {
     } else {
       m.fields.emplace_back(std::move(*key), std::move(*value));
     }
-  }
+    return true;
+  });
+  if (error) return *std::move(error);
   if (!have_cmd) return bad_request("no cmd");
   if (m.cmd.empty()) return bad_request("empty cmd");
   return m;
@@ -495,26 +516,21 @@ void apply_stop_overrides(StartRequest& meta, const StopRequest& stop) {
 // ---- framing ---------------------------------------------------------------------------------
 
 std::optional<RequestIdentity> request_identity(std::string_view line) {
-  // The same splitting as parse_message(), but a pair that does not decode is skipped instead
-  // of failing the line, so the command and id survive a bad field.
-  while (!line.empty() && (line.back() == '\r' || line.back() == '\n' || line.back() == '\0')) line.remove_suffix(1);
-  while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
+  // parse_message()'s framing, but a pair that does not decode is skipped instead of failing
+  // the line, so the command and id survive a bad field.
   std::optional<Command> cmd;
   std::string id;
-  while (!line.empty()) {
-    const auto amp = line.find('&');
-    const std::string_view pair = line.substr(0, amp);
-    line = amp == std::string_view::npos ? std::string_view() : line.substr(amp + 1);
-    const auto eq = pair.find('=');
-    const auto key = percent_decode(pair.substr(0, eq));
-    if (!key) continue;
-    const auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1));
+  for_each_pair(trim_message(line), [&](std::string_view raw_key, std::string_view raw_value) {
+    const auto key = percent_decode(raw_key);
+    if (!key) return true;
+    const auto value = percent_decode(raw_value);
     if (*key == "cmd") {
       cmd = value ? command_of(*value) : Command::kUnknown;
     } else if (*key == "id") {
       id = value && valid_id(*value) ? *value : std::string();
     }
-  }
+    return true;
+  });
   if (!cmd || (*cmd != Command::kStartRequest && *cmd != Command::kStopRequest)) return std::nullopt;
   return RequestIdentity{*cmd, std::move(id)};
 }

@@ -237,8 +237,8 @@ class DaemonProcess {
   std::uint16_t control_port_ = 0, metrics_port_ = 0, rtp_lo_ = 0;
 };
 
-/// HTTP GET/POST against the daemon's operator interface; returns the body ("" on failure).
-inline std::string http(std::uint16_t port, const std::string& method, const std::string& path, int* status = nullptr) {
+/// A TCP connection to 127.0.0.1:port; -1 when it cannot be made.
+inline int connect_loopback(std::uint16_t port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -246,8 +246,15 @@ inline std::string http(std::uint16_t port, const std::string& method, const std
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
     ::close(fd);
-    return {};
+    return -1;
   }
+  return fd;
+}
+
+/// HTTP GET/POST against the daemon's operator interface; returns the body ("" on failure).
+inline std::string http(std::uint16_t port, const std::string& method, const std::string& path, int* status = nullptr) {
+  const int fd = connect_loopback(port);
+  if (fd < 0) return {};
   const std::string req = method + " " + path + " HTTP/1.1\r\nHost: x\r\n\r\n";
   [[maybe_unused]] auto w = ::write(fd, req.data(), req.size());
   std::string resp;

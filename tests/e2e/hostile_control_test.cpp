@@ -24,20 +24,6 @@ long rss_kib(pid_t pid) {
   return 0;
 }
 
-/// A raw TCP client of the control port (the attacker's side).
-int connect_tcp(std::uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 /// True when the peer closed fd (read returns 0 or an error) within the timeout.
 bool closed_by_peer(int fd, std::chrono::milliseconds timeout) {
   const auto end = std::chrono::steady_clock::now() + timeout;
@@ -80,7 +66,7 @@ TEST_F(HostileControl, FloodOfValidLinesNeitherGrowsTheDaemonNorStarvesOtherPhon
   // Two connections, each a blocking writer of 1 MiB chunks in a tight loop: the fastest a
   // loopback peer can push.
   auto flood = [&] {
-    const int fd = connect_tcp(d->control_port());
+    const int fd = connect_loopback(d->control_port());
     if (fd < 0) return;
     timeval tv{0, 200000};  // a blocked send wakes up to look at `stop`
     ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -135,7 +121,7 @@ TEST_F(HostileControl, FloodOfValidLinesNeitherGrowsTheDaemonNorStarvesOtherPhon
 // connection closed with no answer at all.
 TEST_F(HostileControl, PipelinedRequestsAreAllAnsweredInOrderWithFlowControl) {
   auto d = start_daemon();
-  const int fd = connect_tcp(d->control_port());
+  const int fd = connect_loopback(d->control_port());
   ASSERT_GE(fd, 0);
   std::string burst;
   constexpr int kN = 2000;
@@ -231,7 +217,7 @@ TEST_F(HostileControl, RequestSplitByPausesIsReadWhole) {
 TEST_F(HostileControl, UnterminatedRequestIsTakenAtHalfCloseOrAfterTheQuietPeriod) {
   auto d = start_daemon({"--control-quiet-ms", "1500"});
   {
-    const int fd = connect_tcp(d->control_port());
+    const int fd = connect_loopback(d->control_port());
     ASSERT_GE(fd, 0);
     const std::string req = "cmd=RecordStopRequest&id=halfclosed";
     ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
@@ -269,12 +255,12 @@ TEST_F(HostileControl, IdleConnectionsAndSlowHttpClientsCannotTakeTheDescriptors
   ASSERT_TRUE(early.stop("nothing-yet").has_value());
   std::vector<int> idle;
   for (int i = 0; i < 400; ++i) {
-    const int fd = connect_tcp(d->control_port());
+    const int fd = connect_loopback(d->control_port());
     if (fd >= 0) idle.push_back(fd);
   }
   std::vector<int> slow_http;
   for (int i = 0; i < 40; ++i) {
-    const int fd = connect_tcp(d->metrics_port());
+    const int fd = connect_loopback(d->metrics_port());
     if (fd >= 0) {
       ::send(fd, "GET /metr", 9, MSG_NOSIGNAL);  // a request head that never completes
       slow_http.push_back(fd);
