@@ -589,6 +589,7 @@ void Catalog::close() {
   recovered_segments_.reset();
   open_rows_.reset();
   segments_.reset();
+  device_paths_.reset();
   update_column_.clear();
   list_.clear();
   if (db_ != nullptr) {

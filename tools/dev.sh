@@ -60,6 +60,10 @@ fuzz() {
     name=$(basename "$f")
     corpus=$(mktemp -d)
     [ -d "tests/fuzz/corpus/$name" ] && cp -r "tests/fuzz/corpus/$name/." "$corpus/"
+    # Real RTP streams from the shared captures (third-party data: seeds made here, never committed).
+    if [ "$name" = rtp_path_fuzz ] && [ -d ../shared/testdata/captures ] && command -v python3 >/dev/null; then
+      python3 tests/fuzz/rtp_seeds_from_captures.py ../shared/testdata/captures "$corpus" || true
+    fi
     echo "== fuzzing $name for ${secs}s"
     "$f" -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 "$corpus" 2>&1 | tail -n 12
     rm -rf "$corpus"
