@@ -109,7 +109,9 @@ StartResult SessionManager::start(const StartParams& p) {
   r.peer = p.peer_text;
   r.owner = p.owner;
   r.started = now;
-  r.started_ms = unix_ms_now();
+  r.started_ms = p.started_ms != 0 ? p.started_ms : unix_ms_now();
+  r.source = p.source ? p.source : &source_;
+  r.observed = !p.observe.empty();
   r.idle_base_ns = steady_ns(now);
 
   // Recordings are filed by device (spec: "the server files recordings by device"), one
@@ -133,12 +135,34 @@ StartResult SessionManager::start(const StartParams& p) {
   // Ports and flows, rolled back on failure.
   auto rollback = [&] {
     for (auto& s : r.streams) {
-      if (s.id != 0) source_.remove_flow(s.id);
+      if (s.id != 0 && r.observed) stream_index_.erase(s.id);
+      if (s.id != 0 && !r.observed) source_.remove_flow(s.id);
       if (s.port != 0) ports_.release(s.port, now);
     }
     remove_created_dir();
   };
-  for (unsigned i = 0; i < std::max(1u, p.streams); ++i) {
+  // Observed streams: no port, no flow here (the caller's source installs them by endpoint).
+  for (std::size_t i = 0; i < p.observe.size(); ++i) {
+    Stream s;
+    s.id = next_stream_id();
+    fileio::WriterOptions w;
+    w.directory = device_dir;
+    w.tag = (p.meta.device.empty() ? p.meta.call_id : p.meta.device) + "-" + p.observe[i].role;
+    w.max_file_bytes = cfg_.max_file_bytes;
+    w.reserve_bytes = cfg_.reserve_bytes;
+    w.flush_interval = cfg_.flush_interval;
+    w.free_space = cfg_.free_space;
+    w.packet_clock = true;
+    writers_.open_stream(s.id, w, p.observe[i].assembler);
+    s.info.stream = static_cast<std::uint32_t>(i);
+    s.info.role = p.observe[i].role;
+    s.has_info = true;
+    stream_index_[s.id] = r.handle;  // reserved now: next_stream_id() must not hand it out twice
+    r.streams.push_back(s);
+    res.ports.push_back(0);
+    res.streams.push_back(s.id);
+  }
+  for (unsigned i = 0; p.observe.empty() && i < std::max(1u, p.streams); ++i) {
     Stream s;
     std::string bind_error, resource_error;
     for (int attempt = 0; attempt < 8 && resource_error.empty(); ++attempt) {
@@ -200,6 +224,7 @@ StartResult SessionManager::start(const StartParams& p) {
     }
     r.streams.push_back(s);
     res.ports.push_back(s.port);
+    res.streams.push_back(s.id);
   }
 
   fileio::RecordingRow row;
@@ -244,8 +269,28 @@ StartResult SessionManager::start(const StartParams& p) {
 }
 
 bool SessionManager::stop(RecordingHandle h, const MetadataOverrides& ov, const std::string& reason,
-                          bool server_initiated) {
-  return stop_impl(h, ov, reason, server_initiated ? StopOrigin::kServer : StopOrigin::kPeer);
+                          bool server_initiated, std::int64_t at_ms) {
+  return stop_impl(h, ov, reason, server_initiated ? StopOrigin::kServer : StopOrigin::kPeer, at_ms);
+}
+
+void SessionManager::set_stream_info(RecordingHandle h, unsigned index, const fileio::StreamRow& info) {
+  auto it = recs_.find(h);
+  if (it == recs_.end() || index >= it->second.streams.size()) return;
+  Stream& s = it->second.streams[index];
+  s.info = info;
+  s.info.stream = index;
+  s.has_info = true;
+}
+
+void SessionManager::add_event(RecordingHandle h, const fileio::EventRow& ev) {
+  auto it = recs_.find(h);
+  if (it == recs_.end()) return;
+  if (Status st = catalog_.add_event(it->second.catalog_id, ev); !st) log_error("catalog: %s", st.message().c_str());
+}
+
+std::int64_t SessionManager::catalog_id(RecordingHandle h) const {
+  auto it = recs_.find(h);
+  return it == recs_.end() ? 0 : it->second.catalog_id;
 }
 
 const char* SessionManager::peer_stop_reason(IngestKind k) {
@@ -253,10 +298,11 @@ const char* SessionManager::peer_stop_reason(IngestKind k) {
 }
 
 bool SessionManager::stop_impl(RecordingHandle h, const MetadataOverrides& ov, const std::string& reason_in,
-                               StopOrigin origin) {
+                               StopOrigin origin, std::int64_t at_ms) {
   auto it = recs_.find(h);
   if (it == recs_.end() || it->second.stopping) return false;
   Recording& r = it->second;
+  r.stopped_ms = at_ms;
   const bool server_initiated = origin == StopOrigin::kServer;
   // A peer's stop: its reason is metadata (extra phone_reason), never a server stop cause; the
   // catalog's stop reason is the peer's stop ("phone" for the upload path).
@@ -323,8 +369,8 @@ bool SessionManager::stop_impl(RecordingHandle h, const MetadataOverrides& ov, c
   // closes the files and reports kStreamClosed, which finishes the recording.
   for (auto& s : r.streams) {
     if (s.closed) continue;
-    if (auto fs = source_.flow_stats(s.id)) s.stray = fs->wrong_source;
-    source_.remove_flow(s.id);
+    if (auto fs = r.source->flow_stats(s.id)) s.stray = fs->wrong_source;
+    r.source->remove_flow(s.id);
   }
   if (server_initiated && r.owner) r.owner->on_server_stop(h, r.meta.call_id, reason);
   return true;
@@ -366,16 +412,25 @@ void SessionManager::on_writer_events(std::vector<fileio::WriterEvent>& events) 
       if (x.id == ev.stream) s = &x;
     if (!s) continue;
     switch (ev.kind) {
-      case fileio::WriterEventKind::kSegmentOpened:
-        if (Status st = catalog_.add_segment(r->catalog_id, ev.seg); !st)
+      case fileio::WriterEventKind::kSegmentOpened: {
+        // Catalog file numbers are per recording: with several streams each writer counts its own.
+        if (s->seg_idx.size() <= ev.seg.index) s->seg_idx.resize(ev.seg.index + 1, 0);
+        s->seg_idx[ev.seg.index] = r->next_seg_idx++;
+        fileio::SegmentInfo seg = ev.seg;
+        seg.index = s->seg_idx[ev.seg.index];
+        const auto stream_no = static_cast<std::uint32_t>(s - r->streams.data());
+        if (Status st = catalog_.add_segment(r->catalog_id, seg, stream_no); !st)
           log_error("catalog: %s", st.message().c_str());
         break;
-      case fileio::WriterEventKind::kSegmentClosed:
-        if (Status st = catalog_.close_segment(r->catalog_id, ev.seg.index, ev.seg.packets,
+      }
+      case fileio::WriterEventKind::kSegmentClosed: {
+        const std::uint32_t idx = ev.seg.index < s->seg_idx.size() ? s->seg_idx[ev.seg.index] : ev.seg.index;
+        if (Status st = catalog_.close_segment(r->catalog_id, idx, ev.seg.packets,
                                                fileio::to_unix_ms(ev.seg.closed));
             !st)
           log_error("catalog: %s", st.message().c_str());
         break;
+      }
       case fileio::WriterEventKind::kStats:
         s->counters = ev.counters;
         s->bytes = ev.bytes_written;
@@ -421,11 +476,28 @@ void SessionManager::finish(Recording& r) {
     st.late += s.counters.late;
     st.other_payload += s.counters.other_payload;
     st.bytes += s.bytes;
-    if (auto fs = source_.flow_stats(s.id)) s.stray = std::max(s.stray, fs->wrong_source);
+    if (auto fs = r.source->flow_stats(s.id)) s.stray = std::max(s.stray, fs->wrong_source);
     st.stray += s.stray;
     if (s.port) ports_.release(s.port, now);
+    if (s.has_info) {
+      fileio::StreamRow row = s.info;
+      row.packets = s.counters.received;
+      row.lost = s.counters.lost;
+      row.filled = s.counters.filled;
+      row.duplicate = s.counters.duplicate;
+      row.reordered = s.counters.reordered;
+      row.late = s.counters.late;
+      row.other_payload = s.counters.other_payload;
+      row.bytes = s.bytes;
+      if (Status cs = catalog_.set_stream(r.catalog_id, row); !cs) log_error("catalog: %s", cs.message().c_str());
+    }
   }
-  const std::int64_t stopped_ms = unix_ms_now();
+  std::int64_t stopped_ms = r.stopped_ms != 0 ? r.stopped_ms : unix_ms_now();
+  if (r.observed) {
+    // Packet time: the end is the last packet of the call, if it came after the stop.
+    for (const auto& s : r.streams)
+      if (s.info.last_at && *s.info.last_at > stopped_ms) stopped_ms = *s.info.last_at;
+  }
   if (Status cs = catalog_.finish_recording(r.catalog_id, stopped_ms, r.stop_reason, st); !cs)
     log_error("catalog: %s", cs.message().c_str());
   ++counters_.stopped;
@@ -564,7 +636,7 @@ void SessionManager::tick(std::chrono::steady_clock::time_point now) {
       std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.rtp_timeout).count());
   std::vector<RecordingHandle> expired;
   for (auto& [h, r] : recs_) {
-    if (r.stopping) continue;
+    if (r.stopping || r.observed) continue;  // observed: the caller's media timeout, by packet time
     std::uint64_t newest = r.idle_base_ns;  // the start, or the end of a stall
     for (auto& s : r.streams) newest = std::max(newest, s.last_packet_ns);
     if (mono_now > newest && mono_now - newest > timeout_ns) expired.push_back(h);

@@ -80,6 +80,13 @@ struct SessionConfig {
   fileio::FreeSpaceFn free_space;  ///< empty: statvfs
 };
 
+/// One stream of a recording that the caller observes (passive capture): no port is
+/// allocated; the caller's source installs and moves its flows (by endpoint) itself.
+struct StreamPlan {
+  std::string role;                ///< "caller" / "callee" (catalog, file name tag)
+  fileio::AssemblerOptions assembler;
+};
+
 struct StartParams {
   IngestKind kind = IngestKind::kUpload;
   RecordingMetadata meta;
@@ -87,13 +94,22 @@ struct StartParams {
   std::string peer_text;     ///< for logs and the catalog
   RecordingOwner* owner = nullptr;
   unsigned streams = 1;      ///< RTP streams to receive (upload: 1; span/siprec: 2)
+  /// Non-empty: "observe these streams" instead of "allocate a local port per stream" (streams
+  /// is then observe.size()). The flows live in `source` (the caller's: it installs them by
+  /// endpoint, may move them, and removes them when the manager stops the recording), media
+  /// time is the packets' capture time (Unix ns: file names and times follow it), and the
+  /// caller owns the media timeout (the manager's rtp_timeout does not apply).
+  std::vector<StreamPlan> observe;
+  dataplane::Source* source = nullptr;
+  std::int64_t started_ms = 0;  ///< 0: now (offline capture: the packet time)
 };
 
 struct StartResult {
   bool ok = false;
   std::string reason;                ///< machine reason when !ok (no_port, no_space, ...)
   RecordingHandle handle = 0;
-  std::vector<std::uint16_t> ports;  ///< one per stream
+  std::vector<std::uint16_t> ports;  ///< one per stream (0 for observed streams)
+  std::vector<fileio::StreamId> streams;  ///< the stream ids, in plan order
 };
 
 struct SessionCounters {
@@ -139,8 +155,17 @@ class SessionManager {
   /// server_initiated == true: a server stop (operator, no_space ...): `reason` is stored and
   /// counted, and the owner is notified.
   /// Returns false when the handle is unknown or already stopping.
+  /// at_ms: the stop time (0: now; offline capture: the packet time).
   bool stop(RecordingHandle h, const MetadataOverrides& ov, const std::string& reason,
-            bool server_initiated);
+            bool server_initiated, std::int64_t at_ms = 0);
+  /// Observed streams: what the caller knows of stream `index` (endpoints, flags, RTCP and DTMF
+  /// counts, first/last packet times); written to the catalog's streams row when the recording
+  /// finishes, with the writer's counters.
+  void set_stream_info(RecordingHandle h, unsigned index, const fileio::StreamRow& info);
+  /// An event of a running (or stopping) recording (DTMF ...), to the catalog now.
+  void add_event(RecordingHandle h, const fileio::EventRow& ev);
+  /// The catalog id of a recording (0 when unknown).
+  [[nodiscard]] std::int64_t catalog_id(RecordingHandle h) const;
   /// Every recording of an owner (its connection failed): stopped with `reason`, no notification.
   void stop_owned_by(RecordingOwner* owner, const std::string& reason);
   /// Server stop of everything (shutdown).
@@ -191,6 +216,9 @@ class SessionManager {
     std::uint64_t bytes = 0;
     std::uint64_t last_packet_ns = 0;
     std::uint64_t stray = 0;   ///< wrong-source packets, read from the dataplane at stop
+    std::vector<std::uint32_t> seg_idx;  ///< writer segment index -> catalog idx (unique per recording)
+    bool has_info = false;
+    fileio::StreamRow info;    ///< observed streams: set_stream_info()
   };
   struct Recording {
     RecordingHandle handle = 0;
@@ -204,6 +232,10 @@ class SessionManager {
     std::int64_t started_ms = 0;
     bool stopping = false;
     std::string stop_reason;
+    dataplane::Source* source = nullptr;  ///< where the streams' flows live
+    bool observed = false;
+    std::int64_t stopped_ms = 0;  ///< set by stop() when given (packet time)
+    std::uint32_t next_seg_idx = 0;
     std::uint64_t idle_base_ns = 0;  ///< silence is measured from here at least (start, end of a stall)
     std::filesystem::path device_dir;
     dev_t dir_dev = 0;  ///< identity of device_dir at the start (removed/replaced: storage_lost)
@@ -211,7 +243,8 @@ class SessionManager {
   };
 
   enum class StopOrigin : std::uint8_t { kPeer, kOwnerGone, kServer };
-  bool stop_impl(RecordingHandle h, const MetadataOverrides& ov, const std::string& reason, StopOrigin origin);
+  bool stop_impl(RecordingHandle h, const MetadataOverrides& ov, const std::string& reason, StopOrigin origin,
+                 std::int64_t at_ms = 0);
   static const char* peer_stop_reason(IngestKind k);
   void finish(Recording& r);
   Status free_space(std::uint64_t& free_bytes) const;

@@ -54,6 +54,7 @@ CREATE TABLE segments(
   packets      INTEGER NOT NULL DEFAULT 0,
   opened_at    INTEGER NOT NULL,
   closed_at    INTEGER,
+  stream       INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY(recording_id, idx)
 ) WITHOUT ROWID;
 CREATE INDEX recordings_device        ON recordings(device, started_at);
@@ -62,6 +63,41 @@ CREATE INDEX recordings_local_number  ON recordings(local_number, started_at);
 CREATE INDEX recordings_started_at    ON recordings(started_at);
 CREATE INDEX recordings_call_id       ON recordings(call_id);
 CREATE INDEX recordings_open          ON recordings(started_at) WHERE state = 'recording';
+)sql" "\n";
+
+/// Tables added by schema version 2 (also the migration from version 1, with the ALTER).
+constexpr const char* kSchemaV2Tables = R"sql(
+CREATE TABLE streams(
+  recording_id  INTEGER NOT NULL REFERENCES recordings(id) ON DELETE CASCADE,
+  stream        INTEGER NOT NULL,
+  role          TEXT NOT NULL DEFAULT '',
+  codec         TEXT NOT NULL DEFAULT '',
+  src           TEXT NOT NULL DEFAULT '',
+  dst           TEXT NOT NULL DEFAULT '',
+  flags         TEXT NOT NULL DEFAULT '',
+  packets       INTEGER NOT NULL DEFAULT 0,
+  lost          INTEGER NOT NULL DEFAULT 0,
+  filled        INTEGER NOT NULL DEFAULT 0,
+  duplicate     INTEGER NOT NULL DEFAULT 0,
+  reordered     INTEGER NOT NULL DEFAULT 0,
+  late          INTEGER NOT NULL DEFAULT 0,
+  other_payload INTEGER NOT NULL DEFAULT 0,
+  bytes         INTEGER NOT NULL DEFAULT 0,
+  rtcp          INTEGER NOT NULL DEFAULT 0,
+  dtmf          INTEGER NOT NULL DEFAULT 0,
+  first_at      INTEGER,
+  last_at       INTEGER,
+  PRIMARY KEY(recording_id, stream)
+) WITHOUT ROWID;
+CREATE TABLE events(
+  recording_id  INTEGER NOT NULL REFERENCES recordings(id) ON DELETE CASCADE,
+  stream        INTEGER NOT NULL DEFAULT 0,
+  at            INTEGER NOT NULL,
+  kind          TEXT NOT NULL,
+  value         TEXT NOT NULL DEFAULT '',
+  duration_ms   INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX events_recording ON events(recording_id, at);
 )sql";
 
 constexpr const char* kRowColumns =
@@ -541,6 +577,59 @@ std::string to_json(const std::vector<RecordingRow>& rows) {
       out += ',';
       append_key(out, "closed_at");
       append_opt(out, g.closed_at);
+      out += ',';
+      append_key(out, "stream");
+      append_u64(out, g.stream);
+      out += '}';
+    }
+    out += "],";
+    append_key(out, "streams");
+    out += '[';
+    for (std::size_t i = 0; i < r.streams.size(); ++i) {
+      const StreamRow& t = r.streams[i];
+      if (i != 0) out += ',';
+      out += '{';
+      append_key(out, "stream");
+      append_u64(out, t.stream);
+      out += ',';
+      append_str_field(out, "role", t.role);
+      append_str_field(out, "codec", t.codec);
+      append_str_field(out, "src", t.src);
+      append_str_field(out, "dst", t.dst);
+      append_str_field(out, "flags", t.flags);
+      const std::pair<std::string_view, std::uint64_t> ts[] = {
+          {"packets", t.packets},     {"lost", t.lost}, {"filled", t.filled},       {"duplicate", t.duplicate},
+          {"reordered", t.reordered}, {"late", t.late}, {"other_payload", t.other_payload},
+          {"bytes", t.bytes},         {"rtcp", t.rtcp}, {"dtmf", t.dtmf}};
+      for (const auto& [k, v] : ts) {
+        append_key(out, k);
+        append_u64(out, v);
+        out += ',';
+      }
+      append_key(out, "first_at");
+      append_opt(out, t.first_at);
+      out += ',';
+      append_key(out, "last_at");
+      append_opt(out, t.last_at);
+      out += '}';
+    }
+    out += "],";
+    append_key(out, "events");
+    out += '[';
+    for (std::size_t i = 0; i < r.events.size(); ++i) {
+      const EventRow& e = r.events[i];
+      if (i != 0) out += ',';
+      out += '{';
+      append_key(out, "stream");
+      append_u64(out, e.stream);
+      out += ',';
+      append_key(out, "at");
+      append_i64(out, e.at);
+      out += ',';
+      append_str_field(out, "kind", e.kind);
+      append_str_field(out, "value", e.value);
+      append_key(out, "duration_ms");
+      append_u64(out, e.duration_ms);
       out += '}';
     }
     out += "]}";
@@ -590,6 +679,10 @@ void Catalog::close() {
   open_rows_.reset();
   segments_.reset();
   device_paths_.reset();
+  set_stream_.reset();
+  add_event_.reset();
+  streams_.reset();
+  events_.reset();
   update_column_.clear();
   list_.clear();
   if (db_ != nullptr) {
@@ -866,8 +959,16 @@ Status Catalog::update_metadata(std::int64_t id, const MetadataOverrides& overri
   return write([this, id, overrides] { return do_update_metadata(id, overrides); });
 }
 
-Status Catalog::add_segment(std::int64_t id, const SegmentInfo& seg) {
-  return write([this, id, seg] { return do_add_segment(id, seg); });
+Status Catalog::add_segment(std::int64_t id, const SegmentInfo& seg, std::uint32_t stream) {
+  return write([this, id, seg, stream] { return do_add_segment(id, seg, stream); });
+}
+
+Status Catalog::set_stream(std::int64_t id, const StreamRow& row) {
+  return write([this, id, row] { return do_set_stream(id, row); });
+}
+
+Status Catalog::add_event(std::int64_t id, const EventRow& ev) {
+  return write([this, id, ev] { return do_add_event(id, ev); });
 }
 
 Status Catalog::close_segment(std::int64_t id, std::uint32_t idx, std::uint64_t packets, std::int64_t closed_at) {
@@ -972,6 +1073,7 @@ Status Catalog::open_read_only(const std::filesystem::path& path) {
       }
     }
   }
+  version_ = version;
   if (st && version == 0) {
     st = Status(EPROTO, "catalog " + path_.string() + ": not a callrec catalog (no schema)");
   } else if (st && version > kCatalogSchemaVersion) {
@@ -999,7 +1101,10 @@ Status Catalog::create_schema() {
   if (st) {
     if (version == 0) {
       st = exec(kSchema);
+      if (st) st = exec(kSchemaV2Tables);
       if (st) st = exec(("PRAGMA user_version = " + std::to_string(kCatalogSchemaVersion)).c_str());
+    } else if (version < kCatalogSchemaVersion) {
+      st = migrate(version);
     } else if (version > kCatalogSchemaVersion) {
       st = Status(EPROTO, "catalog " + path_.string() + ": schema version " + std::to_string(version) +
                               " is newer than this program's (" + std::to_string(kCatalogSchemaVersion) + ")");
@@ -1009,6 +1114,16 @@ Status Catalog::create_schema() {
   if (Status rb = exec("ROLLBACK"); !rb) {
     std::fprintf(stderr, "%s\n", rb.message().c_str());  // the first error is the one returned
   }
+  return st;
+}
+
+Status Catalog::migrate(int from) {
+  Status st;
+  if (from == 1) {
+    st = exec("ALTER TABLE segments ADD COLUMN stream INTEGER NOT NULL DEFAULT 0");
+    if (st) st = exec(kSchemaV2Tables);
+  }
+  if (st) st = exec(("PRAGMA user_version = " + std::to_string(kCatalogSchemaVersion)).c_str());
   return st;
 }
 
@@ -1099,10 +1214,37 @@ Status Catalog::do_update_metadata(std::int64_t id, const MetadataOverrides& ove
   return st;
 }
 
-Status Catalog::do_add_segment(std::int64_t id, const SegmentInfo& seg) {
+Status Catalog::do_set_stream(std::int64_t id, const StreamRow& r) {
+  Status st = prepare(set_stream_,
+                      "INSERT OR REPLACE INTO streams(recording_id, stream, role, codec, src, dst, flags, packets, lost, "
+                      "filled, duplicate, reordered, late, other_payload, bytes, rtcp, dtmf, first_at, last_at) "
+                      "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+  if (!st) return st;
+  sqlite3_stmt* s = set_stream_.get();
+  ResetGuard guard(s);
+  Binder b(s);
+  b.i64(id).u64(r.stream).text(r.role).text(r.codec).text(r.src).text(r.dst).text(r.flags);
+  b.u64(r.packets).u64(r.lost).u64(r.filled).u64(r.duplicate).u64(r.reordered).u64(r.late).u64(r.other_payload);
+  b.u64(r.bytes).u64(r.rtcp).u64(r.dtmf).opt(r.first_at).opt(r.last_at);
+  if (b.rc() != SQLITE_OK) return err("set stream: bind");
+  return step_done(s, "stream " + std::to_string(r.stream) + " of recording " + std::to_string(id));
+}
+
+Status Catalog::do_add_event(std::int64_t id, const EventRow& e) {
+  Status st = prepare(add_event_, "INSERT INTO events(recording_id, stream, at, kind, value, duration_ms) VALUES(?,?,?,?,?,?)");
+  if (!st) return st;
+  sqlite3_stmt* s = add_event_.get();
+  ResetGuard guard(s);
+  Binder b(s);
+  b.i64(id).u64(e.stream).i64(e.at).text(e.kind).text(e.value).u64(e.duration_ms);
+  if (b.rc() != SQLITE_OK) return err("add event: bind");
+  return step_done(s, "event of recording " + std::to_string(id));
+}
+
+Status Catalog::do_add_segment(std::int64_t id, const SegmentInfo& seg, std::uint32_t stream) {
   Status st = prepare(add_segment_,
                       "INSERT INTO segments(recording_id, idx, path, codec, rtp_len, increment, packets, opened_at, "
-                      "closed_at) VALUES(?,?,?,?,?,?,?,?,?)");
+                      "closed_at, stream) VALUES(?,?,?,?,?,?,?,?,?,?)");
   if (!st) return st;
   sqlite3_stmt* s = add_segment_.get();
   ResetGuard guard(s);
@@ -1111,7 +1253,7 @@ Status Catalog::do_add_segment(std::int64_t id, const SegmentInfo& seg) {
   if (seg.closed != std::chrono::system_clock::time_point{}) closed = to_unix_ms(seg.closed);
   Binder b(s);
   b.i64(id).u64(seg.index).text(path).text(seg.codec).u64(seg.rtp_len).u64(seg.increment).u64(seg.packets);
-  b.i64(to_unix_ms(seg.opened)).opt(closed);
+  b.i64(to_unix_ms(seg.opened)).opt(closed).u64(stream);
   if (b.rc() != SQLITE_OK) return err("add segment: bind");
   return step_done(s, "add segment " + std::to_string(seg.index) + " to recording " + std::to_string(id));
 }
@@ -1225,15 +1367,18 @@ Status Catalog::load_rows(sqlite3_stmt* s, std::vector<RecordingRow>& out, std::
   sqlite3_reset(s);  // done with this statement before the segment queries
   for (std::size_t i = first; i < out.size(); ++i) {
     Status st = load_segments(out[i]);
+    if (st) st = load_streams(out[i]);
     if (!st) return st;
   }
   return Status::ok();
 }
 
 Status Catalog::load_segments(RecordingRow& row) {
-  Status st = prepare(segments_,
-                      "SELECT idx, path, codec, rtp_len, increment, packets, opened_at, closed_at FROM segments "
-                      "WHERE recording_id = ? ORDER BY idx");
+  Status st = prepare(segments_, version_ >= 2
+                                     ? "SELECT idx, path, codec, rtp_len, increment, packets, opened_at, closed_at, "
+                                       "stream FROM segments WHERE recording_id = ? ORDER BY idx"
+                                     : "SELECT idx, path, codec, rtp_len, increment, packets, opened_at, closed_at, "
+                                       "0 FROM segments WHERE recording_id = ? ORDER BY idx");
   if (!st) return st;
   sqlite3_stmt* s = segments_.get();
   ResetGuard guard(s);
@@ -1252,7 +1397,66 @@ Status Catalog::load_segments(RecordingRow& row) {
     g.packets = column_u64(s, 5);
     g.opened_at = sqlite3_column_int64(s, 6);
     g.closed_at = column_opt(s, 7);
+    g.stream = static_cast<std::uint32_t>(sqlite3_column_int64(s, 8));
     row.segments.push_back(std::move(g));
+  }
+}
+
+Status Catalog::load_streams(RecordingRow& row) {
+  row.streams.clear();
+  row.events.clear();
+  if (version_ < 2) return Status::ok();
+  Status st = prepare(streams_,
+                      "SELECT stream, role, codec, src, dst, flags, packets, lost, filled, duplicate, reordered, late, "
+                      "other_payload, bytes, rtcp, dtmf, first_at, last_at FROM streams WHERE recording_id = ? "
+                      "ORDER BY stream");
+  if (!st) return st;
+  {
+    sqlite3_stmt* s = streams_.get();
+    ResetGuard guard(s);
+    if (Binder(s).i64(row.id).rc() != SQLITE_OK) return err("streams: bind");
+    for (;;) {
+      const int rc = sqlite3_step(s);
+      if (rc == SQLITE_DONE) break;
+      if (rc != SQLITE_ROW) return err("streams of recording " + std::to_string(row.id));
+      StreamRow r;
+      r.stream = static_cast<std::uint32_t>(sqlite3_column_int64(s, 0));
+      r.role = column_text(s, 1);
+      r.codec = column_text(s, 2);
+      r.src = column_text(s, 3);
+      r.dst = column_text(s, 4);
+      r.flags = column_text(s, 5);
+      r.packets = column_u64(s, 6);
+      r.lost = column_u64(s, 7);
+      r.filled = column_u64(s, 8);
+      r.duplicate = column_u64(s, 9);
+      r.reordered = column_u64(s, 10);
+      r.late = column_u64(s, 11);
+      r.other_payload = column_u64(s, 12);
+      r.bytes = column_u64(s, 13);
+      r.rtcp = column_u64(s, 14);
+      r.dtmf = column_u64(s, 15);
+      r.first_at = column_opt(s, 16);
+      r.last_at = column_opt(s, 17);
+      row.streams.push_back(std::move(r));
+    }
+  }
+  st = prepare(events_, "SELECT stream, at, kind, value, duration_ms FROM events WHERE recording_id = ? ORDER BY at, rowid");
+  if (!st) return st;
+  sqlite3_stmt* s = events_.get();
+  ResetGuard guard(s);
+  if (Binder(s).i64(row.id).rc() != SQLITE_OK) return err("events: bind");
+  for (;;) {
+    const int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) return Status::ok();
+    if (rc != SQLITE_ROW) return err("events of recording " + std::to_string(row.id));
+    EventRow e;
+    e.stream = static_cast<std::uint32_t>(sqlite3_column_int64(s, 0));
+    e.at = sqlite3_column_int64(s, 1);
+    e.kind = column_text(s, 2);
+    e.value = column_text(s, 3);
+    e.duration_ms = static_cast<std::uint32_t>(sqlite3_column_int64(s, 4));
+    row.events.push_back(std::move(e));
   }
 }
 

@@ -34,7 +34,9 @@ struct sqlite3_stmt;
 namespace callrec::fileio {
 
 /// Schema version stored in PRAGMA user_version.
-inline constexpr int kCatalogSchemaVersion = 1;
+/// 2: segments carry their stream (direction) index; per-stream rows (streams) and in-call events
+/// (events: DTMF ...). A version-1 file is migrated at open (read-only opens read it as is).
+inline constexpr int kCatalogSchemaVersion = 2;
 
 /// Final (or last known) counters of a recording.
 struct RecordingStats {
@@ -51,6 +53,7 @@ struct RecordingStats {
 
 struct SegmentRow {
   std::uint32_t idx = 0;  ///< 0, 1, 2 ... within the recording
+  std::uint32_t stream = 0;  ///< which stream (direction) of the recording the file holds
   std::string path;
   std::string codec;
   std::uint32_t rtp_len = 0;
@@ -58,6 +61,27 @@ struct SegmentRow {
   std::uint64_t packets = 0;
   std::int64_t opened_at = 0;             ///< unix ms
   std::optional<std::int64_t> closed_at;  ///< unix ms; nullopt while the file is open
+};
+
+/// One RTP stream (direction) of a recording: a passive or SIPREC call has two, an upload one.
+struct StreamRow {
+  std::uint32_t stream = 0;  ///< 0, 1 ... within the recording
+  std::string role;          ///< "caller" (sent by the calling party), "callee", or a SIPREC label
+  std::string codec;         ///< the SDP encoding name ("PCMA", "G722" ...)
+  std::string src, dst;      ///< endpoints seen ("192.0.2.1:4000"); dst as announced by SDP
+  std::string flags;         ///< comma list: "nat" (source differs from SDP), "moved", "no_media", "srtp"
+  std::uint64_t packets = 0, lost = 0, filled = 0, duplicate = 0, reordered = 0, late = 0, other_payload = 0,
+                bytes = 0, rtcp = 0, dtmf = 0;
+  std::optional<std::int64_t> first_at, last_at;  ///< unix ms of the first and last media packet
+};
+
+/// Something that happened during a call, at a time (DTMF digits: kind "dtmf", value "5").
+struct EventRow {
+  std::uint32_t stream = 0;
+  std::int64_t at = 0;  ///< unix ms
+  std::string kind;
+  std::string value;
+  std::uint32_t duration_ms = 0;
 };
 
 struct RecordingRow {
@@ -79,6 +103,8 @@ struct RecordingRow {
   std::map<std::string, std::string> extra;  ///< metadata keys the protocol does not name
   RecordingStats stats;
   std::vector<SegmentRow> segments;  ///< filled by get(), list(), open_recordings(); in idx order
+  std::vector<StreamRow> streams;    ///< filled by get() and list(); in stream order
+  std::vector<EventRow> events;      ///< filled by get() and list(); in time order
 };
 
 /// The catalog's own health (callrecd /metrics).
@@ -139,8 +165,12 @@ class Catalog {
   /// `extra` (the last value of a repeated key wins). One transaction: all overrides apply or
   /// none. ENOENT: no such id.
   Status update_metadata(std::int64_t id, const MetadataOverrides& overrides);
-  /// Links a new record file to the recording (seg.index becomes idx).
-  Status add_segment(std::int64_t id, const SegmentInfo& seg);
+  /// Links a new record file to the recording (seg.index becomes idx) as a file of `stream`.
+  /// idx is unique per recording: with several streams the caller numbers the files itself.
+  Status add_segment(std::int64_t id, const SegmentInfo& seg, std::uint32_t stream = 0);
+  /// Inserts or replaces the row of one stream of a recording.
+  Status set_stream(std::int64_t id, const StreamRow& row);
+  Status add_event(std::int64_t id, const EventRow& ev);
   Status close_segment(std::int64_t id, std::uint32_t idx, std::uint64_t packets, std::int64_t closed_at);
   /// state 'stopped' with its time, reason and final counters.
   Status finish_recording(std::int64_t id, std::int64_t stopped_at, std::string_view reason,
@@ -212,7 +242,11 @@ class Catalog {
   bool make_ballast();
   Status do_insert(const RecordingRow& row, std::int64_t id);
   Status do_update_metadata(std::int64_t id, const MetadataOverrides& overrides);
-  Status do_add_segment(std::int64_t id, const SegmentInfo& seg);
+  Status do_add_segment(std::int64_t id, const SegmentInfo& seg, std::uint32_t stream);
+  Status do_set_stream(std::int64_t id, const StreamRow& row);
+  Status do_add_event(std::int64_t id, const EventRow& ev);
+  Status load_streams(RecordingRow& row);
+  Status migrate(int from);
   Status do_close_segment(std::int64_t id, std::uint32_t idx, std::uint64_t packets, std::int64_t closed_at);
   Status do_finish(std::int64_t id, std::int64_t stopped_at, std::string_view reason, const RecordingStats& stats);
   Status do_mark_recovered(std::int64_t id, std::int64_t stopped_at, std::string_view reason);
@@ -256,6 +290,11 @@ class Catalog {
   Stmt open_rows_;
   Stmt segments_;
   Stmt device_paths_;
+  Stmt set_stream_;
+  Stmt add_event_;
+  Stmt streams_;
+  Stmt events_;
+  int version_ = kCatalogSchemaVersion;  ///< of the open file (a read-only open may see 1)
   std::map<std::string, Stmt> update_column_;  ///< per column name
   std::map<unsigned, Stmt> list_;              ///< per combination of filters
 };

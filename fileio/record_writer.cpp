@@ -170,6 +170,13 @@ Status RecordWriter::append(std::span<const std::byte> pkt) {
   return {};
 }
 
+std::chrono::system_clock::time_point RecordWriter::now() const {
+  if (opts_.packet_clock && packet_ns_ != 0)
+    return std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::nanoseconds(packet_ns_)));
+  return std::chrono::system_clock::now();
+}
+
 Status RecordWriter::open_segment() {
   std::uint64_t free_bytes = 0;
   Status st = opts_.free_space(opts_.directory, free_bytes);
@@ -184,7 +191,7 @@ Status RecordWriter::open_segment() {
                               " + file " + std::to_string(file_need) + ")");
   }
 
-  const auto opened = std::chrono::system_clock::now();
+  const auto opened = now();
   std::string stem = "Record_" + utc_stamp(opened) + "Z";
   if (!opts_.tag.empty()) stem += "_" + opts_.tag;
   std::filesystem::path path;
@@ -310,7 +317,7 @@ Status RecordWriter::close_file() {
   if (::close(fd_) != 0) st = Status::from_errno("close " + seg.path.string());
   fd_ = -1;
   buf_len_ = 0;
-  seg.closed = std::chrono::system_clock::now();
+  seg.closed = now();
   if (on_segment_closed) on_segment_closed(seg);
   return st;
 }

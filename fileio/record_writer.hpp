@@ -41,6 +41,9 @@ struct WriterOptions {
   std::size_t buffer_bytes = 8192;          ///< write buffer (rounded up to hold >= 1 packet)
   std::chrono::milliseconds flush_interval{1000};
   FreeSpaceFn free_space;                   ///< empty: free_space_statvfs
+  /// File names and segment times from packet time (passive capture: a capture file processed
+  /// at full speed is named as it was live): the rx_ns given to set_packet_time() is Unix ns.
+  bool packet_clock = false;
 };
 
 /// One file of a recording.
@@ -113,6 +116,9 @@ class RecordWriter {
   /// close_segment(); the writer accepts no more packets (append -> EBADF).
   Status close();
 
+  /// packet_clock: the capture time (Unix ns) of the packet about to be appended.
+  void set_packet_time(std::uint64_t unix_ns) { packet_ns_ = unix_ns; }
+
   void pause() { paused_ = true; }
   void resume() { paused_ = false; }
   [[nodiscard]] bool paused() const { return paused_; }
@@ -150,6 +156,8 @@ class RecordWriter {
   std::uint32_t increment_ = 0;
   std::uint64_t header_data_size_ = 0;    ///< dataSize currently in the header on disk
   std::uint64_t dropped_paused_ = 0;
+  std::uint64_t packet_ns_ = 0;           ///< packet_clock: latest packet time (Unix ns)
+  [[nodiscard]] std::chrono::system_clock::time_point now() const;
   std::vector<SegmentInfo> segments_;
   std::chrono::steady_clock::time_point last_flush_{};
 };

@@ -43,6 +43,8 @@
 // run 2^32 packets (about 2.7 years at 50 pps) without a flush or resync to reach the seam.
 #include "fileio/stream_assembler.hpp"
 
+#include <cctype>
+
 #include <algorithm>
 #include <cstring>
 #include <utility>
@@ -71,7 +73,7 @@ struct Classified {
   SegmentFormat fmt{Codec::kPcmu, 0, 0};
 };
 
-Classified classify(std::span<const std::byte> pkt) {
+Classified classify(std::span<const std::byte> pkt, const PayloadMap* map) {
   Classified out;
   if (pkt.size() > static_cast<std::size_t>(kMaxRtpLen)) return out;
   const auto v = parse_rtp(pkt);
@@ -84,6 +86,20 @@ Classified classify(std::span<const std::byte> pkt) {
   }
   if (v->payload_len == pad) return out;  // nothing to play
   out.v = *v;
+  const auto bytes = static_cast<std::uint32_t>(v->payload_len - pad);
+  if (map != nullptr) {
+    const PayloadMap::Entry& e = map->entries[v->payload_type];
+    if (e.kind != PayloadMap::Kind::kAudio) {
+      out.kind = Kind::kOther;
+      return out;
+    }
+    out.kind = Kind::kG711;
+    // G.711 on any payload type keeps its Codec (export, silence); other codecs are named by pt.
+    const Codec c = e.has_silence && e.silence == codec_info(Codec::kPcma).silence ? Codec::kPcma : Codec::kPcmu;
+    out.fmt = SegmentFormat{c, static_cast<std::uint32_t>(pkt.size()),
+                            e.ts_per_byte != 0 ? bytes * e.ts_per_byte : e.fixed_increment, v->payload_type};
+    return out;
+  }
   const auto codec = codec_from_payload_type(v->payload_type);
   if (!codec) {
     out.kind = Kind::kOther;
@@ -91,16 +107,69 @@ Classified classify(std::span<const std::byte> pkt) {
   }
   out.kind = Kind::kG711;
   // G.711: one byte per sample, so the timestamp step is the payload size.
-  out.fmt = SegmentFormat{*codec, static_cast<std::uint32_t>(pkt.size()),
-                          static_cast<std::uint32_t>(v->payload_len - pad)};
+  out.fmt = SegmentFormat{*codec, static_cast<std::uint32_t>(pkt.size()), bytes, v->payload_type};
   return out;
 }
 
 bool same_format(const SegmentFormat& a, const SegmentFormat& b) {
-  return a.codec == b.codec && a.rtp_len == b.rtp_len && a.increment == b.increment;
+  return a.codec == b.codec && a.rtp_len == b.rtp_len && a.increment == b.increment && a.pt == b.pt;
+}
+
+bool iequal(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+  return true;
 }
 
 }  // namespace
+
+void PayloadMap::set(std::uint8_t pt, std::string_view encoding, std::uint32_t clock, std::uint32_t ptime_ms) {
+  if (pt > 127) return;
+  Entry e;
+  const std::size_t n = std::min(encoding.size(), sizeof e.name - 1);
+  std::memcpy(e.name, encoding.data(), n);
+  e.clock = clock != 0 ? clock : 8000;
+  if (ptime_ms == 0 || ptime_ms > 1000) ptime_ms = 20;
+  if (iequal(encoding, "telephone-event")) {
+    e.kind = Kind::kTelephoneEvent;
+  } else if (iequal(encoding, "CN")) {
+    e.kind = Kind::kComfortNoise;
+  } else {
+    e.kind = Kind::kAudio;
+    if (iequal(encoding, "PCMA") || iequal(encoding, "PCMU")) {
+      const bool alaw = iequal(encoding, "PCMA");
+      std::memcpy(e.name, alaw ? "PCMA" : "PCMU", 5);
+      e.has_silence = true;
+      e.silence = codec_info(alaw ? Codec::kPcma : Codec::kPcmu).silence;
+      e.ts_per_byte = 1;
+    } else if (iequal(encoding, "G722")) {
+      e.ts_per_byte = 1;  // 8000 Hz RTP clock (RFC 3551), 2 samples at 16 kHz per byte
+    } else if (iequal(encoding, "G729") || iequal(encoding, "G729A")) {
+      e.ts_per_byte = 8;  // 10 bytes per 10 ms frame
+    } else {
+      e.ts_per_byte = 0;  // frame codecs (GSM, opus, AMR ...): the step is the packet time
+      e.fixed_increment = static_cast<std::uint32_t>(std::uint64_t{e.clock} * ptime_ms / 1000);
+    }
+  }
+  entries[pt] = e;
+}
+
+PayloadMap PayloadMap::g711() {
+  PayloadMap m;
+  m.set(0, "PCMU", 8000);
+  m.set(8, "PCMA", 8000);
+  m.set(13, "CN", 8000);
+  return m;
+}
+
+std::string_view StreamAssembler::codec_name(const SegmentFormat& f) const {
+  if (opts_.payloads) {
+    const PayloadMap::Entry& e = opts_.payloads->entries[f.pt & 0x7F];
+    if (e.kind == PayloadMap::Kind::kAudio && e.name[0] != 0) return std::string_view(e.name);
+  }
+  return codec_info(f.codec).name;
+}
 
 StreamAssembler::StreamAssembler(AssemblerOptions opts) : opts_(opts) {
   opts_.reorder_window = static_cast<std::uint16_t>(
@@ -121,7 +190,7 @@ void StreamAssembler::push(std::span<const std::byte> pkt, AssemblerSink& sink, 
     }
     last_rx_ns_ = rx_ns;
   }
-  const Classified cl = classify(pkt);
+  const Classified cl = classify(pkt, opts_.payloads.get());
   if (cl.kind == Kind::kInvalid) [[unlikely]] {
     ++c_.invalid;
     return;
@@ -276,7 +345,7 @@ bool StreamAssembler::segment_allowed(std::uint64_t rx_ns) {
 }
 
 bool StreamAssembler::should_fill(std::uint32_t run) {
-  if (run > opts_.max_gap_fill) return false;
+  if (run > opts_.max_gap_fill || !fill_ok_) return false;  // no silence for this codec: a loss stays a loss
   const std::int64_t tolerance = kTolerancePtimesX2 * ptime_ns_ / 2;
   if (credit_ns_ + tolerance >= static_cast<std::int64_t>(run) * ptime_ns_) return true;
   ++c_.unbacked_jumps;  // the clock does not back this jump: a resync, not a loss to fill
@@ -383,7 +452,9 @@ void StreamAssembler::emit_silence(std::uint16_t seq, std::uint32_t ts, Assemble
   out[1] &= std::byte{0x7F};  // marker cleared
   store_be16(out + 2, seq);
   store_be32(out + 4, ts);
-  std::memset(out + hl, codec_info(fmt_->codec).silence, len - hl);
+  const std::uint8_t silence =
+      opts_.payloads ? opts_.payloads->entries[fmt_->pt & 0x7F].silence : codec_info(fmt_->codec).silence;
+  std::memset(out + hl, silence, len - hl);
   last_ts_ = ts;
   credit_ns_ -= ptime_ns_;
   ++c_.filled;
@@ -393,7 +464,15 @@ void StreamAssembler::emit_silence(std::uint16_t seq, std::uint32_t ts, Assemble
 void StreamAssembler::begin_segment(const SegmentFormat& fmt, AssemblerSink& sink) {
   fmt_ = fmt;
   ++c_.segments;
-  ptime_ns_ = static_cast<std::int64_t>(fmt.increment) * kNsPerSample;
+  std::uint32_t clock = 8000;
+  fill_ok_ = true;
+  if (opts_.payloads) {
+    const PayloadMap::Entry& e = opts_.payloads->entries[fmt.pt & 0x7F];
+    clock = e.clock != 0 ? e.clock : 8000;
+    fill_ok_ = e.has_silence;
+  }
+  ptime_ns_ = clock == 8000 ? static_cast<std::int64_t>(fmt.increment) * kNsPerSample
+                            : static_cast<std::int64_t>(fmt.increment) * 1'000'000'000 / clock;
   credit_cap_ns_ = static_cast<std::int64_t>(opts_.max_gap_fill + opts_.reorder_window + 2u) * ptime_ns_;
   credit_ns_ = std::min(credit_ns_, credit_cap_ns_);
   const std::size_t need = (std::size_t{opts_.reorder_window} + 1) * fmt.rtp_len;
@@ -405,7 +484,7 @@ void StreamAssembler::begin_segment(const SegmentFormat& fmt, AssemblerSink& sin
 }
 
 void StreamAssembler::restart(std::span<const std::byte> pkt, AssemblerSink& sink) {
-  const Classified cl = classify(pkt);  // the caller checked it is a G.711 packet
+  const Classified cl = classify(pkt, opts_.payloads.get());  // the caller checked it is a G.711 packet
   if (cl.kind != Kind::kG711) return;
   if (held_ != 0) {  // callers flush first; never emit stale slots into a new sequence
     std::fill(filled_.begin(), filled_.end(), std::uint8_t{0});

@@ -39,13 +39,38 @@
 // candidate buffer grows geometrically when a larger candidate format is seen: a few times per
 // stream at most).
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "fileio/record_format.hpp"
 
 namespace callrec::fileio {
+
+/// What each RTP payload type of a stream is (passive capture and SIPREC: from the SDP). Without
+/// one, the static G.711 types (0 PCMU, 8 PCMA) are audio and every other type is dropped.
+struct PayloadMap {
+  enum class Kind : std::uint8_t { kUnknown, kAudio, kTelephoneEvent, kComfortNoise };
+  struct Entry {
+    Kind kind = Kind::kUnknown;
+    char name[24] = {};            ///< SDP encoding name as stored in the record header ("G722")
+    std::uint32_t clock = 8000;    ///< RTP clock rate, Hz
+    /// Timestamp step per payload byte (G.711 and G.722: 1, G.729: 8); 0: the step is
+    /// `fixed_increment` whatever the size (frame codecs).
+    std::uint32_t ts_per_byte = 1;
+    std::uint32_t fixed_increment = 0;
+    bool has_silence = false;      ///< gaps may be filled with `silence` bytes (G.711 only)
+    std::uint8_t silence = 0;
+  };
+  Entry entries[128];
+  /// Sets pt from an SDP encoding name and clock (ptime_ms for frame codecs). Known names get
+  /// their properties (PCMA/PCMU silence, G722/G729 steps, telephone-event, CN).
+  void set(std::uint8_t pt, std::string_view encoding, std::uint32_t clock, std::uint32_t ptime_ms = 20);
+  /// The map of the static types a G.711-only stream uses (0, 8, 13 as CN).
+  static PayloadMap g711();
+};
 
 struct AssemblerOptions {
   std::uint16_t reorder_window = 8;   ///< packets held while waiting for a missing one (1..256)
@@ -54,6 +79,7 @@ struct AssemblerOptions {
   std::uint32_t format_confirm = 4;   ///< packets of a new format that make a change lasting (1..16)
   std::uint32_t segment_burst = 4;    ///< format changes allowed at once (>= 1)
   std::uint32_t segment_interval_ms = 10000;  ///< then one change per this long; 0: no cap
+  std::shared_ptr<const PayloadMap> payloads;  ///< null: G.711 static types only
 };
 
 struct AssemblerCounters {
@@ -76,9 +102,10 @@ struct AssemblerCounters {
 
 /// The format of a segment: every packet of it has exactly rtp_len bytes.
 struct SegmentFormat {
-  Codec codec;
+  Codec codec;              ///< G.711 codecs; other codecs: kPcmu with pt naming them in the map
   std::uint32_t rtp_len;
   std::uint32_t increment;  ///< timestamp step per packet (G.711: payload bytes)
+  std::uint8_t pt = 0;      ///< the payload type
 };
 
 /// Receives the assembler's output, in playout order.
@@ -104,6 +131,8 @@ class StreamAssembler {
 
   [[nodiscard]] const AssemblerCounters& counters() const { return c_; }
   [[nodiscard]] std::optional<SegmentFormat> format() const { return fmt_; }
+  /// The name stored in record headers for a format ("PCMA", or the SDP name of another codec).
+  [[nodiscard]] std::string_view codec_name(const SegmentFormat& f) const;
   /// Hints for a caller that batches packets of many streams (no effect on behaviour): the
   /// lines of this object every packet touches, then the heap line they point to.
   void prefetch_state() const {
@@ -147,6 +176,7 @@ class StreamAssembler {
   std::uint64_t last_rx_ns_ = 0;      ///< newest arrival time seen (0: none since the flush)
   std::int64_t ptime_ns_ = 0;         ///< the segment's packet duration
   std::int64_t credit_cap_ns_ = 0;
+  bool fill_ok_ = true;               ///< the segment's codec has a silence to fill gaps with
   AssemblerOptions opts_;
   std::optional<SegmentFormat> fmt_;
   std::vector<std::byte> last_;       ///< header template of the last emitted packet

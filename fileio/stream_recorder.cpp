@@ -18,6 +18,7 @@ StreamRecorder::StreamRecorder(WriterOptions wopts, AssemblerOptions aopts)
     : asm_(aopts), writer_(std::move(wopts)) {}
 
 Status StreamRecorder::on_rtp(std::span<const std::byte> pkt, std::uint64_t rx_ns) {
+  writer_.set_packet_time(rx_ns);  // used only with WriterOptions::packet_clock
   if (paused_) [[unlikely]] {
     (void)writer_.append(pkt);  // counted as dropped while paused; cannot fail
   } else {
@@ -55,7 +56,7 @@ Status StreamRecorder::close() {
 }
 
 void StreamRecorder::on_segment(const SegmentFormat& fmt) {
-  Status st = writer_.set_format(codec_info(fmt.codec).name, fmt.rtp_len, fmt.increment);
+  Status st = writer_.set_format(asm_.codec_name(fmt), fmt.rtp_len, fmt.increment);
   if (!st && pending_.is_ok()) pending_ = std::move(st);
 }
 
