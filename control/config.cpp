@@ -266,6 +266,17 @@ std::string check_dpdk_tap(const DaemonConfig& c) {
 }
 std::string check_dpdk_idle_sleep(const DaemonConfig& c) { return range_check(c.dpdk.idle_sleep_us, 0, 100000); }
 
+std::string join_list(const std::vector<std::string>& v) {
+  std::string out;
+  for (const std::string& s : v) out += (out.empty() ? "" : ",") + s;
+  return out;
+}
+std::string check_span_interfaces(const DaemonConfig& c) {
+  for (const std::string& i : c.span_interfaces)
+    if (i.empty() || i.size() >= IFNAMSIZ || i.find_first_of(" \t/") != std::string::npos) return i + ": not an interface name";
+  return {};
+}
+
 std::string set_string(std::string& field, std::string_view v) {
   field.assign(v);
   return {};
@@ -325,6 +336,45 @@ const std::vector<Option>& options() {
       {"latch", "latch", "", "latch the first RTP source port seen from the phone's address (NAT rewrites ports)", "",
        [](DaemonConfig& c, std::string_view v) { return parse_bool(v, c.latch); },
        [](const DaemonConfig& c) { return std::string(c.latch ? "true" : "false"); }, no_check},
+      {"span-read", "span_read", "FILE", "passive capture of a pcap/pcapng file: record every call in it, print a summary and exit (repeatable; files are read in order)", "",
+       [](DaemonConfig& c, std::string_view v) -> std::string {
+         for (const std::string& f : split_list(v)) c.span_read.push_back(f);
+         return {};
+       },
+       [](const DaemonConfig& c) { return join_list(c.span_read); }, no_check},
+      {"span-interface", "span_interface", "IFACE", "passive capture off a mirror interface with libpcap, promiscuous (repeatable)", "",
+       [](DaemonConfig& c, std::string_view v) -> std::string {
+         for (const std::string& f : split_list(v)) c.span_interfaces.push_back(f);
+         return {};
+       },
+       [](const DaemonConfig& c) { return join_list(c.span_interfaces); }, check_span_interfaces},
+      {"span-filter", "span_filter", "BPF", "capture filter for --span-interface (tcpdump syntax)", "everything",
+       [](DaemonConfig& c, std::string_view v) { return set_string(c.span_filter, v); },
+       [](const DaemonConfig& c) { return c.span_filter; }, no_check},
+      {"span-buffer-mb", "span_buffer_mb", "MB", "kernel capture buffer per --span-interface (1..1024)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.span_buffer_mb); },
+       [](const DaemonConfig& c) { return std::to_string(c.span_buffer_mb); },
+       [](const DaemonConfig& c) { return range_check(c.span_buffer_mb, 1, 1024); }},
+      {"span-max-calls", "span_max_calls", "N", "passive capture: calls followed at once, oldest evicted beyond (16..10000000)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.span_max_calls); },
+       [](const DaemonConfig& c) { return std::to_string(c.span_max_calls); },
+       [](const DaemonConfig& c) { return range_check(c.span_max_calls, 16, 10000000); }},
+      {"span-max-pending", "span_max_pending", "N", "passive capture: unanswered INVITEs held, oldest evicted beyond (16..10000000)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.span_max_pending); },
+       [](const DaemonConfig& c) { return std::to_string(c.span_max_pending); },
+       [](const DaemonConfig& c) { return range_check(c.span_max_pending, 16, 10000000); }},
+      {"span-media-timeout", "span_media_timeout", "SECONDS", "passive capture: an answered call with neither RTP nor SIP this long ends with reason timeout (1..86400)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.span_media_timeout_s); },
+       [](const DaemonConfig& c) { return std::to_string(c.span_media_timeout_s); },
+       [](const DaemonConfig& c) { return range_check(c.span_media_timeout_s, 1, 86400); }},
+      {"span-max-fragments", "span_max_fragments", "N", "passive capture: incomplete IP datagrams held for reassembly (16..1000000)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.span_max_fragments); },
+       [](const DaemonConfig& c) { return std::to_string(c.span_max_fragments); },
+       [](const DaemonConfig& c) { return range_check(c.span_max_fragments, 16, 1000000); }},
+      {"span-max-tcp-streams", "span_max_tcp_streams", "N", "passive capture: SIP-over-TCP streams followed (16..1000000)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.span_max_tcp_streams); },
+       [](const DaemonConfig& c) { return std::to_string(c.span_max_tcp_streams); },
+       [](const DaemonConfig& c) { return range_check(c.span_max_tcp_streams, 16, 1000000); }},
       {"latch-any", "latch_any", "", "with --latch, latch the first source from ANY address (weaker: a host that sprays the port before the phone's first packet takes the recording)", "",
        [](DaemonConfig& c, std::string_view v) { return parse_bool(v, c.latch_any); },
        [](const DaemonConfig& c) { return std::string(c.latch_any ? "true" : "false"); }, no_check},

@@ -75,6 +75,16 @@ struct DaemonConfig {
   std::string log_level = "info";                 ///< error|warn|info|debug (control/log.hpp levels)
   SourceKind source = SourceKind::kKernel;
   DpdkConfig dpdk;
+  // Passive capture (control/span/, ../shared/spec/span-capture.md)
+  std::vector<std::string> span_read;        ///< capture files: record every call in them, then exit
+  std::vector<std::string> span_interfaces;  ///< live mirror interfaces (libpcap, promiscuous)
+  std::string span_filter;                   ///< BPF for the live interfaces (empty: everything)
+  std::uint32_t span_buffer_mb = 64;         ///< kernel capture ring per interface
+  std::uint32_t span_max_calls = 200000;     ///< calls followed at once (oldest evicted)
+  std::uint32_t span_max_pending = 50000;    ///< unanswered INVITEs held (oldest evicted)
+  std::uint32_t span_media_timeout_s = 60;   ///< answered call without RTP or SIP this long ends
+  std::uint32_t span_max_fragments = 4096;   ///< incomplete IP datagrams held
+  std::uint32_t span_max_tcp_streams = 4096; ///< SIP-over-TCP streams followed
 
   bool show_help = false;     ///< --help was given: print usage() and exit 0
   bool show_version = false;  ///< --version was given

@@ -30,13 +30,6 @@ namespace callrec::control {
 
 namespace {
 
-LogLevel parse_level(const std::string& s) {
-  if (s == "error") return LogLevel::kError;
-  if (s == "warn") return LogLevel::kWarn;
-  if (s == "debug" || s == "trace") return LogLevel::kDebug;
-  return LogLevel::kInfo;
-}
-
 void metric(std::string& out, const char* name, const char* type, const char* help, std::uint64_t v,
             const char* labels = nullptr) {
   if (type) {
@@ -134,6 +127,8 @@ bool read_udp_noports(std::uint64_t& v4, std::uint64_t& v6) {
 
 }  // namespace
 
+Status acquire_instance_lock(const std::filesystem::path& path, int& fd) { return take_instance_lock(path, fd); }
+
 struct Daemon::Impl {
   DaemonConfig cfg;
   EventLoop loop;
@@ -181,7 +176,7 @@ std::uint64_t Daemon::Impl::disk_free() const {
 }
 
 Status Daemon::Impl::init() {
-  set_log_level(parse_level(cfg.log_level));
+  set_log_level(parse_log_level(cfg.log_level));
   // Every recording holds a UDP socket and a file, every phone a TCP connection: a 1,024
   // soft limit would cap the daemon near 500 phones. Take what the hard limit allows.
   if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0) {

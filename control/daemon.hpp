@@ -9,11 +9,16 @@
 // RecordStopRequest), files and catalog are finalized, exit 0.
 #include <atomic>
 #include <memory>
+#include <filesystem>
 #include <string>
 
 #include "control/config.hpp"
 
 namespace callrec::control {
+
+/// One daemon per storage and catalog: an OFD lock on `path` holding our pid. EBUSY (naming
+/// the other pid) when another process holds it. fd stays open for the process's life.
+Status acquire_instance_lock(const std::filesystem::path& path, int& fd);
 
 class Daemon {
  public:

@@ -87,4 +87,11 @@ void log_line(LogLevel l, const char* fmt, ...) {
   std::fprintf(stderr, "%s.%03ldZ callrecd %s: %s\n", when, ts.tv_nsec / 1000000, kNames[static_cast<int>(l)], msg.c_str());
 }
 
+LogLevel parse_log_level(std::string_view s) {
+  if (s == "error") return LogLevel::kError;
+  if (s == "warn") return LogLevel::kWarn;
+  if (s == "debug" || s == "trace") return LogLevel::kDebug;
+  return LogLevel::kInfo;
+}
+
 }  // namespace callrec::control

@@ -15,6 +15,8 @@ namespace callrec::control {
 
 enum class LogLevel : int { kError = 0, kWarn = 1, kInfo = 2, kDebug = 3 };
 void set_log_level(LogLevel l);
+/// "error" | "warn" | "info" | "debug" ("trace" = debug; anything else: info).
+LogLevel parse_log_level(std::string_view s);
 LogLevel log_level();
 void log_line(LogLevel l, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 /// The escaping log_line() applies to the formatted message (exposed for tests).

@@ -3,6 +3,7 @@
 
 #include "control/config.hpp"
 #include "control/daemon.hpp"
+#include "control/span/span_offline.hpp"
 
 int main(int argc, char** argv) {
   using namespace callrec::control;
@@ -23,6 +24,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "callrecd: %s\n", st.message().c_str());
     return 2;
   }
+  if (!cfg.span_read.empty()) return span::run_span_read(cfg);
   Daemon d(std::move(cfg));
   return d.run();
 }

@@ -1,0 +1,70 @@
+#pragma once
+// Where mirror traffic comes from: capture files (pcap and pcapng) and live interfaces
+// (libpcap: TPACKET_V3 ring underneath, promiscuous, optional BPF filter). Both hand out
+// frames with their link type and capture time; the span lane decodes them.
+//
+// Files: classic pcap is read with libpcap. pcapng is read by a small reader here, because
+// libpcap 1.10 ends the read at the first interface whose link type differs from the first
+// one's ("an interface has a type ... different from the type of the first interface"), and
+// real captures (any-interface captures, mirrors with a management port) have those. The
+// reader is bounded (blocks over 16 MiB end the read with an error) and fuzzed.
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "fileio/status.hpp"
+
+namespace callrec::dataplane::capture {
+
+struct Frame {
+  std::span<const std::byte> data;  ///< valid until the next call
+  std::uint32_t link = 0;           ///< LINKTYPE_*
+  std::uint64_t ts_ns = 0;          ///< Unix ns
+  std::uint32_t orig_len = 0;       ///< length on the wire (> data.size(): cut by the snap length)
+};
+
+class FrameSource {
+ public:
+  virtual ~FrameSource() = default;
+  /// 1: a frame; 0: nothing now (live) or end of file; -1: error (error() says what).
+  virtual int next(Frame& f) = 0;
+  [[nodiscard]] virtual bool eof() const = 0;
+  [[nodiscard]] virtual std::string error() const = 0;
+};
+
+/// Opens a pcap or pcapng file (by its magic number).
+std::unique_ptr<FrameSource> open_file(const std::string& path, Status& st);
+
+/// The pcapng reader over a byte buffer (for tests and the fuzz target).
+std::unique_ptr<FrameSource> pcapng_from_memory(std::span<const std::byte> bytes);
+
+struct LiveOptions {
+  std::string interface;
+  std::string filter;             ///< BPF (empty: everything)
+  std::size_t buffer_bytes = 64u << 20;
+  int snaplen = 65535;
+};
+
+/// A live capture: non-blocking, selectable.
+class LiveCapture final : public FrameSource {
+ public:
+  static std::unique_ptr<LiveCapture> open(const LiveOptions& o, Status& st);
+  ~LiveCapture() override;
+  int next(Frame& f) override;
+  [[nodiscard]] bool eof() const override { return false; }
+  [[nodiscard]] std::string error() const override { return error_; }
+  [[nodiscard]] int fd() const;
+  /// Kernel counters (pcap_stats): received, dropped by the kernel (ring full), by the interface.
+  bool kernel_stats(std::uint64_t& recv, std::uint64_t& drop, std::uint64_t& ifdrop) const;
+  [[nodiscard]] const std::string& interface() const { return iface_; }
+
+ private:
+  LiveCapture() = default;
+  void* pcap_ = nullptr;
+  std::uint32_t link_ = 0;
+  std::string iface_, error_;
+  std::uint64_t last_recv_ = 0, last_drop_ = 0, last_ifdrop_ = 0;
+};
+
+}  // namespace callrec::dataplane::capture

@@ -1,0 +1,309 @@
+#include "dataplane/span/span_lane.hpp"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "fileio/rtp.hpp"
+
+namespace callrec::dataplane {
+
+namespace {
+
+std::string_view as_text(std::span<const std::byte> b) {
+  return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
+
+inline bool pt_in(const std::array<std::uint64_t, 2>& set, unsigned pt) {
+  return ((set[pt >> 6] >> (pt & 63)) & 1u) != 0;
+}
+
+}  // namespace
+
+SpanLane::SpanLane(SpanLaneOptions o) : opts_(o), ip_(o.limits, rc_), tcp_(o.limits, rc_) {}
+SpanLane::~SpanLane() = default;
+
+Status SpanLane::start(fileio::RingMatrix& rings) {
+  if (opts_.producer >= rings.producers())
+    return Status::error("span lane: producer " + std::to_string(opts_.producer) + " is not in the ring matrix");
+  rings_ = &rings;
+  return {};
+}
+
+void SpanLane::stop() {
+  // End marks for every stream still followed (the session manager normally removed them).
+  std::vector<StreamId> left;
+  left.reserve(streams_.size());
+  for (const auto& [s, st] : streams_) left.push_back(s);
+  for (StreamId s : left) remove_flow(s);
+  flush();
+}
+
+Status SpanLane::add_flow(const FlowSpec&) {
+  return Status::error("span lane: streams are followed by endpoint (add_stream), not by local port");
+}
+
+void SpanLane::add_stream(StreamId s, const std::array<std::uint64_t, 2>& dtmf_pts, std::uint32_t dtmf_clock,
+                          StreamId sibling) {
+  StreamState& st = streams_[s];
+  st.sibling = sibling;
+  st.dtmf_pts = dtmf_pts;
+  st.dtmf_clock = dtmf_clock != 0 ? dtmf_clock : 8000;
+}
+
+void SpanLane::set_endpoint(const decode::Endpoint& ep, StreamId to_stream, StreamId from_stream, bool rtcp) {
+  eps_[ep] = EpEntry{to_stream, from_stream, rtcp};
+  for (StreamId s : {to_stream, from_stream}) {
+    if (s == 0) continue;
+    auto it = streams_.find(s);
+    if (it == streams_.end()) continue;
+    auto& v = it->second.eps;
+    if (std::find(v.begin(), v.end(), ep) == v.end()) v.push_back(ep);
+  }
+}
+
+void SpanLane::clear_endpoint(const decode::Endpoint& ep, StreamId stream) {
+  auto it = eps_.find(ep);
+  if (it == eps_.end()) return;
+  if (it->second.to == stream) it->second.to = 0;
+  if (it->second.from == stream) it->second.from = 0;
+  if (it->second.to == 0 && it->second.from == 0) eps_.erase(it);
+}
+
+void SpanLane::remove_flow(StreamId s) {
+  auto it = streams_.find(s);
+  if (it == streams_.end()) return;
+  for (const decode::Endpoint& ep : it->second.eps) clear_endpoint(ep, s);
+  streams_.erase(it);
+  // The end mark must reach the writer even on a live capture whose ring is full: wait for it.
+  if (rings_ == nullptr) return;
+  fileio::PacketRing& ring = rings_->ring(opts_.producer, rings_->writer_for(s));
+  while (!ring.push(s, fileio::RecordKind::kEndOfStream, 0, {})) {
+    ring.publish();
+    ::sched_yield();
+  }
+  dirty_ = true;
+}
+
+const SpanStreamStats* SpanLane::stream_stats(StreamId s) const {
+  auto it = streams_.find(s);
+  return it == streams_.end() ? nullptr : &it->second.st;
+}
+
+std::optional<FlowStats> SpanLane::flow_stats(StreamId s) const {
+  auto it = streams_.find(s);
+  if (it == streams_.end()) return std::nullopt;
+  FlowStats f;
+  f.packets = it->second.st.packets;
+  return f;
+}
+
+SourceStats SpanLane::stats() const {
+  SourceStats s;
+  s.rx_packets = frames_;
+  s.rx_bytes = bytes_;
+  s.delivered = sc_[kS_rtp_delivered];
+  s.ring_full = sc_[kS_ring_full];
+  s.unknown_flow = sc_[kS_rtp_unattributed];
+  s.not_rtp = sc_[kS_not_rtp];
+  return s;
+}
+
+std::vector<SourceCounter> SpanLane::counters() const {
+  std::vector<SourceCounter> out;
+  out.reserve(std::size_t{decode::kCounterCount} + std::size_t{decode::kReassemblyCounterCount} + kSpanCounterCount + 3);
+  for (unsigned i = 0; i < decode::kCounterCount; ++i)
+    out.push_back({"span_decode_" + std::string(decode::kCounterInfo[i].name),
+                   std::string(decode::kCounterInfo[i].help), dc_.v[i], false});
+  for (unsigned i = 0; i < decode::kReassemblyCounterCount; ++i)
+    out.push_back({"span_" + std::string(decode::kReassemblyCounterInfo[i].name),
+                   std::string(decode::kReassemblyCounterInfo[i].help), rc_.v[i], false});
+  for (unsigned i = 0; i < kSpanCounterCount; ++i)
+    out.push_back({"span_" + std::string(kSpanCounterInfo[i].name), std::string(kSpanCounterInfo[i].help), sc_[i],
+                   false});
+  out.push_back({"span_endpoints", "media endpoints followed", eps_.size(), true});
+  out.push_back({"span_fragments_pending", "incomplete IP datagrams held", ip_.pending(), true});
+  out.push_back({"span_tcp_streams_open", "TCP streams followed", tcp_.streams(), true});
+  return out;
+}
+
+bool SpanLane::push(StreamId s, fileio::RecordKind kind, std::uint64_t ts_ns, std::span<const std::byte> data) {
+  fileio::PacketRing& ring = rings_->ring(opts_.producer, rings_->writer_for(s));
+  dirty_ = true;
+  if (ring.push(s, kind, ts_ns, data)) [[likely]]
+    return true;
+  if (!opts_.lossless) {
+    ++sc_[kS_ring_full];
+    return false;
+  }
+  do {  // a file waits for its writers: nothing read from a file is lost to speed
+    ring.publish();
+    ::sched_yield();
+  } while (!ring.push(s, kind, ts_ns, data));
+  return true;
+}
+
+void SpanLane::flush() {
+  if (!dirty_ || rings_ == nullptr) return;
+  for (unsigned w = 0; w < rings_->writers(); ++w) rings_->ring(opts_.producer, w).publish();
+  dirty_ = false;
+}
+
+void SpanLane::expire(std::uint64_t now_ns) {
+  ip_.expire(now_ns);
+  tcp_.expire(now_ns);
+}
+
+void SpanLane::on_frame(std::uint32_t link, std::span<const std::byte> frame, std::uint64_t ts_ns) {
+  ++frames_;
+  bytes_ += frame.size();
+  decode::Packet p;
+  decode::Result r = decode::decode_frame(link, frame, p, dc_);
+  if (r == decode::Result::kFragment) {
+    const std::span<const std::byte> whole = ip_.add(p, ts_ns);
+    if (whole.empty()) return;
+    r = decode::decode_l4(whole, p, dc_, 0);
+  }
+  switch (r) {
+    case decode::Result::kUdp: on_datagram(p, ts_ns); break;
+    case decode::Result::kTcp: on_tcp(p, ts_ns); break;
+    default: ++sc_[kS_non_udp_tcp]; break;
+  }
+}
+
+void SpanLane::on_datagram(const decode::Packet& p, std::uint64_t ts_ns) {
+  if (!eps_.empty()) {
+    auto it = eps_.find(decode::Endpoint{p.dst, p.dport});
+    StreamId s = 0;
+    bool by_source = false, rtcp = false;
+    if (it != eps_.end() && it->second.to != 0) {
+      s = it->second.to;
+      rtcp = it->second.rtcp;
+    } else if (auto jt = eps_.find(decode::Endpoint{p.src, p.sport}); jt != eps_.end() && jt->second.from != 0) {
+      s = jt->second.from;
+      rtcp = jt->second.rtcp;
+      by_source = true;
+    }
+    if (s != 0) {
+      auto st = streams_.find(s);
+      if (st != streams_.end()) {
+        if (rtcp) {
+          ++st->second.st.rtcp;
+          ++sc_[kS_rtcp];
+        } else {
+          deliver(s, st->second, p, by_source, ts_ns);
+        }
+        return;
+      }
+    }
+  }
+  const std::string_view text = as_text(p.payload);
+  if (decode::looks_like_sip(text)) {
+    ++sc_[kS_sip_udp];
+    if (sink_) sink_->on_sip(text, {p.src, p.sport}, {p.dst, p.dport}, ts_ns);
+    return;
+  }
+  if (p.payload.size() >= 12 && (std::to_integer<unsigned>(p.payload[0]) >> 6) == 2)
+    ++sc_[kS_rtp_unattributed];
+  else
+    ++sc_[kS_udp_other];
+}
+
+void SpanLane::on_tcp(const decode::Packet& p, std::uint64_t ts_ns) {
+  const bool starts_sip = !p.payload.empty() && decode::looks_like_sip(as_text(p.payload));
+  decode::TcpReassembler::Stream* s = tcp_.add(p, ts_ns, starts_sip);
+  if (s == nullptr) {
+    if (!p.payload.empty() && !starts_sip) ++sc_[kS_tcp_other];
+    return;
+  }
+  if (!sink_) {
+    decode::TcpReassembler::consume(*s, s->buf.size());
+    return;
+  }
+  const std::string_view bytes(reinterpret_cast<const char*>(s->buf.data()), s->buf.size());
+  const std::size_t used = sink_->on_sip_stream(bytes, s->lost, {p.src, p.sport}, {p.dst, p.dport}, ts_ns);
+  s->lost = false;
+  decode::TcpReassembler::consume(*s, used);
+}
+
+void SpanLane::deliver(StreamId s, StreamState& ss, const decode::Packet& p, bool by_source, std::uint64_t ts_ns) {
+  const std::span<const std::byte> rtp = p.payload;
+  if (rtp.size() < 12 || (std::to_integer<unsigned>(rtp[0]) >> 6) != 2) {
+    ++sc_[kS_not_rtp];
+    return;
+  }
+  const unsigned pt = std::to_integer<unsigned>(rtp[1]) & 0x7F;
+  if (pt >= 72 && pt <= 76) {  // RTCP (SR, RR, SDES, BYE, APP) multiplexed on the RTP port
+    ++ss.st.rtcp;
+    ++sc_[kS_rtcp];
+    return;
+  }
+  if (pt_in(ss.dtmf_pts, pt)) {
+    ++sc_[kS_dtmf_packets];
+    dtmf(s, ss, rtp, ts_ns);
+    return;
+  }
+  const decode::Endpoint src{p.src, p.sport};
+  if (ss.st.packets != 0 && !(ss.st.src == src) && ss.sibling != 0 &&
+      (p.dst == ss.st.src.addr || p.src == ss.st.dst.addr)) {
+    auto sib = streams_.find(ss.sibling);
+    if (sib != streams_.end() && (sib->second.st.packets == 0 || sib->second.st.src == src)) {
+      ++sc_[kS_rtp_by_pair];
+      deliver(ss.sibling, sib->second, p, by_source, ts_ns);
+      return;
+    }
+  }
+  if (!push(s, fileio::RecordKind::kPacket, ts_ns, rtp)) return;
+  ++sc_[kS_rtp_delivered];
+  SpanStreamStats& st = ss.st;
+  if (st.packets == 0) {
+    st.first_ns = ts_ns;
+    st.src = src;
+    st.dst = decode::Endpoint{p.dst, p.dport};
+  } else if (!(st.src == src)) {
+    st.moved = true;
+    st.src = src;
+  }
+  ++st.packets;
+  st.last_ns = ts_ns;
+  if (by_source) {
+    st.by_source = true;
+    ++sc_[kS_rtp_by_source];
+  }
+}
+
+void SpanLane::dtmf(StreamId s, StreamState& ss, std::span<const std::byte> rtp, std::uint64_t ts_ns) {
+  const auto v = fileio::parse_rtp(rtp);
+  if (!v || v->payload_len < 4) return;
+  const std::byte* e = rtp.data() + v->header_len;
+  const unsigned event = std::to_integer<unsigned>(e[0]);
+  const bool end = (std::to_integer<unsigned>(e[1]) & 0x80) != 0;
+  const unsigned duration = decode::be16(e + 2);
+  if (ss.event_done && ss.event_ts == v->timestamp) return;  // the end packet, retransmitted
+  if (!end) {
+    ss.in_event = true;
+    ss.event_ts = v->timestamp;
+    ss.event_done = false;
+    return;
+  }
+  ss.event_done = true;
+  ss.in_event = false;
+  ss.event_ts = v->timestamp;
+  ++ss.st.dtmf;
+  static constexpr const char* kDigits[16] = {"0", "1", "2", "3", "4", "5", "6", "7",
+                                              "8", "9", "*", "#", "A", "B", "C", "D"};
+  char other[8];
+  std::string_view digit;
+  if (event < 16) {
+    digit = kDigits[event];
+  } else {
+    const int n = std::snprintf(other, sizeof other, "E%u", event);
+    digit = std::string_view(other, static_cast<std::size_t>(n));
+  }
+  const auto ms = static_cast<std::uint32_t>(std::uint64_t{duration} * 1000 / ss.dtmf_clock);
+  if (sink_) sink_->on_dtmf(s, digit, ms, ts_ns);
+}
+
+}  // namespace callrec::dataplane

@@ -1,0 +1,185 @@
+#pragma once
+// The passive-capture lane: one thread's worth of mirror traffic. Frames from any source
+// (libpcap live, a capture file, a DPDK mirror port) go through the shared decoder
+// (dataplane/decode), IP fragments and TCP streams are reassembled, and each datagram is
+// classified by policy that lives here, not in the decoder:
+//
+//   destination endpoint announced by SDP  -> the stream the *other* party sends (its RTP)
+//   else source endpoint announced by SDP  -> the stream the announcing party sends
+//                                             (symmetric RTP: NAT, relays, wrong c= lines)
+//   else it starts like a SIP message      -> SipSink (the call tracker, control side)
+//   else                                   -> counted by kind and dropped
+//
+// RTP is pushed to the writer rings like the upload path's; RTCP beside a stream is counted;
+// RFC 4733 telephone-events are taken out of the audio and reported as digits (they never
+// reach the assembler, so they cannot split a segment).
+//
+// Endpoints are keyed by (family, address, port), in both directions; the newest announcement
+// of an endpoint wins (ports are reused by later calls while an old call waits for its
+// timeout). The lane is a dataplane::Source so the session manager stops its streams the same
+// way as every other source's: remove_flow() pushes the end mark after the last packet.
+//
+// Thread: one thread calls everything (the control thread for libpcap and capture files; the
+// tracker runs beside it and calls set_endpoint/add_stream synchronously, so a capture file
+// processed at full speed is classified exactly as the same traffic live).
+#include <cstdint>
+#include <functional>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "dataplane/decode/decode.hpp"
+#include "dataplane/decode/reassembly.hpp"
+#include "dataplane/source.hpp"
+
+namespace callrec::dataplane {
+
+#define CALLREC_SPAN_LANE_COUNTERS(_)                                                          \
+  _(rtp_delivered, "RTP packets of followed calls pushed to the writers")                     \
+  _(rtp_by_source, "of which attributed by their source endpoint (NAT, relay, symmetric RTP)") \
+  _(rtp_by_pair, "of which attributed as the reverse of the other direction's flow")          \
+  _(rtcp, "RTCP packets beside followed streams (counted, not recorded)")                      \
+  _(dtmf_packets, "RFC 4733 telephone-event packets (digits kept as catalog events)")          \
+  _(not_rtp, "datagrams to a followed endpoint that are not RTP (keep-alives, STUN ...)")       \
+  _(ring_full, "RTP dropped: writer ring full (live capture only; files wait)")                 \
+  _(sip_udp, "SIP messages in UDP datagrams")                                                  \
+  _(rtp_unattributed, "RTP-looking datagrams of no followed call")                             \
+  _(udp_other, "other UDP datagrams (DNS, SNMP, MGCP ...)")                                    \
+  _(tcp_other, "TCP segments that are not SIP")                                                \
+  _(non_udp_tcp, "IP packets of other protocols, non-IP frames, undecodable frames")
+
+enum SpanCounter : unsigned {
+#define CALLREC_SPAN_ENUM(name, help) kS_##name,
+  CALLREC_SPAN_LANE_COUNTERS(CALLREC_SPAN_ENUM)
+#undef CALLREC_SPAN_ENUM
+      kSpanCounterCount
+};
+inline constexpr std::array<decode::CounterInfo, kSpanCounterCount> kSpanCounterInfo = {{
+#define CALLREC_SPAN_INFO(name, help) {#name, help},
+    CALLREC_SPAN_LANE_COUNTERS(CALLREC_SPAN_INFO)
+#undef CALLREC_SPAN_INFO
+}};
+
+/// Where SIP and in-call events go (the call tracker). Called on the lane's thread.
+class SpanSink {
+ public:
+  virtual ~SpanSink() = default;
+  /// One UDP datagram that starts like a SIP message.
+  virtual void on_sip(std::string_view msg, const decode::Endpoint& src, const decode::Endpoint& dst,
+                      std::uint64_t ts_ns) = 0;
+  /// New in-order bytes of a followed TCP stream (SIP over TCP): the sink frames messages from
+  /// the front and returns how many bytes it consumed (complete messages and skipped garbage).
+  /// lost: bytes were skipped before `bytes` (the sink resynchronises on a start line).
+  virtual std::size_t on_sip_stream(std::string_view bytes, bool lost, const decode::Endpoint& src,
+                                    const decode::Endpoint& dst, std::uint64_t ts_ns) = 0;
+  /// A telephone-event ended (digit '0'-'9', '*', '#', 'A'-'D', or "E<n>" for others).
+  virtual void on_dtmf(StreamId stream, std::string_view digit, std::uint32_t duration_ms, std::uint64_t ts_ns) = 0;
+};
+
+/// What the lane knows of one followed stream (the catalog's streams row is made from it).
+struct SpanStreamStats {
+  std::uint64_t packets = 0;  ///< RTP pushed to the writer
+  std::uint64_t rtcp = 0;
+  std::uint64_t dtmf = 0;     ///< digits
+  std::uint64_t first_ns = 0, last_ns = 0;  ///< packet time (Unix ns) of first/last RTP
+  decode::Endpoint src;       ///< source of the latest RTP packet
+  decode::Endpoint dst;       ///< destination of the first RTP packet
+  bool by_source = false;     ///< some packets were attributed by their source endpoint
+  bool moved = false;         ///< packets came from more than one source
+};
+
+struct SpanLaneOptions {
+  unsigned producer = 0;  ///< this lane's producer index in the ring matrix
+  bool lossless = false;  ///< capture files: wait for ring space instead of dropping
+  decode::ReassemblyLimits limits;
+};
+
+class SpanLane final : public Source {
+ public:
+  explicit SpanLane(SpanLaneOptions o);
+  ~SpanLane() override;
+
+  void set_sink(SpanSink* sink) { sink_ = sink; }
+
+  // ---- Source ---------------------------------------------------------------------------
+  Status start(fileio::RingMatrix& rings) override;
+  void stop() override;
+  /// Not used by passive capture (streams are added with add_stream); returns an error.
+  Status add_flow(const FlowSpec& flow) override;
+  void remove_flow(StreamId stream) override;
+  [[nodiscard]] SourceStats stats() const override;
+  [[nodiscard]] std::vector<SourceCounter> counters() const override;
+  [[nodiscard]] std::optional<FlowStats> flow_stats(StreamId stream) const override;
+  [[nodiscard]] unsigned rx_threads() const override { return 1; }
+  [[nodiscard]] std::string name() const override { return "span"; }
+
+  // ---- the tracker's side (same thread) ----------------------------------------------------
+  /// A stream to follow; `dtmf_pts`: payload types that are telephone-events (bit per pt),
+  /// `dtmf_clock` their RTP clock (durations in ms).
+  /// `sibling`: the other direction of the same call (0: none). A flow attributed to a stream
+  /// that already carries another flow, when it is the reverse of that flow (it goes to the
+  /// address the first one comes from) and the sibling has nothing yet, is the sibling's: SDP
+  /// c= lines that name a relay or a gateway instead of the party make both flows of a call
+  /// match one party's endpoint, and the pair tells them apart.
+  void add_stream(StreamId s, const std::array<std::uint64_t, 2>& dtmf_pts, std::uint32_t dtmf_clock = 8000,
+                  StreamId sibling = 0);
+  /// Packets to `ep` belong to `to_stream`, packets from `ep` to `from_stream` (0: none).
+  /// rtcp: the endpoint is an RTCP port (packets counted on the stream, not recorded).
+  void set_endpoint(const decode::Endpoint& ep, StreamId to_stream, StreamId from_stream, bool rtcp);
+  /// Forgets `ep` if it still points at `stream` (to or from).
+  void clear_endpoint(const decode::Endpoint& ep, StreamId stream);
+  [[nodiscard]] const SpanStreamStats* stream_stats(StreamId s) const;
+
+  // ---- input ---------------------------------------------------------------------------
+  /// One captured frame. ts_ns: capture time, Unix ns (the packet clock of everything).
+  void on_frame(std::uint32_t link, std::span<const std::byte> frame, std::uint64_t ts_ns);
+  /// Makes pushed packets visible to the writers (call after each burst).
+  void flush();
+  /// Expires reassembly state by packet time (about once a second of packet time).
+  void expire(std::uint64_t now_ns);
+
+  [[nodiscard]] const decode::Counters& decode_counters() const { return dc_; }
+  [[nodiscard]] const decode::ReassemblyCounters& reassembly_counters() const { return rc_; }
+  [[nodiscard]] std::uint64_t counter(SpanCounter c) const { return sc_[c]; }
+  [[nodiscard]] std::uint64_t frames() const { return frames_; }
+  [[nodiscard]] std::uint64_t bytes() const { return bytes_; }
+  [[nodiscard]] std::size_t endpoints() const { return eps_.size(); }
+  [[nodiscard]] std::size_t fragments_pending() const { return ip_.pending(); }
+  [[nodiscard]] std::size_t tcp_streams() const { return tcp_.streams(); }
+
+ private:
+  struct EpEntry {
+    StreamId to = 0, from = 0;
+    bool rtcp = false;
+  };
+  struct StreamState {
+    SpanStreamStats st;
+    std::array<std::uint64_t, 2> dtmf_pts{};
+    std::uint32_t dtmf_clock = 8000;
+    StreamId sibling = 0;
+    bool in_event = false;
+    std::uint32_t event_ts = 0;  ///< RTP timestamp of the event being reported (dedup of E retransmits)
+    bool event_done = false;
+    std::vector<decode::Endpoint> eps;  ///< endpoints pointing at this stream (for removal)
+  };
+  void on_datagram(const decode::Packet& p, std::uint64_t ts_ns);
+  void on_tcp(const decode::Packet& p, std::uint64_t ts_ns);
+  void deliver(StreamId s, StreamState& ss, const decode::Packet& p, bool by_source, std::uint64_t ts_ns);
+  void dtmf(StreamId s, StreamState& ss, std::span<const std::byte> rtp, std::uint64_t ts_ns);
+  bool push(StreamId s, fileio::RecordKind kind, std::uint64_t ts_ns, std::span<const std::byte> data);
+
+  SpanLaneOptions opts_;
+  SpanSink* sink_ = nullptr;
+  fileio::RingMatrix* rings_ = nullptr;
+  decode::Counters dc_;
+  decode::ReassemblyCounters rc_;
+  std::array<std::uint64_t, kSpanCounterCount> sc_{};
+  decode::IpReassembler ip_;
+  decode::TcpReassembler tcp_;
+  std::unordered_map<decode::Endpoint, EpEntry, decode::EndpointHash> eps_;
+  std::unordered_map<StreamId, StreamState> streams_;
+  std::uint64_t frames_ = 0, bytes_ = 0;
+  bool dirty_ = false;
+};
+
+}  // namespace callrec::dataplane
