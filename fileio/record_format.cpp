@@ -114,6 +114,24 @@ Reading read_integers(std::span<const std::byte, kHeaderSize> bytes, ByteOrder o
 
 }  // namespace
 
+std::uint32_t rtp_clock_for_name(std::string_view name) {
+  struct Known {
+    std::string_view name;
+    std::uint32_t clock;
+  };
+  static constexpr Known kKnown[] = {
+      {"PCMA", 8000}, {"PCMU", 8000},   {"G722", 8000},   {"G729", 8000},  {"G729A", 8000},  {"G723", 8000},
+      {"GSM", 8000},  {"iLBC", 8000},   {"AMR", 8000},    {"G726-16", 8000}, {"G726-24", 8000},
+      {"G726-32", 8000}, {"G726-40", 8000}, {"G728", 8000}, {"speex", 8000}, {"AMR-WB", 16000},
+      {"G7221", 16000}, {"SILK", 16000}, {"opus", 48000}, {"L16", 8000},    {"EVS", 16000}};
+  for (const Known& k : kKnown)
+    if (name.size() == k.name.size() && std::equal(name.begin(), name.end(), k.name.begin(), [](char a, char b) {
+          return ascii_upper(a) == ascii_upper(b);
+        }))
+      return k.clock;
+  return 0;
+}
+
 std::optional<Codec> codec_from_name(std::string_view name) {
   for (const CodecInfo& info : kCodecs) {
     if (name.size() == info.name.size() &&

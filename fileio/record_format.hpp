@@ -40,6 +40,10 @@ struct CodecInfo {
 
 /// Case-insensitive codec lookup by name ("pcma", "PCMU").
 std::optional<Codec> codec_from_name(std::string_view name);
+/// The RTP clock rate of an SDP encoding name that passive capture and SIPREC store in record
+/// headers ("G722" 8000 per RFC 3551, "opus" 48000, "AMR-WB" 16000 ...); 0 when unknown.
+/// G.711 names give 8000 too.
+std::uint32_t rtp_clock_for_name(std::string_view name);
 /// Codec for a static RTP payload type (0 -> PCMU, 8 -> PCMA).
 std::optional<Codec> codec_from_payload_type(std::uint8_t pt);
 const CodecInfo& codec_info(Codec c);

@@ -136,6 +136,8 @@ Status inspect_fd(int fd, const std::filesystem::path& path, RecordInfo& out) {
   out.codec = codec_from_name(h.codec);
   if (out.codec) {
     out.clock_rate = codec_info(*out.codec).clock_rate;
+  } else if (const std::uint32_t clock = rtp_clock_for_name(h.codec); clock != 0) {
+    out.clock_rate = clock;  // a codec passive capture or SIPREC stored by its SDP name
   } else {
     out.problems.push_back("unknown codec '" + h.codec +
                            "': clock rate unknown, period and duration not computed.");

@@ -13,9 +13,8 @@ namespace {
 
 constexpr std::size_t kWavHeaderSize = 44;
 constexpr std::uint16_t kFormatPcm = 1;
-constexpr std::uint16_t kChannels = 1;
 constexpr std::uint16_t kBitsPerSample = 16;
-constexpr std::uint16_t kBlockAlign = kChannels * kBitsPerSample / 8;
+constexpr std::uint16_t kBlockAlign = kBitsPerSample / 8;  ///< per sample value (one channel)
 /// The RIFF size field (36 + data bytes) must fit in 32 bits.
 constexpr std::uint64_t kMaxDataBytes = 0xFFFFFFFFull - (kWavHeaderSize - 8);
 constexpr std::uint64_t kMaxSamples = kMaxDataBytes / kBlockAlign;
@@ -32,7 +31,8 @@ void put_tag(std::byte* p, const char (&tag)[5]) {
   for (std::size_t i = 0; i < 4; ++i) p[i] = static_cast<std::byte>(tag[i]);
 }
 
-std::array<std::byte, kWavHeaderSize> make_header(std::uint32_t sample_rate, std::uint32_t data_bytes) {
+std::array<std::byte, kWavHeaderSize> make_header(std::uint32_t sample_rate, std::uint32_t data_bytes,
+                                                  std::uint16_t channels) {
   std::array<std::byte, kWavHeaderSize> h{};
   put_tag(h.data(), "RIFF");
   put_le32(h.data() + 4, static_cast<std::uint32_t>(kWavHeaderSize - 8) + data_bytes);
@@ -40,10 +40,10 @@ std::array<std::byte, kWavHeaderSize> make_header(std::uint32_t sample_rate, std
   put_tag(h.data() + 12, "fmt ");
   put_le32(h.data() + 16, 16);  // fmt chunk size (PCM)
   put_le16(h.data() + 20, kFormatPcm);
-  put_le16(h.data() + 22, kChannels);
+  put_le16(h.data() + 22, channels);
   put_le32(h.data() + 24, sample_rate);
-  put_le32(h.data() + 28, sample_rate * kBlockAlign);  // byte rate
-  put_le16(h.data() + 32, kBlockAlign);
+  put_le32(h.data() + 28, sample_rate * kBlockAlign * channels);  // byte rate
+  put_le16(h.data() + 32, static_cast<std::uint16_t>(kBlockAlign * channels));
   put_le16(h.data() + 34, kBitsPerSample);
   put_tag(h.data() + 36, "data");
   put_le32(h.data() + 40, data_bytes);
@@ -56,15 +56,16 @@ WavWriter::~WavWriter() {
   if (f_ != nullptr) (void)close();
 }
 
-Status WavWriter::open(const std::filesystem::path& path, std::uint32_t sample_rate) {
+Status WavWriter::open(const std::filesystem::path& path, std::uint32_t sample_rate, std::uint16_t channels) {
   if (f_ != nullptr) return Status(EBUSY, path.string() + ": WAV writer already has " + path_.string() + " open");
   if (path.empty() || path == "-") return Status(EINVAL, "WAV output path '" + path.string() + "' is not supported");
-  if (sample_rate == 0 || sample_rate > 0xFFFFFFFFu / kBlockAlign) {
+  if (channels == 0 || channels > 8) return Status(EINVAL, path.string() + ": invalid WAV channel count");
+  if (sample_rate == 0 || sample_rate > 0xFFFFFFFFu / (kBlockAlign * channels)) {
     return Status(EINVAL, path.string() + ": invalid WAV sample rate " + std::to_string(sample_rate));
   }
   std::FILE* f = std::fopen(path.c_str(), "wbe");  // 'e': O_CLOEXEC (glibc)
   if (f == nullptr) return Status::from_errno(path.string() + ": cannot create WAV file");
-  const auto header = make_header(sample_rate, 0);
+  const auto header = make_header(sample_rate, 0, channels);
   if (std::fwrite(header.data(), 1, header.size(), f) != header.size()) {
     Status st = Status::from_errno(path.string() + ": cannot write WAV header");
     (void)std::fclose(f);

@@ -16,7 +16,8 @@ JOBS=${JOBS:-$(nproc)}
 PACKAGES=(build-essential cmake ninja-build pkg-config git
   libdpdk-dev dpdk dpdk-dev libpcap-dev libtbb-dev libsqlite3-dev sqlite3
   libgtest-dev libgmock-dev libbenchmark-dev
-  clang libclang-rt-14-dev sox sip-tester iproute2 iputils-ping ethtool procps liburing-dev)
+  clang libclang-rt-14-dev sox sip-tester iproute2 iputils-ping ethtool procps liburing-dev
+  libspandsp-dev tshark tcpdump tcpreplay sngrep python3-scapy)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 

@@ -213,15 +213,32 @@ TEST_F(RecordReaderTest, LowercaseCodecIsRecognized) {
 // Decision: an unknown codec name in an otherwise sound header is readable (the packets are
 // fine), but the clock is unknown: no period/duration, and the problem is listed.
 TEST_F(RecordReaderTest, UnknownCodecIsReadableWithoutDuration) {
-  const fs::path p = write("g729.rec", cat(header("G729", 32, 80, 3 * 32), packets(3, 32)));
+  const fs::path p = write("x.rec", cat(header("XCODEC", 32, 80, 3 * 32), packets(3, 32)));
   const RecordInfo info = inspect(p);
   EXPECT_EQ(info.integrity, Integrity::kOk);
   EXPECT_FALSE(info.codec.has_value());
   EXPECT_EQ(info.clock_rate, 0u);
   EXPECT_DOUBLE_EQ(info.period_s, 0.0);
   EXPECT_DOUBLE_EQ(info.duration_s, 0.0);
-  EXPECT_TRUE(mentions(info.problems, "G729")) << joined(info.problems);
+  EXPECT_TRUE(mentions(info.problems, "XCODEC")) << joined(info.problems);
   EXPECT_EQ(read_packets(p).size(), 3u);
+}
+
+// Passive capture and SIPREC store other codecs by their SDP name: their RTP clock is known
+// (RFC 3551 and the codecs' RTP payload formats), so period and duration are too.
+TEST_F(RecordReaderTest, SdpCodecNamesHaveTheirRtpClock) {
+  const fs::path p = write("g729.rec", cat(header("G729", 32, 80, 3 * 32), packets(3, 32)));
+  const RecordInfo info = inspect(p);
+  EXPECT_EQ(info.integrity, Integrity::kOk);
+  EXPECT_FALSE(info.codec.has_value()) << "not G.711: export cannot decode it as such";
+  EXPECT_EQ(info.clock_rate, 8000u);
+  EXPECT_DOUBLE_EQ(info.period_s, 0.01);
+  EXPECT_NEAR(info.duration_s, 0.03, 1e-9);
+  EXPECT_TRUE(info.problems.empty()) << joined(info.problems);
+  EXPECT_EQ(callrec::fileio::rtp_clock_for_name("opus"), 48000u);
+  EXPECT_EQ(callrec::fileio::rtp_clock_for_name("g722"), 8000u);
+  EXPECT_EQ(callrec::fileio::rtp_clock_for_name("AMR-WB"), 16000u);
+  EXPECT_EQ(callrec::fileio::rtp_clock_for_name("nope"), 0u);
 }
 
 TEST_F(RecordReaderTest, TruncatedHeaderIsBroken) {

@@ -133,6 +133,10 @@ Exit run_export(const CommandSpec& cmd, const ParsedArgs& args);
 Exit run_play(const CommandSpec& cmd, const ParsedArgs& args);
 Exit run_repair(const CommandSpec& cmd, const ParsedArgs& args);
 Exit run_list(const CommandSpec& cmd, const ParsedArgs& args);
+/// --catalog, else the catalog of the daemon on the default metrics endpoint, else the default.
+std::filesystem::path catalog_path(const ParsedArgs& args);
+/// callrec export --call: one catalog recording (all its streams) to one WAV.
+Exit run_export_call(const CommandSpec& cmd, const ParsedArgs& args, const std::string& call);
 Exit run_status(const CommandSpec& cmd, const ParsedArgs& args);
 
 }  // namespace callrec::cli

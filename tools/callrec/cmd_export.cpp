@@ -54,6 +54,12 @@ bool same_file(const fs::path& a, const fs::path& b) {
 Exit run_export(const CommandSpec& cmd, const ParsedArgs& args) {
   const fs::path out_path = *args.value("output");
   if (out_path == "-") return usage_error(&cmd, "-o -: writing the WAV to stdout is not supported");
+  if (auto call = args.value("call")) {
+    if (!args.positionals.empty()) return usage_error(&cmd, "--call exports a catalog recording: no FILE with it");
+    return run_export_call(cmd, args, *call);
+  }
+  if (args.value("catalog")) return usage_error(&cmd, "--catalog goes with --call");
+  if (args.positionals.empty()) return usage_error(&cmd, "expected FILE... or --call ID");
   std::vector<fs::path> files(args.positionals.begin(), args.positionals.end());
   if (args.flag("sort")) {
     std::stable_sort(files.begin(), files.end(), [](const fs::path& a, const fs::path& b) {

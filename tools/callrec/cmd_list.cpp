@@ -147,6 +147,30 @@ void print_table(const std::vector<std::vector<std::string>>& rows, const std::v
 
 }  // namespace
 
+std::filesystem::path catalog_path(const ParsedArgs& args) {
+  std::filesystem::path path;
+  if (auto v = args.value("catalog")) {
+    path = *v;
+  } else {
+    // A daemon running with the default metrics endpoint says where its catalog is (callrecd
+    // started by `tools/dev.sh run` keeps it in var/); otherwise the daemon's default path.
+    control::DaemonConfig defaults;  // the daemon's default catalog: <storage>/../catalog.db
+    (void)control::validate(defaults);
+    path = defaults.catalog;
+    std::string err;
+    if (auto to = split_host_port(defaults.metrics, err)) {
+      const HttpResult r = http_get(*to, "/status", std::chrono::milliseconds(500));
+      if (r.connected && !r.timed_out && r.status == 200) {
+        JsonParser parser(r.body);
+        if (const std::optional<Json> j = parser.parse(); j && j->kind == Json::Kind::kObject) {
+          if (const std::string c = j->text("catalog"); !c.empty()) path = c;
+        }
+      }
+    }
+  }
+  return path;
+}
+
 Exit run_list(const CommandSpec& cmd, const ParsedArgs& args) {
   fileio::CatalogFilter f;
   if (auto v = args.value("device")) f.device = *v;
@@ -187,26 +211,7 @@ Exit run_list(const CommandSpec& cmd, const ParsedArgs& args) {
     f.limit = n;
   }
 
-  std::filesystem::path path;
-  if (auto v = args.value("catalog")) {
-    path = *v;
-  } else {
-    // A daemon running with the default metrics endpoint says where its catalog is (callrecd
-    // started by `tools/dev.sh run` keeps it in var/); otherwise the daemon's default path.
-    control::DaemonConfig defaults;  // the daemon's default catalog: <storage>/../catalog.db
-    (void)control::validate(defaults);
-    path = defaults.catalog;
-    std::string err;
-    if (auto to = split_host_port(defaults.metrics, err)) {
-      const HttpResult r = http_get(*to, "/status", std::chrono::milliseconds(500));
-      if (r.connected && !r.timed_out && r.status == 200) {
-        JsonParser parser(r.body);
-        if (const std::optional<Json> j = parser.parse(); j && j->kind == Json::Kind::kObject) {
-          if (const std::string c = j->text("catalog"); !c.empty()) path = c;
-        }
-      }
-    }
-  }
+  const std::filesystem::path path = catalog_path(args);
   fileio::Catalog catalog;
   if (Status st = catalog.open_read_only(path); !st) {
     report(cmd, st.message() + (args.flag("catalog") ? "" : " (the daemon's default; see --catalog)"));

@@ -23,6 +23,8 @@ constexpr OptionSpec kInfoOptions[] = {
 constexpr OptionSpec kExportOptions[] = {
     {"output", 'o', "OUT.wav", "WAV file to write, created or overwritten", true},
     {"sort", 0, "", "join the FILEs in name order (names embed the start time)"},
+    {"call", 0, "ID", "export a recording of the catalog instead of FILEs: its catalog id, or its Call-ID"},
+    {"catalog", 'c', "FILE", "with --call: the catalog database (default: as callrec list)"},
 };
 
 constexpr OptionSpec kPlayOptions[] = {
@@ -65,13 +67,21 @@ constexpr CommandSpec kCommands[] = {
      "1 when any FILE is not ok (verdict repairable or broken, or an unknown codec);\n"
      "3 when a FILE cannot be opened or read.",
      run_info},
-    {"export", "[--sort] FILE... -o OUT.wav", "decode record files into one 16-bit PCM mono WAV file",
+    {"export", "[--sort] FILE... -o OUT.wav | --call ID -o OUT.wav", "decode record files or a catalog call into a 16-bit PCM WAV file",
      "Decodes the G.711 payload (PCMA, PCMU) of every packet to 16-bit PCM mono WAV at the\n"
      "codec's clock rate (8000 Hz). Several FILEs are segments of one recording and are\n"
      "joined in the order given, or in name order with --sort. The RTP header of each packet\n"
      "(CSRC list and extension included) and RTP padding are skipped. All FILEs must have the\n"
-     "same clock rate. A damaged FILE contributes its readable packets (see exit code 1).\n",
-     kExportOptions, 1, SIZE_MAX, "FILE",
+     "same clock rate. A damaged FILE contributes its readable packets (see exit code 1).\n"
+     "\n"
+     "--call ID exports one recording of the catalog (ID: its catalog id, or its Call-ID when\n"
+     "that names one recording). A call of two streams (passive capture, SIPREC) becomes a\n"
+     "stereo WAV: the caller (stream 0, the party that sent the INVITE) on the left channel,\n"
+     "the callee on the right, aligned on packet time (each segment is placed at its capture\n"
+     "time and each packet at its RTP timestamp), silence where a side sent nothing. PCMA,\n"
+     "PCMU and G722 are decoded (with G722 the WAV is 16 kHz and G.711 is interpolated to it);\n"
+     "any other codec is refused, naming it, and nothing is written.\n",
+     kExportOptions, 0, SIZE_MAX, "FILE",
      "1 when the export is partial (a FILE is damaged: only its readable packets were\n"
      "  exported; a packet that is not RTP became silence) or impossible (unknown codec,\n"
      "  uninterpretable header: nothing is written);\n"
