@@ -23,6 +23,9 @@
 #include "control/upload_server.hpp"
 #include "dataplane/dpdk_source.hpp"
 #include "dataplane/udp_source.hpp"
+#include "control/span/call_tracker.hpp"
+#include "dataplane/capture/capture.hpp"
+#include "dataplane/span/span_lane.hpp"
 #include "fileio/catalog.hpp"
 #include "fileio/writer_pool.hpp"
 
@@ -139,6 +142,12 @@ struct Daemon::Impl {
   std::unique_ptr<SessionManager> sessions;
   std::unique_ptr<UploadServer> upload;
   std::unique_ptr<HttpServer> http;
+  // Passive capture off mirror interfaces (--span-interface): one lane on the control thread,
+  // fed by libpcap, its own producer in the writers' ring matrix.
+  std::unique_ptr<dataplane::SpanLane> span_lane;
+  std::unique_ptr<span::CallTracker> span_tracker;
+  std::vector<std::unique_ptr<dataplane::capture::LiveCapture>> span_caps;
+  void span_drain(dataplane::capture::LiveCapture& c);
   int sigfd = -1;
   int storage_lock = -1, catalog_lock = -1;  ///< instance locks, held for the process's life
   bool shutting_down = false;
@@ -157,6 +166,8 @@ struct Daemon::Impl {
   void on_tick();
   std::uint64_t disk_free() const;
   HttpResponse metrics() const;
+  /// Passive capture's counters (lane, tracker, kernel capture drops); empty without it.
+  std::vector<dataplane::SourceCounter> span_counters() const;
   HttpResponse status() const;
   HttpResponse operator_stop(const HttpRequest& r);
 };
@@ -206,13 +217,23 @@ Status Daemon::Impl::init() {
   if (Status st = parse_endpoint(cfg.listen, listen_addr); !st) return st;
   if (Status st = make_source(listen_addr); !st) return st;
 
+  const bool span = !cfg.span_interfaces.empty();
   fileio::WriterPoolOptions wo;
   wo.writers = cfg.writers;
-  wo.producers = source->rx_threads();
+  wo.producers = source->rx_threads() + (span ? 1 : 0);  // several sources feed one writer pool
   writers = std::make_unique<fileio::WriterPool>(wo);
   writers->start();
   if (Status st = source->start(writers->rings()); !st) {
     return cfg.source == SourceKind::kDpdk ? Status(st.code(), "--source dpdk: " + st.message()) : st;
+  }
+  if (span) {
+    dataplane::SpanLaneOptions lo;
+    lo.producer = source->rx_threads();
+    lo.lossless = false;  // live: a full ring drops (counted) rather than stall the control thread
+    lo.limits.max_datagrams = cfg.span_max_fragments;
+    lo.limits.max_tcp_streams = cfg.span_max_tcp_streams;
+    span_lane = std::make_unique<dataplane::SpanLane>(lo);
+    if (Status st = span_lane->start(writers->rings()); !st) return st;
   }
 
   PortAllocatorOptions po;
@@ -233,6 +254,29 @@ Status Daemon::Impl::init() {
   sc.assembler.reorder_window = static_cast<std::uint16_t>(cfg.reorder_window);
   sc.assembler.max_gap_fill = cfg.max_gap_fill;
   sessions = std::make_unique<SessionManager>(sc, catalog, *writers, *source, *ports);
+  if (span) {
+    span::TrackerOptions to;
+    to.max_calls = cfg.span_max_calls;
+    to.max_pending = cfg.span_max_pending;
+    to.media_timeout_ns = std::uint64_t{cfg.span_media_timeout_s} * 1'000'000'000ull;
+    to.assembler = sc.assembler;
+    span_tracker = std::make_unique<span::CallTracker>(to, *sessions, *span_lane);
+    span_lane->set_sink(span_tracker.get());
+    for (const std::string& iface : cfg.span_interfaces) {
+      dataplane::capture::LiveOptions lo;
+      lo.interface = iface;
+      lo.filter = cfg.span_filter;
+      lo.buffer_bytes = std::size_t{cfg.span_buffer_mb} << 20;
+      Status st;
+      auto cap = dataplane::capture::LiveCapture::open(lo, st);
+      if (!cap) return st;
+      dataplane::capture::LiveCapture* c = cap.get();
+      if (Status ast = loop.add_fd(c->fd(), EPOLLIN, [this, c](std::uint32_t) { span_drain(*c); }); !ast) return ast;
+      log_info("span: capturing on %s%s%s", iface.c_str(), cfg.span_filter.empty() ? "" : " filter ",
+               cfg.span_filter.c_str());
+      span_caps.push_back(std::move(cap));
+    }
+  }
 
   if (Status st = loop.add_fd(writers->event_fd(), EPOLLIN, [this](std::uint32_t) {
         events.clear();
@@ -390,7 +434,32 @@ void Daemon::Impl::release_source() {
 #endif
 }
 
+void Daemon::Impl::span_drain(dataplane::capture::LiveCapture& c) {
+  // A bounded batch per event-loop pass: the control protocol is served between batches.
+  dataplane::capture::Frame f;
+  for (unsigned i = 0; i < 8192; ++i) {
+    const int rc = c.next(f);
+    if (rc == 0) break;
+    if (rc < 0) {
+      log_error("span: %s: %s", c.interface().c_str(), c.error().c_str());
+      break;
+    }
+    span_lane->on_frame(f.link, f.data, f.ts_ns);
+    if ((i & 31) == 31) span_lane->flush();
+  }
+  span_lane->flush();
+}
+
 void Daemon::Impl::on_tick() {
+  if (span_tracker) {
+    // Live: packet time is the capture clock, which is this host's real-time clock.
+    const auto now_ns = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+    for (auto& c : span_caps) span_drain(*c);
+    span_tracker->tick(now_ns);
+    span_lane->expire(now_ns);
+    span_lane->flush();
+  }
   sessions->tick(std::chrono::steady_clock::now());
   // Writes a full disk kept from the catalog are retried; its reserve file comes back with space.
   if (Status st = catalog.maintain(); !st) log_error("catalog: %s", st.message().c_str());
@@ -406,6 +475,11 @@ void Daemon::Impl::shutdown() {
   if (shutting_down) return;
   shutting_down = true;
   if (upload) upload->stop_listening();
+  if (span_tracker) {
+    span_tracker->end_all("shutdown", static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count()));
+    span_lane->flush();
+  }
   if (sessions) {
     sessions->stop_all("shutdown");
     if (sessions->idle()) loop.stop();
@@ -417,6 +491,30 @@ void Daemon::Impl::shutdown() {
     log_error("shutdown: %zu recording(s) did not finish in 15 s; exiting anyway", sessions->active());
     loop.stop();
   });
+}
+
+std::vector<dataplane::SourceCounter> Daemon::Impl::span_counters() const {
+  std::vector<dataplane::SourceCounter> out;
+  if (!span_lane) return out;
+  out = span_lane->counters();
+  for (unsigned i = 0; i < span::kTrackerCounterCount; ++i)
+    out.push_back({"span_" + std::string(span::kTrackerCounterInfo[i].name), std::string(span::kTrackerCounterInfo[i].help),
+                   span_tracker->counter(static_cast<span::TrackerCounter>(i)), false});
+  out.push_back({"span_calls_active", "calls followed now (answered or ringing)", span_tracker->calls(), true});
+  out.push_back({"span_invites_pending", "INVITEs without a response held now", span_tracker->pending(), true});
+  std::uint64_t recv = 0, drop = 0, ifdrop = 0;
+  for (const auto& c : span_caps) {
+    std::uint64_t r = 0, d = 0, i = 0;
+    if (c->kernel_stats(r, d, i)) {
+      recv += r;
+      drop += d;
+      ifdrop += i;
+    }
+  }
+  out.push_back({"span_kernel_received", "frames the kernel captured for --span-interface (pcap_stats)", recv, false});
+  out.push_back({"span_kernel_dropped", "frames the kernel dropped: capture buffer full (pcap_stats)", drop, false});
+  out.push_back({"span_interface_dropped", "frames the interface dropped (pcap_stats)", ifdrop, false});
+  return out;
 }
 
 HttpResponse Daemon::Impl::metrics() const {
@@ -477,6 +575,10 @@ HttpResponse Daemon::Impl::metrics() const {
   metric(o, "callrec_rx_dropped_total", nullptr, nullptr, ss.policed, "cause=\"policed\"");
   metric(o, "callrec_rx_errors_total", "counter", "Receive system-call errors.", ss.rx_errors);
   for (const auto& c : source->counters()) {
+    const std::string name = "callrec_" + c.name + (c.gauge ? "" : "_total");
+    metric(o, name.c_str(), c.gauge ? "gauge" : "counter", c.help.c_str(), c.value);
+  }
+  for (const auto& c : span_counters()) {
     const std::string name = "callrec_" + c.name + (c.gauge ? "" : "_total");
     metric(o, name.c_str(), c.gauge ? "gauge" : "counter", c.help.c_str(), c.value);
   }
@@ -545,6 +647,7 @@ HttpResponse Daemon::Impl::status() const {
   kv("drop_not_rtp", ss.not_rtp);
   kv("drop_policed", ss.policed);
   for (const auto& c : source->counters()) kv(c.name.c_str(), c.value);
+  for (const auto& c : span_counters()) kv(c.name.c_str(), c.value);
   kv("write_errors", ws.write_errors);
   kv("disk_free_bytes", disk_free());
   kv("ports_in_use", ports->in_use());
@@ -615,6 +718,7 @@ int Daemon::run() {
   d.upload->flush_pending();
   d.upload->close_all();
   d.source->stop();   // end marks for anything still installed
+  if (d.span_lane) d.span_lane->stop();
   d.writers->stop();  // final flush of every file
   d.events.clear();
   while (d.writers->poll_events(d.events)) {

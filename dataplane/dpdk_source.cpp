@@ -1635,7 +1635,7 @@ Status DpdkSource::start(fileio::RingMatrix& rings) {
   std::unique_lock lock(control_mu_);
   if (!init_status_) return init_status_;
   if (state_ != State::kIdle) return Status::error("dpdk source: start() after start() or stop()");
-  if (rings.producers() != lcores_.size()) {
+  if (rings.producers() < lcores_.size()) {
     return Status::error("dpdk source: ring matrix has " + std::to_string(rings.producers()) + " producers for " +
                          std::to_string(lcores_.size()) + " RX lcores");
   }

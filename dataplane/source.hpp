@@ -72,8 +72,9 @@ struct FlowStats {
 class Source {
  public:
   virtual ~Source() = default;
-  /// Starts the RX threads. RX thread p is producer p of `rings` (rings.producers() must equal
-  /// rx_threads()); a packet of stream s goes to ring(p, rings.writer_for(s)).
+  /// Starts the RX threads. RX thread p is producer p of `rings` (rings.producers() must be at
+  /// least rx_threads(): several sources may feed one writer pool, each on its own producers);
+  /// a packet of stream s goes to ring(p, rings.writer_for(s)).
   virtual Status start(fileio::RingMatrix& rings) = 0;
   /// Stops the RX threads (after pushing end marks for every flow still installed).
   virtual void stop() = 0;

@@ -506,7 +506,7 @@ Status UdpSource::start(fileio::RingMatrix& rings) {
   std::unique_lock lock(control_mu_);
   if (!init_status_) return init_status_;
   if (state_ != State::kIdle) return Status::error("udp source: start() after start() or stop()");
-  if (rings.producers() != threads_.size()) {
+  if (rings.producers() < threads_.size()) {
     return Status::error("udp source: ring matrix has " + std::to_string(rings.producers()) +
                          " producers for " + std::to_string(threads_.size()) + " RX threads");
   }
