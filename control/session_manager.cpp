@@ -418,6 +418,7 @@ void SessionManager::on_writer_events(std::vector<fileio::WriterEvent>& events) 
         s->seg_idx[ev.seg.index] = r->next_seg_idx++;
         fileio::SegmentInfo seg = ev.seg;
         seg.index = s->seg_idx[ev.seg.index];
+        if (s->codec.empty()) s->codec = seg.codec;
         const auto stream_no = static_cast<std::uint32_t>(s - r->streams.data());
         if (Status st = catalog_.add_segment(r->catalog_id, seg, stream_no); !st)
           log_error("catalog: %s", st.message().c_str());
@@ -481,6 +482,7 @@ void SessionManager::finish(Recording& r) {
     if (s.port) ports_.release(s.port, now);
     if (s.has_info) {
       fileio::StreamRow row = s.info;
+      if (!s.codec.empty()) row.codec = s.codec;  // what was recorded, not what SDP offered first
       row.packets = s.counters.received;
       row.lost = s.counters.lost;
       row.filled = s.counters.filled;

@@ -219,6 +219,7 @@ class SessionManager {
     std::vector<std::uint32_t> seg_idx;  ///< writer segment index -> catalog idx (unique per recording)
     bool has_info = false;
     fileio::StreamRow info;    ///< observed streams: set_stream_info()
+    std::string codec;         ///< codec of the stream's first record file (what was recorded)
   };
   struct Recording {
     RecordingHandle handle = 0;

@@ -100,8 +100,12 @@ Hdr classify(std::string_view n) {
   }
 }
 
-void set_first(std::string_view& field, std::string_view v) {
-  if (field.empty()) field = v;
+/// Keeps the first value of a header; true when this one was taken (only then may a folded
+/// continuation extend it: extending the kept first value would swallow the lines between).
+bool set_first(std::string_view& field, std::string_view v) {
+  if (!field.empty()) return false;
+  field = v;
+  return true;
 }
 
 }  // namespace
@@ -236,17 +240,17 @@ ParseResult parse_message(std::string_view d, Message& m, bool stream) {
     (void)line_start;
     last = nullptr;
     switch (classify(name)) {
-      case Hdr::kCallId: set_first(m.call_id, value); last = &m.call_id; break;
-      case Hdr::kFrom: set_first(m.from, value); last = &m.from; break;
-      case Hdr::kTo: set_first(m.to, value); last = &m.to; break;
-      case Hdr::kPai: set_first(m.pai, value); break;
-      case Hdr::kRpid: set_first(m.rpid, value); break;
-      case Hdr::kContact: set_first(m.contact, value); break;
+      case Hdr::kCallId: if (set_first(m.call_id, value)) last = &m.call_id; break;
+      case Hdr::kFrom: if (set_first(m.from, value)) last = &m.from; break;
+      case Hdr::kTo: if (set_first(m.to, value)) last = &m.to; break;
+      case Hdr::kPai: (void)set_first(m.pai, value); break;
+      case Hdr::kRpid: (void)set_first(m.rpid, value); break;
+      case Hdr::kContact: (void)set_first(m.contact, value); break;
       case Hdr::kUserAgent:
-      case Hdr::kServer: set_first(m.user_agent, value); break;
-      case Hdr::kReason: set_first(m.reason_hdr, value); break;
-      case Hdr::kVia: set_first(m.via, value); break;
-      case Hdr::kContentType: set_first(m.content_type, value); last = &m.content_type; break;
+      case Hdr::kServer: (void)set_first(m.user_agent, value); break;
+      case Hdr::kReason: (void)set_first(m.reason_hdr, value); break;
+      case Hdr::kVia: (void)set_first(m.via, value); break;
+      case Hdr::kContentType: if (set_first(m.content_type, value)) last = &m.content_type; break;
       case Hdr::kCseq: {
         const std::size_t sp = value.find_first_of(" \t");
         std::uint32_t n = 0;

@@ -188,6 +188,7 @@ void CallTracker::promote(Call& c) {
 }
 
 void CallTracker::erase(Call& c) {
+  if (c.bye_ns != 0) std::erase(closing_, &c);
   (c.in_trying ? trying_ : others_).erase(c.age);
   if (c.rec != 0) by_rec_.erase(c.rec);
   for (fileio::StreamId s : c.streams)
@@ -252,9 +253,15 @@ void CallTracker::handle(const sip::Message& m, const Endpoint& src, const Endpo
 
   if (m.request) {
     if (method_is(method, "BYE")) {
+      if (c->bye_ns != 0) return;  // a retransmission, or the other side's BYE too
       c->hangup_by = sender == 0 ? "caller" : "callee";
       if (!m.reason_hdr.empty()) c->reason_hdr = clean(m.reason_hdr);
-      end(*c, "hangup", ts_ns);
+      c->bye_ns = ts_ns;
+      if (c->rec == 0) {
+        end(*c, "hangup", ts_ns);
+      } else {
+        closing_.push_back(c);  // tick() ends it after the tail
+      }
       return;
     }
     if (method_is(method, "CANCEL")) {
@@ -565,12 +572,20 @@ void CallTracker::on_dtmf(fileio::StreamId stream, std::string_view digit, std::
 }
 
 void CallTracker::tick(std::uint64_t now_ns) {
+  std::vector<Call*> done;
+  std::erase_if(closing_, [&](Call* c) {
+    if (now_ns < c->bye_ns + o_.bye_tail_ns) return false;
+    done.push_back(c);
+    return true;
+  });
+  for (Call* c : done) end(*c, "hangup", c->bye_ns);
   while (!trying_.empty() && now_ns > trying_.front()->invite_ns + o_.invite_timeout_ns) {
     ++c_[kT_invites_unanswered];
     erase(*trying_.front());
   }
   std::vector<Call*> expired;
   for (Call* c : others_) {
+    if (c->bye_ns != 0) continue;  // ending after its BYE tail
     std::uint64_t last = c->last_sip_ns;
     for (fileio::StreamId s : c->streams)
       if (const dataplane::SpanStreamStats* st = s != 0 ? lane_.stream_stats(s) : nullptr)
@@ -588,7 +603,11 @@ void CallTracker::end_all(const std::string& reason, std::uint64_t now_ns) {
     ++c_[kT_invites_unanswered];
     erase(*trying_.front());
   }
-  while (!others_.empty()) end(*others_.front(), reason, now_ns);
+  while (!others_.empty()) {
+    Call& c = *others_.front();
+    if (c.bye_ns != 0) end(c, "hangup", c.bye_ns);
+    else end(c, reason, now_ns);
+  }
 }
 
 }  // namespace callrec::control::span

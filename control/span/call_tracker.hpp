@@ -84,6 +84,9 @@ struct TrackerOptions {
   std::uint64_t ringing_timeout_ns = 300'000'000'000ull;  ///< provisional, no final response
   std::uint64_t media_timeout_ns = 60'000'000'000ull;     ///< answered: no RTP and no SIP
   std::uint64_t held_timeout_ns = 7'200'000'000'000ull;   ///< answered and on hold
+  /// RTP sent just before the BYE crosses it on the wire: the recording ends this long after
+  /// the BYE (packet time), its end time stays the BYE's (or the last packet's).
+  std::uint64_t bye_tail_ns = 2'000'000'000ull;
   std::string device = "span";               ///< the recordings' device directory
   fileio::AssemblerOptions assembler;        ///< base options (payload map added per stream)
 };
@@ -132,6 +135,7 @@ class CallTracker final : public dataplane::SpanSink, public RecordingOwner {
     bool responded = false;  ///< anything from the callee side (a catalog row at the end)
     bool rec_failed = false;
     std::uint64_t invite_ns = 0, answer_ns = 0, last_sip_ns = 0;
+    std::uint64_t bye_ns = 0;  ///< BYE seen: the call ends kByeTail later (RTP in flight)
     std::string pai, hangup_by, reason_hdr;
     RecordingHandle rec = 0;
     std::array<fileio::StreamId, 2> streams{};  ///< 0: sent by the caller, 1: by the callee
@@ -149,6 +153,7 @@ class CallTracker final : public dataplane::SpanSink, public RecordingOwner {
   std::shared_ptr<fileio::PayloadMap> payload_map(const Call& c, unsigned receiver) const;
   /// Ends the call and erases it. reason "hangup" is the parties' own end; others are ours.
   void end(Call& c, const std::string& reason, std::uint64_t ts_ns);
+  std::vector<Call*> closing_;  ///< calls with a BYE, in BYE order
   void promote(Call& c);  ///< out of the unanswered list
   void erase(Call& c);
   Call* find(std::string_view call_id, std::string_view tag);
@@ -168,7 +173,6 @@ class CallTracker final : public dataplane::SpanSink, public RecordingOwner {
   std::string key_buf_;
   std::unordered_map<std::string, std::uint64_t> ended_;
   std::list<std::pair<std::string, std::uint64_t>> ended_order_;
-  std::uint64_t now_ns_ = 0;
 };
 
 }  // namespace callrec::control::span

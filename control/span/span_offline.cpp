@@ -38,9 +38,9 @@ void print_summary(std::FILE* out, const dataplane::SpanLane& lane, const CallTr
   std::fprintf(out, "sip: %llu requests, %llu responses (%llu over TCP), %llu INVITE, %llu BYE, %llu SDP bodies, %llu media moves, %llu DTMF digits\n",
                T(kT_sip_requests), T(kT_sip_responses), T(kT_sip_tcp), T(kT_sip_invite), T(kT_sip_bye), T(kT_sdp),
                T(kT_media_moved), T(kT_dtmf));
-  std::fprintf(out, "rtp: %llu packets recorded (%llu by source endpoint), %llu RTCP, %llu telephone-event, %llu written to disk\n",
-               S(dataplane::kS_rtp_delivered), S(dataplane::kS_rtp_by_source), S(dataplane::kS_rtcp),
-               S(dataplane::kS_dtmf_packets), static_cast<unsigned long long>(ws.packets));
+  std::fprintf(out, "rtp: %llu packets to the writers (%llu attributed by source endpoint, %llu as the reverse flow), %llu RTCP, %llu telephone-event\n",
+               S(dataplane::kS_rtp_delivered), S(dataplane::kS_rtp_by_source), S(dataplane::kS_rtp_by_pair),
+               S(dataplane::kS_rtcp), S(dataplane::kS_dtmf_packets));
   // Everything dropped, by cause (only causes that happened).
   std::string drops;
   auto add = [&drops](std::string_view name, std::uint64_t v) {

@@ -280,7 +280,11 @@ std::unique_ptr<LiveCapture> LiveCapture::open(const LiveOptions& o, Status& st)
   };
   pcap_set_snaplen(p, o.snaplen);
   pcap_set_promisc(p, 1);
-  pcap_set_immediate_mode(p, 1);  // no batching delay in the kernel ring: the lane batches itself
+  // Not immediate mode: that makes libpcap use TPACKET_V2, whose ring has fixed slots of the
+  // snap length (64 KiB), so a 64 MiB buffer held ~1,000 frames and a burst of 1,360 lost 95
+  // (measured, span_live_test). TPACKET_V3 packs frames into blocks; a block is handed over when
+  // full or after the 10 ms timeout, and the daemon also drains on its 1 s tick.
+  pcap_set_timeout(p, 10);
   pcap_set_buffer_size(p, static_cast<int>(std::min<std::size_t>(o.buffer_bytes, 1u << 30)));
   (void)pcap_set_tstamp_precision(p, PCAP_TSTAMP_PRECISION_NANO);
   const int rc = pcap_activate(p);

@@ -64,7 +64,6 @@ class LiveCapture final : public FrameSource {
   void* pcap_ = nullptr;
   std::uint32_t link_ = 0;
   std::string iface_, error_;
-  std::uint64_t last_recv_ = 0, last_drop_ = 0, last_ifdrop_ = 0;
 };
 
 }  // namespace callrec::dataplane::capture

@@ -235,17 +235,12 @@ void SpanLane::deliver(StreamId s, StreamState& ss, const decode::Packet& p, boo
     return;
   }
   const unsigned pt = std::to_integer<unsigned>(rtp[1]) & 0x7F;
+  const decode::Endpoint src{p.src, p.sport};
   if (pt >= 72 && pt <= 76) {  // RTCP (SR, RR, SDES, BYE, APP) multiplexed on the RTP port
     ++ss.st.rtcp;
     ++sc_[kS_rtcp];
     return;
   }
-  if (pt_in(ss.dtmf_pts, pt)) {
-    ++sc_[kS_dtmf_packets];
-    dtmf(s, ss, rtp, ts_ns);
-    return;
-  }
-  const decode::Endpoint src{p.src, p.sport};
   if (ss.st.packets != 0 && !(ss.st.src == src) && ss.sibling != 0 &&
       (p.dst == ss.st.src.addr || p.src == ss.st.dst.addr)) {
     auto sib = streams_.find(ss.sibling);
@@ -254,6 +249,11 @@ void SpanLane::deliver(StreamId s, StreamState& ss, const decode::Packet& p, boo
       deliver(ss.sibling, sib->second, p, by_source, ts_ns);
       return;
     }
+  }
+  if (pt_in(ss.dtmf_pts, pt)) {
+    ++sc_[kS_dtmf_packets];
+    dtmf(s, ss, rtp, ts_ns);
+    return;
   }
   if (!push(s, fileio::RecordKind::kPacket, ts_ns, rtp)) return;
   ++sc_[kS_rtp_delivered];

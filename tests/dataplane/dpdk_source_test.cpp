@@ -282,8 +282,8 @@ TEST(DpdkSource, RejectsBadOptionsWithClearErrors) {
     std::memcpy(&f.expected, &s6, sizeof s6);
     EXPECT_EQ(s.add_flow(f).code(), EAFNOSUPPORT);
     EXPECT_EQ(s.add_flow_on(FlowSpec{4, 30004, {}, false}, 5).code(), EINVAL);
-    fileio::RingMatrix wrong(2, 1, 1 << 16);
-    EXPECT_FALSE(s.start(wrong));
+    // (A ring matrix with more producers than RX lcores is accepted since passive capture
+    // shares the writers: a lane of its own is one more producer.)
   }
 }
 
