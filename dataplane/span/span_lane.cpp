@@ -54,22 +54,37 @@ void SpanLane::add_stream(StreamId s, const std::array<std::uint64_t, 2>& dtmf_p
 }
 
 void SpanLane::set_endpoint(const decode::Endpoint& ep, StreamId to_stream, StreamId from_stream, bool rtcp) {
-  eps_[ep] = EpEntry{to_stream, from_stream, rtcp};
+  EpEntry e{to_stream, from_stream, rtcp, nullptr, nullptr};
   for (StreamId s : {to_stream, from_stream}) {
     if (s == 0) continue;
     auto it = streams_.find(s);
     if (it == streams_.end()) continue;
+    if (s == to_stream) e.to_st = &it->second;
+    if (s == from_stream) e.from_st = &it->second;
     auto& v = it->second.eps;
     if (std::find(v.begin(), v.end(), ep) == v.end()) v.push_back(ep);
   }
+  if (e.to_st == nullptr) e.to = 0;  // a stream not followed (anymore) gets nothing
+  if (e.from_st == nullptr) e.from = 0;
+  if (e.to == 0 && e.from == 0) {
+    eps_.erase(ep);
+    return;
+  }
+  eps_.set(ep, e);
 }
 
 void SpanLane::clear_endpoint(const decode::Endpoint& ep, StreamId stream) {
-  auto it = eps_.find(ep);
-  if (it == eps_.end()) return;
-  if (it->second.to == stream) it->second.to = 0;
-  if (it->second.from == stream) it->second.from = 0;
-  if (it->second.to == 0 && it->second.from == 0) eps_.erase(it);
+  EpEntry* e = eps_.find(ep);
+  if (e == nullptr) return;
+  if (e->to == stream) {
+    e->to = 0;
+    e->to_st = nullptr;
+  }
+  if (e->from == stream) {
+    e->from = 0;
+    e->from_st = nullptr;
+  }
+  if (e->to == 0 && e->from == 0) eps_.erase(ep);
 }
 
 void SpanLane::remove_flow(StreamId s) {
@@ -175,28 +190,27 @@ void SpanLane::on_frame(std::uint32_t link, std::span<const std::byte> frame, st
 
 void SpanLane::on_datagram(const decode::Packet& p, std::uint64_t ts_ns) {
   if (!eps_.empty()) {
-    auto it = eps_.find(decode::Endpoint{p.dst, p.dport});
     StreamId s = 0;
+    StreamState* st = nullptr;
     bool by_source = false, rtcp = false;
-    if (it != eps_.end() && it->second.to != 0) {
-      s = it->second.to;
-      rtcp = it->second.rtcp;
-    } else if (auto jt = eps_.find(decode::Endpoint{p.src, p.sport}); jt != eps_.end() && jt->second.from != 0) {
-      s = jt->second.from;
-      rtcp = jt->second.rtcp;
+    if (const EpEntry* e = eps_.find(decode::Endpoint{p.dst, p.dport}); e != nullptr && e->to != 0) {
+      s = e->to;
+      st = e->to_st;
+      rtcp = e->rtcp;
+    } else if (const EpEntry* f = eps_.find(decode::Endpoint{p.src, p.sport}); f != nullptr && f->from != 0) {
+      s = f->from;
+      st = f->from_st;
+      rtcp = f->rtcp;
       by_source = true;
     }
-    if (s != 0) {
-      auto st = streams_.find(s);
-      if (st != streams_.end()) {
-        if (rtcp) {
-          ++st->second.st.rtcp;
-          ++sc_[kS_rtcp];
-        } else {
-          deliver(s, st->second, p, by_source, ts_ns);
-        }
-        return;
+    if (st != nullptr) {
+      if (rtcp) {
+        ++st->st.rtcp;
+        ++sc_[kS_rtcp];
+      } else {
+        deliver(s, *st, p, by_source, ts_ns);
       }
+      return;
     }
   }
   const std::string_view text = as_text(p.payload);

@@ -31,6 +31,7 @@
 #include "dataplane/decode/decode.hpp"
 #include "dataplane/decode/reassembly.hpp"
 #include "dataplane/source.hpp"
+#include "dataplane/span/endpoint_table.hpp"
 
 namespace callrec::dataplane {
 
@@ -148,9 +149,12 @@ class SpanLane final : public Source {
   [[nodiscard]] std::size_t tcp_streams() const { return tcp_.streams(); }
 
  private:
+  struct StreamState;
   struct EpEntry {
     StreamId to = 0, from = 0;
     bool rtcp = false;
+    StreamState* to_st = nullptr;    ///< cached: streams_ nodes are stable, and an endpoint is
+    StreamState* from_st = nullptr;  ///< cleared before its stream is erased (remove_flow)
   };
   struct StreamState {
     SpanStreamStats st;
@@ -176,7 +180,7 @@ class SpanLane final : public Source {
   std::array<std::uint64_t, kSpanCounterCount> sc_{};
   decode::IpReassembler ip_;
   decode::TcpReassembler tcp_;
-  std::unordered_map<decode::Endpoint, EpEntry, decode::EndpointHash> eps_;
+  EndpointTable<EpEntry> eps_;
   std::unordered_map<StreamId, StreamState> streams_;
   std::uint64_t frames_ = 0, bytes_ = 0;
   bool dirty_ = false;
