@@ -197,6 +197,9 @@ Status Daemon::Impl::init() {
       if (::setrlimit(RLIMIT_NOFILE, &up) == 0) rl = up;
     }
     nofile = rl.rlim_cur;
+    // Record files keep their descriptor while a quarter of the limit lasts; beyond that they
+    // are reopened per write (fileio/record_writer.hpp), so recordings never run out of them.
+    fileio::set_record_fd_budget(static_cast<std::int64_t>(std::max<rlim_t>(64, rl.rlim_cur / 4)));
     log_info("descriptors: %llu (about %llu recordings with their phones); raise LimitNOFILE for more",
              static_cast<unsigned long long>(rl.rlim_cur), static_cast<unsigned long long>(rl.rlim_cur / 3));
   }

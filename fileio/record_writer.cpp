@@ -138,6 +138,33 @@ Status RecordWriter::set_format(std::string_view codec, std::uint32_t rtp_len, s
   return st;
 }
 
+namespace {
+std::atomic<std::int64_t> g_fd_slots{4096};
+bool take_fd_slot() {
+  std::int64_t v = g_fd_slots.load(std::memory_order_relaxed);
+  while (v > 0)
+    if (g_fd_slots.compare_exchange_weak(v, v - 1, std::memory_order_relaxed)) return true;
+  return false;
+}
+}  // namespace
+
+void set_record_fd_budget(std::int64_t slots) { g_fd_slots.store(slots, std::memory_order_relaxed); }
+std::int64_t record_fd_budget_left() { return g_fd_slots.load(std::memory_order_relaxed); }
+
+Status RecordWriter::ensure_fd() {
+  if (fd_ >= 0) return {};
+  const int fd = ::open(segments_.back().path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return Status::from_errno("reopen " + segments_.back().path.string());
+  fd_ = fd;
+  return {};
+}
+
+void RecordWriter::park_fd() {
+  if (own_slot_ || fd_ < 0) return;
+  ::close(fd_);  // only written through pwrite: nothing is lost by closing (no data in libc)
+  fd_ = -1;
+}
+
 Status RecordWriter::append(std::span<const std::byte> pkt) {
   if (closed_) [[unlikely]] {
     return Status(EBADF, "record writer for " + opts_.directory.string() + " is closed");
@@ -151,7 +178,7 @@ Status RecordWriter::append(std::span<const std::byte> pkt) {
     return Status(EINVAL, "packet of " + std::to_string(pkt.size()) + " bytes does not match rtpLen " +
                               std::to_string(rtp_len_) + " (recording in " + opts_.directory.string() + ")");
   }
-  if (fd_ < 0) [[unlikely]] {
+  if (!seg_open_) [[unlikely]] {
     Status st = open_segment();
     if (!st) return failed_ = st;
   } else if (file_data_bytes_ + buf_len_ + rtp_len_ > data_limit_) [[unlikely]] {
@@ -166,7 +193,11 @@ Status RecordWriter::append(std::span<const std::byte> pkt) {
   }
   std::memcpy(buf_.data() + buf_len_, pkt.data(), rtp_len_);
   buf_len_ += rtp_len_;
-  if (buf_len_ == buf_cap_) return write_buffer();
+  if (buf_len_ == buf_cap_) {
+    Status st = write_buffer();
+    park_fd();
+    return st;
+  }
   return {};
 }
 
@@ -225,6 +256,8 @@ Status RecordWriter::open_segment() {
     return Status(e, "lseek " + path.string() + ": " + errno_text(e));
   }
   fd_ = fd;
+  seg_open_ = true;
+  own_slot_ = take_fd_slot();
   buf_len_ = 0;
   file_data_bytes_ = 0;
   header_data_size_ = 0;
@@ -239,10 +272,15 @@ Status RecordWriter::open_segment() {
   seg.opened = opened;
   segments_.push_back(std::move(seg));
   if (on_segment_opened) on_segment_opened(segments_.back());
+  park_fd();
   return {};
 }
 
 Status RecordWriter::write_buffer() {
+  if (Status st = ensure_fd(); !st) {
+    buf_len_ = 0;
+    return recover_after_write_error(st);
+  }
   std::size_t done = 0;
   while (done < buf_len_) {
     // pwrite at the known offset, not write(2): no f_pos lock (fdget_pos) per call, and the
@@ -269,6 +307,7 @@ Status RecordWriter::write_buffer() {
 Status RecordWriter::write_data_size() {
   const std::uint64_t whole = file_data_bytes_ - file_data_bytes_ % rtp_len_;
   if (whole == header_data_size_) return {};
+  if (Status st = ensure_fd(); !st) return st;
   std::array<std::byte, 4> le{};
   for (std::size_t i = 0; i < 4; ++i) le[i] = static_cast<std::byte>((whole >> (8 * i)) & 0xFF);
   if (const int e = pwrite_all(fd_, le.data(), le.size(), static_cast<off_t>(kDataSizeOffset)); e != 0) {
@@ -282,7 +321,9 @@ Status RecordWriter::recover_after_write_error(const Status& st) {
   SegmentInfo& seg = segments_.back();
   const std::uint64_t whole = file_data_bytes_ - file_data_bytes_ % rtp_len_;
   std::string notes;
-  if (::ftruncate(fd_, static_cast<off_t>(kHeaderSize + whole)) != 0) {
+  if (Status rs = ensure_fd(); !rs) {
+    notes += "; " + rs.message();
+  } else if (::ftruncate(fd_, static_cast<off_t>(kHeaderSize + whole)) != 0) {
     notes += "; truncating it failed: " + errno_text(errno);
   } else {
     bytes_written_total_ -= file_data_bytes_ - whole;
@@ -297,16 +338,17 @@ Status RecordWriter::recover_after_write_error(const Status& st) {
 }
 
 Status RecordWriter::flush() {
-  if (fd_ < 0) return {};
+  if (!seg_open_) return {};
   if (buf_len_ > 0) {
     if (Status st = write_buffer(); !st) return st;
   }
   if (Status st = write_data_size(); !st) return recover_after_write_error(st);
+  park_fd();
   return {};
 }
 
 Status RecordWriter::flush_if_due(std::chrono::steady_clock::time_point now) {
-  if (fd_ < 0 || now - last_flush_ < opts_.flush_interval) return {};
+  if (!seg_open_ || now - last_flush_ < opts_.flush_interval) return {};
   last_flush_ = now;
   return flush();
 }
@@ -314,8 +356,11 @@ Status RecordWriter::flush_if_due(std::chrono::steady_clock::time_point now) {
 Status RecordWriter::close_file() {
   SegmentInfo& seg = segments_.back();
   Status st;
-  if (::close(fd_) != 0) st = Status::from_errno("close " + seg.path.string());
+  if (fd_ >= 0 && ::close(fd_) != 0) st = Status::from_errno("close " + seg.path.string());
   fd_ = -1;
+  seg_open_ = false;
+  if (own_slot_) g_fd_slots.fetch_add(1, std::memory_order_relaxed);
+  own_slot_ = false;
   buf_len_ = 0;
   seg.closed = now();
   if (on_segment_closed) on_segment_closed(seg);
@@ -323,9 +368,9 @@ Status RecordWriter::close_file() {
 }
 
 Status RecordWriter::finish_segment() {
-  if (fd_ < 0) return {};
+  if (!seg_open_) return {};
   Status st = flush();
-  if (fd_ < 0) return st;  // the flush failed and recovery already closed the file
+  if (!seg_open_) return st;  // the flush failed and recovery already closed the file
   Status cl = close_file();
   return st.is_ok() ? cl : st;
 }

@@ -46,6 +46,14 @@ struct WriterOptions {
   bool packet_clock = false;
 };
 
+/// Descriptors: a writer keeps its segment file open only while it holds one of a process-wide
+/// budget of slots (default 4,096); beyond that, it reopens the file for each write (about one
+/// per second of audio: the buffer is 8 KiB) and closes it again, so recordings are not bounded
+/// by RLIMIT_NOFILE (20,000 streams would otherwise need 20,000 descriptors). Control thread, at
+/// start-up: the daemon sets the budget from its limit.
+void set_record_fd_budget(std::int64_t slots);
+std::int64_t record_fd_budget_left();
+
 /// One file of a recording.
 struct SegmentInfo {
   std::filesystem::path path;
@@ -80,7 +88,11 @@ constexpr std::uint64_t segment_data_limit(std::uint32_t rtp_len, std::uint64_t 
 class RecordWriter {
   // Hot: the state append() reads and writes, first and together (two cache lines): a writer
   // thread touches it for a different stream at nearly every packet.
-  int fd_ = -1;
+  int fd_ = -1;                           ///< -1 while parked (or no segment)
+  bool seg_open_ = false;                 ///< a segment file exists and takes packets
+  bool own_slot_ = false;                 ///< holds one of the process's kept descriptors
+  Status ensure_fd();                     ///< reopens a parked segment file
+  void park_fd();                         ///< closes the descriptor of a writer without a slot
   std::uint32_t rtp_len_ = 0;
   bool closed_ = false;
   bool paused_ = false;
@@ -125,7 +137,7 @@ class RecordWriter {
 
   /// Every segment this writer has opened, the open one last.
   [[nodiscard]] const std::vector<SegmentInfo>& segments() const { return segments_; }
-  [[nodiscard]] bool segment_open() const { return fd_ >= 0; }
+  [[nodiscard]] bool segment_open() const { return seg_open_; }
   [[nodiscard]] std::uint64_t packets_dropped_paused() const { return dropped_paused_; }
   [[nodiscard]] std::uint64_t bytes_written() const { return bytes_written_total_; }
   /// Hints for a caller that batches packets of many streams (no effect on behaviour): the

@@ -550,8 +550,10 @@ void CallTracker::on_server_stop(RecordingHandle h, const std::string&, const st
   for (fileio::StreamId s : c.streams) by_stream_.erase(s);
   c.streams = {};
   c.rec = 0;
-  c.rec_failed = true;  // not restarted
+  c.rec_failed = true;
   c.state = State::kEnded;
+  // Its late messages (the 200 to a re-INVITE, the BYE) must not bring it back as a new call.
+  remember_end(c.key, c.last_sip_ns);
   erase(c);
 }
 

@@ -1,6 +1,7 @@
 #include "control/span/span_offline.hpp"
 
 #include <poll.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -14,6 +15,7 @@
 #include "dataplane/capture/capture.hpp"
 #include "dataplane/span/span_lane.hpp"
 #include "fileio/catalog.hpp"
+#include "fileio/record_writer.hpp"
 #include "fileio/writer_pool.hpp"
 
 namespace callrec::control::span {
@@ -98,6 +100,16 @@ int run_span_read(const DaemonConfig& cfg, std::FILE* summary) {
   if (Status st = acquire_instance_lock(cfg.catalog.string() + ".lock", catalog_lock); !st) {
     log_error("%s", st.message().c_str());
     return 1;
+  }
+  // Two record files per call: keep descriptors for a quarter of the limit, reopen per write
+  // beyond (fileio/record_writer.hpp), so a capture of any number of calls is recorded.
+  if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    if (rl.rlim_cur < rl.rlim_max) {
+      rlimit up = rl;
+      up.rlim_cur = rl.rlim_max;
+      if (::setrlimit(RLIMIT_NOFILE, &up) == 0) rl = up;
+    }
+    fileio::set_record_fd_budget(static_cast<std::int64_t>(std::max<rlim_t>(64, rl.rlim_cur / 4)));
   }
   fileio::Catalog catalog;
   if (Status st = catalog.open(cfg.catalog); !st) {

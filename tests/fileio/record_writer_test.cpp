@@ -836,3 +836,55 @@ TEST_F(RecordWriterTest, StreamRecorderReturnsWriteErrors) {
 
 }  // namespace
 }  // namespace callrec::fileio
+
+namespace callrec::fileio {
+namespace {
+
+std::size_t open_descriptors() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+/// Beyond the descriptor budget a writer reopens its file for each write and closes it again:
+/// 300 recordings hold no descriptor between writes, and their files are exactly what a writer
+/// that kept its descriptor writes.
+TEST_F(RecordWriterTest, WritersBeyondTheDescriptorBudgetHoldNone) {
+  const std::int64_t saved = record_fd_budget_left();
+  set_record_fd_budget(2);  // two writers keep theirs
+  {
+    std::vector<std::unique_ptr<RecordWriter>> ws;
+    const std::size_t before = open_descriptors();
+    for (std::uint32_t id = 0; id < 300; ++id) {
+      WriterOptions o = options();
+      o.tag = "w" + std::to_string(id);
+      ws.push_back(std::make_unique<RecordWriter>(o));
+      ASSERT_TRUE(ws.back()->set_format("PCMA", kLen, 160));
+    }
+    for (std::uint32_t seq = 0; seq < 120; ++seq)  // crosses the 8 KiB buffer (47 packets) twice
+      for (std::uint32_t id = 0; id < 300; ++id) ASSERT_TRUE(ws[id]->append(make_packet(seq, id))) << id;
+    for (auto& w : ws) ASSERT_TRUE(w->flush());
+    EXPECT_LE(open_descriptors(), before + 2) << "only the budget's writers keep a descriptor";
+    EXPECT_EQ(record_fd_budget_left(), 0);
+    for (auto& w : ws) ASSERT_TRUE(w->close());
+    EXPECT_EQ(record_fd_budget_left(), 2) << "closing gives the slots back";
+  }
+  set_record_fd_budget(saved);
+  const auto files = record_files(dir_);
+  ASSERT_EQ(files.size(), 300u);
+  for (const auto& f : files) {
+    const RawRecord r = parse_raw(f);
+    ASSERT_EQ(r.data_size, 120u * kLen) << f;
+    ASSERT_EQ(r.data.size(), 120u * kLen) << f;
+    const std::string name = f.filename().string();
+    const auto w = name.find("_w");
+    const auto id = static_cast<std::uint32_t>(std::stoul(name.substr(w + 2)));
+    for (std::uint32_t seq = 0; seq < 120; ++seq) {
+      const Bytes want = make_packet(seq, id);
+      ASSERT_EQ(std::memcmp(r.data.data() + seq * kLen, want.data(), kLen), 0) << f << " packet " << seq;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace callrec::fileio
