@@ -150,7 +150,7 @@ class CallTracker final : public dataplane::SpanSink, public RecordingOwner {
   void install(Call& c, unsigned who);
   void maybe_start(Call& c, std::uint64_t ts_ns);
   bool start_recording(Call& c, std::uint64_t ts_ns);
-  std::shared_ptr<fileio::PayloadMap> payload_map(const Call& c, unsigned receiver) const;
+  std::shared_ptr<const fileio::PayloadMap> payload_map(const Call& c, unsigned receiver);
   /// Ends the call and erases it. reason "hangup" is the parties' own end; others are ours.
   void end(Call& c, const std::string& reason, std::uint64_t ts_ns);
   std::vector<Call*> closing_;  ///< calls with a BYE, in BYE order
@@ -172,6 +172,7 @@ class CallTracker final : public dataplane::SpanSink, public RecordingOwner {
   std::unordered_map<fileio::StreamId, std::pair<Call*, unsigned>> by_stream_;
   std::string key_buf_;
   std::unordered_map<std::string, std::uint64_t> ended_;
+  std::unordered_map<std::string, std::shared_ptr<const fileio::PayloadMap>> maps_;  ///< interned
   std::list<std::pair<std::string, std::uint64_t>> ended_order_;
 };
 
