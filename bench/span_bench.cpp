@@ -2,8 +2,10 @@
 //
 //   BM_DecodeRtpFrame      decode: Ethernet/IPv4/UDP frame of one RTP packet -> Packet view
 //   BM_DecodeVxlanFrame    the same inside VXLAN (a remote mirror)
-//   BM_LaneRtp/<calls>     lane: decode + endpoint lookup among 2 x calls endpoints + ring push
-//                          (a writer thread drains the ring), the whole per-RTP-packet cost
+//   BM_LaneRtp/<calls>     lane: decode + endpoint lookup among 2 x calls endpoints + ring push,
+//                          the whole per-RTP-packet cost of the reading thread (the ring is
+//                          drained in the same thread every 32 packets: a second thread on this
+//                          2-core machine made the figure depend on the scheduler)
 //   BM_LaneNoise           lane: a UDP datagram of no call (lookup miss + SIP sniff + count)
 //   BM_SipParseInvite      SIP: parse a 900-byte INVITE (datagram framing, all headers)
 //   BM_SdpParse            SDP: parse the INVITE's offer
@@ -107,14 +109,9 @@ struct LaneFixture {
       lane.set_endpoint(ep(0x0A000000 + i, 40000), b, a, false);
       lane.set_endpoint(ep(0x0B000000 + i, 50000), a, b, false);
     }
-    drain = std::thread([this] {
-      while (!stop.load(std::memory_order_relaxed))
-        rings.ring(0, 0).consume([](const fileio::RingRecordHeader&, std::span<const std::byte>) {}, 512);
-    });
   }
-  ~LaneFixture() {
-    stop = true;
-    drain.join();
+  void drain() {
+    rings.ring(0, 0).consume([](const fileio::RingRecordHeader&, std::span<const std::byte>) {});
   }
   static Endpoint ep(std::uint32_t a, std::uint16_t port) {
     Endpoint e;
@@ -125,8 +122,6 @@ struct LaneFixture {
   }
   fileio::RingMatrix rings;
   dataplane::SpanLane lane;
-  std::atomic<bool> stop{false};
-  std::thread drain;
 };
 
 void BM_LaneRtp(benchmark::State& state) {
@@ -143,7 +138,10 @@ void BM_LaneRtp(benchmark::State& state) {
     const auto& f = frames[n % frames.size()];
     fx.lane.on_frame(dataplane::decode::kLinkEthernet, f, ts);
     ts += 1000;
-    if ((++n & 31) == 0) fx.lane.flush();
+    if ((++n & 31) == 0) {
+      fx.lane.flush();
+      fx.drain();
+    }
   }
   fx.lane.flush();
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
@@ -156,6 +154,7 @@ void BM_LaneNoise(benchmark::State& state) {
   const auto f = udp_frame(0x0C000001, 161, 0x0C000002, 162, 100, 0x30);  // SNMP-ish
   std::uint64_t ts = 1'700'000'000'000'000'000ull;
   for (auto _ : state) fx.lane.on_frame(dataplane::decode::kLinkEthernet, f, ts++);
+  fx.drain();
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
 }
 BENCHMARK(BM_LaneNoise);

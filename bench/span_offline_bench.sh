@@ -5,8 +5,8 @@
 #   bench/span_offline_bench.sh [BUILD_DIR]          (default: build)
 #
 # Steps (everything on tmpfs, /dev/shm, removed at the end):
-#   1. callrec-pcapgen --calls N --seconds S: N calls up at once (default N = 10000, or as many
-#      as the descriptor limit allows: each call holds two record files open), S = 10.
+#   1. callrec-pcapgen --calls N --seconds S: N calls up at once (default N = 10000; record
+#      files beyond the descriptor budget are reopened per write, so any N fits), S = 10.
 #   2. Each tool 3 times, median wall time -> frames/s:
 #        callrecd --span-read FILE (whole pipeline: decode, reassembly, SIP/SDP, calls, RTP into
 #          record files on tmpfs, catalog), under /usr/bin/time -v (peak RSS)
@@ -42,17 +42,7 @@ for t in tcpdump tshark sngrep /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "span_offline_bench: $t missing (apt-get install -y tcpdump tshark sngrep time)" >&2; exit 2; }
 done
 
-# Each followed call holds two record files open; leave 200 descriptors for the rest.
-NOFILE=$(ulimit -Hn)
-[[ $NOFILE == unlimited ]] && NOFILE=1048576
-ulimit -n "$NOFILE" 2>/dev/null || true
-FIT=$(( ($(ulimit -n) - 200) / 2 ))
 NOTE=""
-if [[ -z ${CALLS:-} ]] && (( FIT < 10000 )); then
-  CALLS=$FIT
-  NOTE="calls lowered to $CALLS: the descriptor limit here is $(ulimit -n) (hard $(ulimit -Hn)) and callrecd keeps 2 files open per call"
-  echo "span_offline_bench: $NOTE" >&2
-fi
 CALLS=${CALLS:-10000}
 
 WORK=$(mktemp -d "$TMPROOT/span-bench.XXXXXX")
