@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "control/log.hpp"
+#include "fileio/record_format.hpp"
 
 namespace callrec::control::span {
 
@@ -435,6 +436,10 @@ bool CallTracker::start_recording(Call& c, std::uint64_t ts_ns) {
   p.meta.local_name = c.party[0].name;
   p.meta.remote_number = c.party[1].number;
   p.meta.remote_name = c.party[1].name;
+  // The recording's codec column: the answer's first format when it is G.711 (streams carry
+  // their own, as recorded, in the catalog's streams rows).
+  if (const auto g711 = fileio::codec_from_name(c.party[1].codec.empty() ? c.party[0].codec : c.party[1].codec))
+    p.meta.codec = std::string(fileio::codec_info(*g711).name);
   const Party& a = c.party[0];
   const Party& b = c.party[1];
   p.meta.extra = {{"caller_number", a.number},
