@@ -348,6 +348,16 @@ const std::vector<Option>& options() {
          return {};
        },
        [](const DaemonConfig& c) { return join_list(c.span_interfaces); }, check_span_interfaces},
+      {"span-dpdk", "span_dpdk", "PORT", "passive capture off a DPDK port in promiscuous mode: a PCI address, or a virtual device (net_af_packet0,iface=eth1; net_pcap0,rx_pcap=FILE); EAL arguments from --dpdk-eal", "",
+       [](DaemonConfig& c, std::string_view v) { return set_string(c.span_dpdk, v); },
+       [](const DaemonConfig& c) { return c.span_dpdk; },
+       [](const DaemonConfig& c) -> std::string {
+         if (c.span_dpdk.find_first_of(" \t") != std::string::npos) return "no blanks in a port or device string";
+#ifndef CALLREC_HAVE_DPDK
+         if (!c.span_dpdk.empty()) return "this build has no DPDK support (libdpdk was not found)";
+#endif
+         return {};
+       }},
       {"span-filter", "span_filter", "BPF", "capture filter for --span-interface (tcpdump syntax)", "everything",
        [](DaemonConfig& c, std::string_view v) { return set_string(c.span_filter, v); },
        [](const DaemonConfig& c) { return c.span_filter; }, no_check},

@@ -147,7 +147,8 @@ struct Daemon::Impl {
   std::unique_ptr<dataplane::SpanLane> span_lane;
   std::unique_ptr<span::CallTracker> span_tracker;
   std::vector<std::unique_ptr<dataplane::capture::LiveCapture>> span_caps;
-  void span_drain(dataplane::capture::LiveCapture& c);
+  std::unique_ptr<dataplane::capture::DpdkCapture> span_dpdk;  ///< --span-dpdk, polled every ms
+  void span_drain(dataplane::capture::FrameSource& c);
   int sigfd = -1;
   int storage_lock = -1, catalog_lock = -1;  ///< instance locks, held for the process's life
   bool shutting_down = false;
@@ -220,7 +221,7 @@ Status Daemon::Impl::init() {
   if (Status st = parse_endpoint(cfg.listen, listen_addr); !st) return st;
   if (Status st = make_source(listen_addr); !st) return st;
 
-  const bool span = !cfg.span_interfaces.empty();
+  const bool span = !cfg.span_interfaces.empty() || !cfg.span_dpdk.empty();
   fileio::WriterPoolOptions wo;
   wo.writers = cfg.writers;
   wo.producers = source->rx_threads() + (span ? 1 : 0);  // several sources feed one writer pool
@@ -278,6 +279,25 @@ Status Daemon::Impl::init() {
       log_info("span: capturing on %s%s%s", iface.c_str(), cfg.span_filter.empty() ? "" : " filter ",
                cfg.span_filter.c_str());
       span_caps.push_back(std::move(cap));
+    }
+    if (!cfg.span_dpdk.empty()) {
+      dataplane::capture::DpdkCaptureOptions dopts;
+      std::string word;
+      for (char ch : cfg.dpdk.eal + " ") {
+        if (ch == ' ' || ch == '\t') {
+          if (!word.empty()) dopts.eal_args.push_back(word);
+          word.clear();
+        } else {
+          word += ch;
+        }
+      }
+      dopts.port = cfg.span_dpdk;
+      Status st;
+      span_dpdk = dataplane::capture::DpdkCapture::open(dopts, st);
+      if (!span_dpdk) return st;
+      // No descriptor to wait on: polled from the control thread every millisecond.
+      loop.add_timer(std::chrono::milliseconds(1), [this] { span_drain(*span_dpdk); }, true);
+      log_info("span: capturing on DPDK port %s", span_dpdk->port().c_str());
     }
   }
 
@@ -437,14 +457,14 @@ void Daemon::Impl::release_source() {
 #endif
 }
 
-void Daemon::Impl::span_drain(dataplane::capture::LiveCapture& c) {
+void Daemon::Impl::span_drain(dataplane::capture::FrameSource& c) {
   // A bounded batch per event-loop pass: the control protocol is served between batches.
   dataplane::capture::Frame f;
   for (unsigned i = 0; i < 8192; ++i) {
     const int rc = c.next(f);
     if (rc == 0) break;
     if (rc < 0) {
-      log_error("span: %s: %s", c.interface().c_str(), c.error().c_str());
+      log_error("span: capture: %s", c.error().c_str());
       break;
     }
     span_lane->on_frame(f.link, f.data, f.ts_ns);
@@ -459,6 +479,7 @@ void Daemon::Impl::on_tick() {
     const auto now_ns = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
     for (auto& c : span_caps) span_drain(*c);
+    if (span_dpdk) span_drain(*span_dpdk);
     span_tracker->tick(now_ns);
     span_lane->expire(now_ns);
     span_lane->flush();
@@ -513,6 +534,12 @@ std::vector<dataplane::SourceCounter> Daemon::Impl::span_counters() const {
       drop += d;
       ifdrop += i;
     }
+  }
+  if (span_dpdk) {
+    std::uint64_t missed = 0, nombuf = 0;
+    span_dpdk->nic_stats(missed, nombuf);
+    out.push_back({"span_dpdk_imissed", "frames the --span-dpdk NIC dropped: its RX ring was full", missed, false});
+    out.push_back({"span_dpdk_rx_nombuf", "frames the --span-dpdk port dropped: no mbuf", nombuf, false});
   }
   out.push_back({"span_kernel_received", "frames the kernel captured for --span-interface (pcap_stats)", recv, false});
   out.push_back({"span_kernel_dropped", "frames the kernel dropped: capture buffer full (pcap_stats)", drop, false});
@@ -711,6 +738,7 @@ int Daemon::run() {
     log_error("%s", st.message().c_str());
     if (d.source) d.source->stop();
     if (d.writers) d.writers->stop();
+    d.span_dpdk.reset();
     d.release_source();
     return 1;
   }
@@ -722,6 +750,7 @@ int Daemon::run() {
   d.upload->close_all();
   d.source->stop();   // end marks for anything still installed
   if (d.span_lane) d.span_lane->stop();
+  d.span_dpdk.reset();  // port stopped and closed before EAL goes
   d.writers->stop();  // final flush of every file
   d.events.clear();
   while (d.writers->poll_events(d.events)) {

@@ -1270,6 +1270,26 @@ std::string dpdk_telemetry_socket() {
   return path;
 }
 
+Status dpdk_claim_port(const std::vector<std::string>& eal_args, const std::string& name, std::uint16_t& port_id) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  std::vector<std::string> hotplugged;
+  if (Status st = ensure_eal_locked(eal_args, hotplugged); !st) return st;
+  std::uint16_t pid = 0;
+  if (rte_eth_dev_get_port_by_name(name.c_str(), &pid) != 0)
+    return Status(ENODEV, "dpdk: no such port '" + name + "' (a PCI address, or a --vdev device name)");
+  if (r.port_claimed[pid]) return Status(EBUSY, "dpdk: port '" + name + "' is already in use in this process");
+  r.port_claimed[pid] = true;
+  port_id = pid;
+  return Status::ok();
+}
+
+void dpdk_release_port(std::uint16_t port_id) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  if (port_id < RTE_MAX_ETHPORTS) r.port_claimed[port_id] = false;
+}
+
 // ---- control side ----------------------------------------------------------------------------------
 
 DpdkSource::DpdkSource(Options options) : options_(std::move(options)), port_(std::make_unique<Port>()) {

@@ -127,6 +127,13 @@ struct DpdkMemory {
 /// --no-telemetry). --no-shconf and --in-memory leave it on. Any thread.
 std::string dpdk_telemetry_socket();
 
+/// Initialises EAL with `eal_args` (once per process; a later call may only add --vdev devices,
+/// which are hot-plugged) and finds the ethdev port `name`, claiming it for the caller (the
+/// passive-capture mirror port, dataplane/capture/). Control thread.
+Status dpdk_claim_port(const std::vector<std::string>& eal_args, const std::string& name, std::uint16_t& port_id);
+/// Gives a port claimed with dpdk_claim_port back (after the caller stopped and closed it).
+void dpdk_release_port(std::uint16_t port_id);
+
 /// Closes every ethdev port and runs rte_eal_cleanup(), once, at the end of a process that
 /// used DpdkSource. Call it after the last DpdkSource is destroyed; EAL cannot be initialised
 /// again afterwards. No-op (ok) when EAL was never initialised; an error when a source is alive.

@@ -340,4 +340,15 @@ bool LiveCapture::kernel_stats(std::uint64_t& recv, std::uint64_t& drop, std::ui
   return true;
 }
 
+#ifndef CALLREC_HAVE_DPDK
+struct DpdkCapture::Impl {};
+std::unique_ptr<DpdkCapture> DpdkCapture::open(const DpdkCaptureOptions&, Status& st) {
+  st = Status(ENOTSUP, "--span-dpdk: this build has no DPDK support (libdpdk was not found)");
+  return nullptr;
+}
+DpdkCapture::~DpdkCapture() = default;
+int DpdkCapture::next(Frame&) { return 0; }
+void DpdkCapture::nic_stats(std::uint64_t& missed, std::uint64_t& nombuf) const { missed = nombuf = 0; }
+#endif
+
 }  // namespace callrec::dataplane::capture

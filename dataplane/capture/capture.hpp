@@ -12,6 +12,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "fileio/status.hpp"
 
@@ -64,6 +65,35 @@ class LiveCapture final : public FrameSource {
   void* pcap_ = nullptr;
   std::uint32_t link_ = 0;
   std::string iface_, error_;
+};
+
+struct DpdkCaptureOptions {
+  std::vector<std::string> eal_args;  ///< EAL arguments (--no-huge --no-pci -m 512 ...)
+  /// A PCI address or port name, or a virtual device string ("net_pcap0,rx_pcap=F",
+  /// "net_af_packet0,iface=eth1"): given to EAL as --vdev, the port is its name.
+  std::string port;
+  unsigned mbufs = 8191;
+};
+
+/// A DPDK port in promiscuous mode as a mirror port: one RX queue, polled by the caller (the
+/// daemon's control thread, every millisecond, like the libpcap capture). Frames carry the host's
+/// clock at the burst (no NIC timestamps). Only in builds with DPDK (open() says so otherwise).
+class DpdkCapture final : public FrameSource {
+ public:
+  static std::unique_ptr<DpdkCapture> open(const DpdkCaptureOptions& o, Status& st);
+  ~DpdkCapture() override;
+  int next(Frame& f) override;
+  [[nodiscard]] bool eof() const override { return false; }
+  [[nodiscard]] std::string error() const override { return {}; }
+  /// NIC counters: imissed (the NIC's ring was full), rx_nombuf (no mbuf).
+  void nic_stats(std::uint64_t& missed, std::uint64_t& nombuf) const;
+  [[nodiscard]] const std::string& port() const { return name_; }
+
+ private:
+  DpdkCapture() = default;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::string name_;
 };
 
 }  // namespace callrec::dataplane::capture

@@ -213,6 +213,55 @@ TEST_F(SpanLive, CapturesReplayedOntoAMirrorPortAreRecordedAsTheyAreOffline) {
   }
 }
 
+// A DPDK port in promiscuous mode as the mirror port: net_pcap replays a capture into it (as a
+// NIC would deliver a mirror), the daemon polls it, and the calls and bytes are the offline run's.
+TEST_F(SpanLive, ADpdkMirrorPortRecordsWhatTheOfflineRunRecords) {
+#ifndef CALLREC_HAVE_DPDK
+  GTEST_SKIP() << "built without DPDK (libdpdk not found)";
+#endif
+  const fs::path captures = fs::path(CALLREC_SHARED_TESTDATA_DIR) / "captures";
+  if (!fs::is_directory(captures)) GTEST_SKIP() << "shared test data absent: " << captures;
+  for (const char* name : {"sip-udp-pcma-ekiga-prack-rtcp.pcap", "sip-tcp-pcma-cn-rtcp.pcap"}) {
+    SCOPED_TRACE(name);
+    const fs::path cap = captures / name;
+    TempDir off_dir, live_dir;
+    const CmdResult off = run_cmd({bin("callrecd"), "--span-read", cap.string(), "--storage",
+                                   (off_dir.path() / "rec").string(), "--catalog", (off_dir.path() / "cat.db").string(),
+                                   "--log-level", "warn"});
+    ASSERT_EQ(off.exit_code, 0) << off.err;
+    const auto p = off.out.find(" frames, ");
+    ASSERT_NE(p, std::string::npos) << off.out;
+    const long long frames = std::stoll(off.out.substr(off.out.rfind(' ', p - 1) + 1));
+    const CallMedia want = read_catalog(off_dir.path() / "cat.db");
+    ASSERT_FALSE(want.packets.empty());
+
+    const std::string prefix = "callrec-span-dpdk-" + std::to_string(::getpid()) + "-" + std::to_string(frames);
+    DaemonProcess d(live_dir.path(), {"--span-dpdk", "net_pcap_span0,rx_pcap=" + cap.string(), "--dpdk-eal",
+                                      "--no-huge --no-pci -m 256 --no-shconf --file-prefix=" + prefix, "--flush-ms",
+                                      "100"});
+    ASSERT_TRUE(d.ready()) << d.log();
+    ASSERT_TRUE(wait_until([&] { return metric_value(metrics(d), "callrec_span_decode_frames_total") >= frames; }, 20s))
+        << "decoded " << metric_value(metrics(d), "callrec_span_decode_frames_total") << " of " << frames << "\n"
+        << d.log();
+    EXPECT_EQ(metric_value(metrics(d), "callrec_span_dpdk_imissed_total"), 0);
+    d.signal(SIGTERM);
+    ASSERT_EQ(d.wait_exit(), 0) << d.log();
+    std::error_code ec;
+    fs::remove_all(fs::path("/var/run/dpdk") / prefix, ec);
+    const CallMedia got = read_catalog(d.catalog());
+    std::set<std::string> want_ids, got_ids;
+    for (const auto& [id, pk] : want.packets) want_ids.insert(id);
+    for (const auto& [id, pk] : got.packets) got_ids.insert(id);
+    EXPECT_EQ(got_ids, want_ids);
+    for (const auto& [id, pk] : want.packets) {
+      if (!got.packets.contains(id)) continue;
+      EXPECT_EQ(got.packets.at(id), pk) << id;
+      for (unsigned s = 0; s < 2; ++s)
+        EXPECT_EQ(same_but_fill(got.payloads.at(id)[s], want.payloads.at(id)[s]), "") << id << " stream " << s;
+    }
+  }
+}
+
 TEST_F(SpanLive, ARealSippCallOnLoopbackIsRecordedByteForByte) {
   const std::string sipp = find_program({"/usr/bin/sipp"});
   const std::string tshark = find_program({"/usr/bin/tshark"});
