@@ -132,6 +132,29 @@ bool read_udp_noports(std::uint64_t& v4, std::uint64_t& v6) {
 
 Status acquire_instance_lock(const std::filesystem::path& path, int& fd) { return take_instance_lock(path, fd); }
 
+SessionConfig session_config(const DaemonConfig& cfg) {
+  SessionConfig sc;
+  sc.storage = cfg.storage;
+  sc.rtp_timeout = std::chrono::seconds(cfg.rtp_timeout_s);
+  sc.latch = cfg.latch;
+  sc.latch_any = cfg.latch_any;
+  sc.reserve_bytes = cfg.reserve_mb << 20;
+  sc.max_file_bytes = cfg.max_file_mb << 20;
+  sc.flush_interval = std::chrono::milliseconds(cfg.flush_ms);
+  sc.assembler.reorder_window = static_cast<std::uint16_t>(cfg.reorder_window);
+  sc.assembler.max_gap_fill = cfg.max_gap_fill;
+  return sc;
+}
+
+span::TrackerOptions tracker_options(const DaemonConfig& cfg) {
+  span::TrackerOptions to;
+  to.max_calls = cfg.span_max_calls;
+  to.max_pending = cfg.span_max_pending;
+  to.media_timeout_ns = std::uint64_t{cfg.span_media_timeout_s} * 1'000'000'000ull;
+  to.assembler = session_config(cfg).assembler;
+  return to;
+}
+
 struct Daemon::Impl {
   DaemonConfig cfg;
   EventLoop loop;
@@ -247,24 +270,9 @@ Status Daemon::Impl::init() {
   po.quarantine = std::chrono::seconds(cfg.port_quarantine_s);
   ports = std::make_unique<PortAllocator>(po);
 
-  SessionConfig sc;
-  sc.storage = cfg.storage;
-  sc.rtp_timeout = std::chrono::seconds(cfg.rtp_timeout_s);
-  sc.latch = cfg.latch;
-  sc.latch_any = cfg.latch_any;
-  sc.reserve_bytes = cfg.reserve_mb << 20;
-  sc.max_file_bytes = cfg.max_file_mb << 20;
-  sc.flush_interval = std::chrono::milliseconds(cfg.flush_ms);
-  sc.assembler.reorder_window = static_cast<std::uint16_t>(cfg.reorder_window);
-  sc.assembler.max_gap_fill = cfg.max_gap_fill;
-  sessions = std::make_unique<SessionManager>(sc, catalog, *writers, *source, *ports);
+  sessions = std::make_unique<SessionManager>(session_config(cfg), catalog, *writers, *source, *ports);
   if (span) {
-    span::TrackerOptions to;
-    to.max_calls = cfg.span_max_calls;
-    to.max_pending = cfg.span_max_pending;
-    to.media_timeout_ns = std::uint64_t{cfg.span_media_timeout_s} * 1'000'000'000ull;
-    to.assembler = sc.assembler;
-    span_tracker = std::make_unique<span::CallTracker>(to, *sessions, *span_lane);
+    span_tracker = std::make_unique<span::CallTracker>(tracker_options(cfg), *sessions, *span_lane);
     span_lane->set_sink(span_tracker.get());
     for (const std::string& iface : cfg.span_interfaces) {
       dataplane::capture::LiveOptions lo;

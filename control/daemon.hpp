@@ -13,12 +13,19 @@
 #include <string>
 
 #include "control/config.hpp"
+#include "control/session_manager.hpp"
+#include "control/span/call_tracker.hpp"
 
 namespace callrec::control {
 
 /// One daemon per storage and catalog: an OFD lock on `path` holding our pid. EBUSY (naming
 /// the other pid) when another process holds it. fd stays open for the process's life.
 Status acquire_instance_lock(const std::filesystem::path& path, int& fd);
+
+/// The session manager's settings from the daemon's (shared by the daemon and --span-read).
+SessionConfig session_config(const DaemonConfig& cfg);
+/// Passive capture's call-tracker settings from the daemon's.
+span::TrackerOptions tracker_options(const DaemonConfig& cfg);
 
 class Daemon {
  public:

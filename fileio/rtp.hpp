@@ -65,6 +65,21 @@ inline std::optional<RtpView> parse_rtp(std::span<const std::byte> pkt) {
   return v;
 }
 
+/// The payload of an RTP packet: after the header (CSRCs, extension) and without RTP padding
+/// (RFC 3550 5.1: with P set, the last octet counts the padding octets, itself included).
+/// nullopt when the packet is not RTP v2 or its padding count is impossible.
+inline std::optional<std::span<const std::byte>> rtp_payload(std::span<const std::byte> pkt) {
+  const auto rtp = parse_rtp(pkt);
+  if (!rtp) return std::nullopt;
+  std::size_t len = rtp->payload_len;
+  if (rtp->padding) {
+    const auto pad = std::to_integer<std::size_t>(pkt.back());
+    if (pad == 0 || pad > len) return std::nullopt;
+    len -= pad;
+  }
+  return pkt.subspan(rtp->header_len, len);
+}
+
 /// Writes a plain 12-byte RTP header (no CSRC, no extension) into out[0..12).
 inline void write_rtp_header(std::byte* out, std::uint8_t pt, bool marker, std::uint16_t seq,
                              std::uint32_t ts, std::uint32_t ssrc) {

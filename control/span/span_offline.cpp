@@ -138,20 +138,8 @@ int run_span_read(const DaemonConfig& cfg, std::FILE* summary) {
   po.lo = 1;
   po.hi = 1;
   PortAllocator ports(po);
-  SessionConfig sc;
-  sc.storage = cfg.storage;
-  sc.reserve_bytes = cfg.reserve_mb << 20;
-  sc.max_file_bytes = cfg.max_file_mb << 20;
-  sc.flush_interval = std::chrono::milliseconds(cfg.flush_ms);
-  sc.assembler.reorder_window = static_cast<std::uint16_t>(cfg.reorder_window);
-  sc.assembler.max_gap_fill = cfg.max_gap_fill;
-  SessionManager sessions(sc, catalog, writers, lane, ports);
-  TrackerOptions to;
-  to.max_calls = cfg.span_max_calls;
-  to.max_pending = cfg.span_max_pending;
-  to.media_timeout_ns = std::uint64_t{cfg.span_media_timeout_s} * 1'000'000'000ull;
-  to.assembler = sc.assembler;
-  CallTracker tracker(to, sessions, lane);
+  SessionManager sessions(session_config(cfg), catalog, writers, lane, ports);
+  CallTracker tracker(tracker_options(cfg), sessions, lane);
   lane.set_sink(&tracker);
   catalog.set_group_commit(true);
 

@@ -21,21 +21,6 @@ namespace {
 namespace fs = std::filesystem;
 using fileio::Codec;
 
-/// The G.711 payload of a stored packet: after the RTP header (CSRCs, extension) and without
-/// RTP padding (RFC 3550 5.1: with P set, the last octet counts the padding octets, itself
-/// included). nullopt when the packet is not RTP v2 or its padding count is impossible.
-std::optional<std::span<const std::byte>> payload_of(std::span<const std::byte> pkt) {
-  const auto rtp = fileio::parse_rtp(pkt);
-  if (!rtp) return std::nullopt;
-  std::size_t len = rtp->payload_len;
-  if (rtp->padding) {
-    const auto pad = std::to_integer<std::size_t>(pkt.back());
-    if (pad == 0 || pad > len) return std::nullopt;
-    len -= pad;
-  }
-  return pkt.subspan(rtp->header_len, len);
-}
-
 /// A checked input: what export needs to know before creating the output.
 struct Input {
   fs::path path;
@@ -143,7 +128,7 @@ Exit run_export(const CommandSpec& cmd, const ParsedArgs& args) {
     std::uint64_t index = 0;
     Status read_err;
     while (const auto pkt = reader.next(&read_err)) {
-      const auto payload = payload_of(*pkt);
+      const auto payload = fileio::rtp_payload(*pkt);
       if (payload) {
         pcm.resize(payload->size());
         fileio::g711_decode(in.codec, *payload, pcm);

@@ -37,18 +37,6 @@ struct Seg {
 /// At most 12 hours of 16 kHz stereo are assembled in memory (~2.7 GB would be the cap).
 constexpr std::uint64_t kMaxFrames = 12ull * 3600 * 16000;
 
-std::optional<std::span<const std::byte>> payload(std::span<const std::byte> pkt) {
-  const auto rtp = fileio::parse_rtp(pkt);
-  if (!rtp) return std::nullopt;
-  std::size_t len = rtp->payload_len;
-  if (rtp->padding) {
-    const auto pad = std::to_integer<std::size_t>(pkt.back());
-    if (pad == 0 || pad > len) return std::nullopt;
-    len -= pad;
-  }
-  return pkt.subspan(rtp->header_len, len);
-}
-
 }  // namespace
 
 Exit run_export_call(const CommandSpec& cmd, const ParsedArgs& args, const std::string& call) {
@@ -146,7 +134,7 @@ Exit run_export_call(const CommandSpec& cmd, const ParsedArgs& args, const std::
       g722.reset();
       while (const auto pkt = reader.next(&read_err)) {
         const auto v = fileio::parse_rtp(*pkt);
-        const auto pl = payload(*pkt);
+        const auto pl = fileio::rtp_payload(*pkt);
         if (!v || !pl) continue;
         if (!ts0) ts0 = v->timestamp;
         const auto delta = static_cast<std::int64_t>(static_cast<std::int32_t>(v->timestamp - *ts0));
