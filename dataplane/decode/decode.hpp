@@ -5,7 +5,7 @@
 // the calling lane's business (STYLE.md: "decode says what the bytes are; policy decides").
 //
 // One file per layer family, as Suricata's decode-*.c: decode_link.cpp (Ethernet, 802.1Q/QinQ,
-// SLL, SLL2, null/loopback, raw IP), decode_tunnel.cpp (GRE/TEB, ERSPAN II and III, VXLAN),
+// MPLS, SLL, SLL2, null/loopback, raw IP), decode_tunnel.cpp (GRE/TEB, ERSPAN II and III, VXLAN),
 // decode_ip.cpp (IPv4, IPv6 with extension headers, fragments reported, not reassembled),
 // decode_l4.cpp (UDP, TCP). Each bounds-checks what it reads, counts what it rejects, strips
 // its header and hands the rest to the next.
@@ -41,6 +41,7 @@ enum LinkType : std::uint32_t {
   _(link_truncated, "frames shorter than their link header")                                   \
   _(vlan_tags, "802.1Q/802.1ad tags stripped")                                                 \
   _(vlan_too_deep, "frames with more VLAN tags than the decoder follows (4)")                  \
+  _(mpls, "MPLS label stacks stripped")                                                       \
   _(not_ip, "frames that carry no IP (ARP, LLDP, STP ...)")                                    \
   _(tunnel_gre, "GRE packets decapsulated")                                                    \
   _(tunnel_erspan, "ERSPAN type II/III packets decapsulated")                                  \

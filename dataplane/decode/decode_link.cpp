@@ -12,7 +12,26 @@ namespace callrec::dataplane::decode {
 namespace {
 
 constexpr std::uint16_t kEtherIpv4 = 0x0800, kEtherIpv6 = 0x86DD, kEtherVlan = 0x8100, kEtherQinq = 0x88A8,
-                        kEtherQinqOld = 0x9100, kEtherTeb = 0x6558;
+                        kEtherQinqOld = 0x9100, kEtherTeb = 0x6558, kEtherMpls = 0x8847, kEtherMplsMc = 0x8848;
+
+/// MPLS (RFC 3032): labels up to the bottom of the stack, then IP by its version nibble (a
+/// carrier's mirror of a core link). Pseudowires (Ethernet over MPLS) are not decoded.
+Result decode_mpls(std::span<const std::byte> b, Packet& out, Counters& c, unsigned depth) {
+  for (unsigned n = 0;; ++n) {
+    if (b.size() < 4 || n >= 8) {
+      c.inc(kC_link_truncated);
+      return Result::kBad;
+    }
+    const bool bottom = (std::to_integer<unsigned>(b[2]) & 0x01) != 0;
+    b = b.subspan(4);
+    if (bottom) break;
+  }
+  c.inc(kC_mpls);
+  if (!b.empty() && (std::to_integer<unsigned>(b[0]) >> 4) == 4) return decode_ipv4(b, out, c, depth);
+  if (!b.empty() && (std::to_integer<unsigned>(b[0]) >> 4) == 6) return decode_ipv6(b, out, c, depth);
+  c.inc(kC_not_ip);
+  return Result::kNotIp;
+}
 
 /// The payload of a link layer carrying `ethertype` (VLAN tags may follow).
 Result by_ethertype(std::uint16_t type, std::span<const std::byte> b, Packet& out, Counters& c, unsigned depth) {
@@ -35,6 +54,8 @@ Result by_ethertype(std::uint16_t type, std::span<const std::byte> b, Packet& ou
     case kEtherIpv4: return decode_ipv4(b, out, c, depth);
     case kEtherIpv6: return decode_ipv6(b, out, c, depth);
     case kEtherTeb: return decode_ethernet(b, out, c, depth + 1);
+    case kEtherMpls:
+    case kEtherMplsMc: return decode_mpls(b, out, c, depth);
     default: c.inc(kC_not_ip); return Result::kNotIp;
   }
 }

@@ -1616,3 +1616,43 @@ TEST_F(TcpReassemblyTest, FromDecodedFrames) {
 
 }  // namespace
 }  // namespace callrec::dataplane::decode
+
+namespace callrec::dataplane::decode {
+namespace {
+
+/// An MPLS label stack entry: label, then the bottom-of-stack bit.
+Bytes mpls_label(unsigned label, bool bottom) {
+  return {static_cast<std::byte>(label >> 12), static_cast<std::byte>(label >> 4),
+          static_cast<std::byte>(((label & 0xF) << 4) | (bottom ? 1u : 0u)), std::byte{64}};
+}
+
+TEST(Decode, MplsLabelStacksAreStrippedToTheSameIpPacket) {
+  const Decoded ref = decode(kLinkEthernet, eth(0x0800, udp4()));
+  ASSERT_EQ(ref.r, Result::kUdp);
+  Bytes stack = mpls_label(16001, false);
+  const Bytes bottom = mpls_label(24, true);
+  stack.insert(stack.end(), bottom.begin(), bottom.end());
+  Bytes payload = stack;
+  const Bytes ip = udp4();
+  payload.insert(payload.end(), ip.begin(), ip.end());
+  const Decoded d = decode(kLinkEthernet, eth(0x8847, payload));
+  ASSERT_EQ(d.r, Result::kUdp);
+  expect_same_packet(d.p, ref.p);
+  expect_counters(d.c, {{kC_frames, 1}, {kC_mpls, 1}, {kC_ipv4, 1}, {kC_udp, 1}});
+  // IPv6 under one label, and a stack that never ends.
+  Bytes v6 = mpls_label(3, true);
+  const Bytes ip6 = tcp6();
+  v6.insert(v6.end(), ip6.begin(), ip6.end());
+  EXPECT_EQ(decode(kLinkEthernet, eth(0x8847, v6)).r, Result::kTcp);
+  Bytes endless;
+  for (int i = 0; i < 3; ++i) {
+    const Bytes l = mpls_label(100, false);
+    endless.insert(endless.end(), l.begin(), l.end());
+  }
+  const Decoded bad = decode(kLinkEthernet, eth(0x8847, endless));
+  EXPECT_EQ(bad.r, Result::kBad);
+  expect_counters(bad.c, {{kC_frames, 1}, {kC_link_truncated, 1}});
+}
+
+}  // namespace
+}  // namespace callrec::dataplane::decode
