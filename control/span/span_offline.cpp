@@ -172,6 +172,12 @@ int run_span_read(const DaemonConfig& cfg, std::FILE* summary) {
       const int rc = src->next(f);
       if (rc == 0) break;
       if (rc < 0) {
+        // A capture cut short (tcpdump killed, a disk that filled) ends inside its last record:
+        // everything before it is good, so that is the end of the file, not a failure.
+        if (src->error().find("truncated") != std::string::npos) {
+          log_warn("--span-read %s: %s: read up to there", path.c_str(), src->error().c_str());
+          break;
+        }
         log_error("--span-read %s: %s (the frames before it were processed)", path.c_str(), src->error().c_str());
         ++bad_files;
         break;

@@ -873,3 +873,33 @@ TEST(SpanCapture, GarbageIsDroppedAndCounted) {
 
 }  // namespace
 }  // namespace callrec::e2e
+
+namespace callrec::e2e {
+namespace {
+
+// A capture cut short (tcpdump killed mid-write) ends inside a record: what comes before is
+// recorded, the call still open ends with capture_end, and the run is a success (exit 0).
+TEST(SpanCapture, ACaptureCutShortIsReadUpToTheCut) {
+  const fs::path cap = captures_dir() / "sip-udp-pcma-ekiga-prack-rtcp.pcap";
+  if (!fs::exists(cap)) GTEST_SKIP() << "shared test data absent: " << cap;
+  TempDir dir;
+  const fs::path cut = dir.path() / "cut.pcap";
+  {
+    std::ifstream in(cap, std::ios::binary);
+    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_GT(bytes.size(), 150000u);
+    std::ofstream out(cut, std::ios::binary);
+    out.write(bytes.data(), 150000);  // inside a record, before the BYE
+  }
+  const SpanRun r = run_span({cut}, dir.path() / "out");
+  EXPECT_EQ(r.cmd.exit_code, 0) << r.cmd.out << r.cmd.err;
+  EXPECT_NE(r.cmd.err.find("truncated"), std::string::npos) << r.cmd.err;
+  ASSERT_EQ(r.rows.size(), 1u);
+  EXPECT_EQ(r.rows[0].stop_reason, "capture_end");
+  ASSERT_EQ(r.rows[0].streams.size(), 2u);
+  EXPECT_GT(r.rows[0].streams[0].packets, 0u);
+  EXPECT_GT(r.rows[0].streams[1].packets, 0u);
+}
+
+}  // namespace
+}  // namespace callrec::e2e
