@@ -19,6 +19,8 @@
 #include <span>
 #include <string_view>
 
+#include "fileio/rtp.hpp"
+
 namespace callrec::dataplane::decode {
 
 /// pcap LINKTYPE_* values (the ones a mirror or a capture file carries).
@@ -169,13 +171,9 @@ Result decode_l4(std::span<const std::byte> l4, Packet& out, Counters& c, unsign
 /// by content on any port (carriers run it on 5080, 6060 ...). Looks at most 2 KiB.
 bool looks_like_sip(std::string_view d);
 
-inline std::uint16_t be16(const std::byte* p) {
-  return static_cast<std::uint16_t>((std::to_integer<unsigned>(p[0]) << 8) | std::to_integer<unsigned>(p[1]));
-}
-inline std::uint32_t be32(const std::byte* p) {
-  return (std::to_integer<std::uint32_t>(p[0]) << 24) | (std::to_integer<std::uint32_t>(p[1]) << 16) |
-         (std::to_integer<std::uint32_t>(p[2]) << 8) | std::to_integer<std::uint32_t>(p[3]);
-}
+// Byte order: fileio/rtp.hpp's load_be16/load_be32, the project's one copy.
+using fileio::load_be16;
+using fileio::load_be32;
 inline constexpr unsigned kMaxDepth = 4;
 
 }  // namespace callrec::dataplane::decode

@@ -49,7 +49,7 @@ Result decode_ipv4(std::span<const std::byte> b, Packet& out, Counters& c, unsig
   }
   const unsigned vihl = std::to_integer<unsigned>(b[0]);
   const std::size_t ihl = (vihl & 0x0F) * 4u;
-  const std::size_t total = be16(b.data() + 2);
+  const std::size_t total = load_be16(b.data() + 2);
   if ((vihl >> 4) != 4 || ihl < 20 || total < ihl || total > b.size()) {
     c.inc(kC_ip_bad);
     return Result::kBad;
@@ -62,10 +62,10 @@ Result decode_ipv4(std::span<const std::byte> b, Packet& out, Counters& c, unsig
   std::memcpy(out.src.b.data(), b.data() + 12, 4);
   std::memcpy(out.dst.b.data(), b.data() + 16, 4);
   out.proto = std::to_integer<std::uint8_t>(b[9]);
-  const unsigned frag = be16(b.data() + 6);
+  const unsigned frag = load_be16(b.data() + 6);
   const std::span<const std::byte> l4 = b.subspan(ihl);
   if ((frag & 0x3FFF) != 0) {  // MF set or an offset: a fragment
-    out.frag_id = be16(b.data() + 4);
+    out.frag_id = load_be16(b.data() + 4);
     out.frag_offset = (frag & 0x1FFF) * 8u;
     out.frag_more = (frag & 0x2000) != 0;
     out.l4 = l4;
@@ -80,7 +80,7 @@ Result decode_ipv6(std::span<const std::byte> b, Packet& out, Counters& c, unsig
     c.inc(kC_ip_bad);
     return Result::kBad;
   }
-  const std::size_t plen = be16(b.data() + 4);
+  const std::size_t plen = load_be16(b.data() + 4);
   if (plen == 0 || 40 + plen > b.size()) {  // 0: a jumbogram (never on a mirror of calls)
     c.inc(kC_ip_bad);
     return Result::kBad;
@@ -115,9 +115,9 @@ Result decode_ipv6(std::span<const std::byte> b, Packet& out, Counters& c, unsig
       off += len;
     } else if (next == 44) {  // fragment header
       if (off + 8 > b.size()) break;
-      const unsigned fo = be16(b.data() + off + 2);
+      const unsigned fo = load_be16(b.data() + off + 2);
       const std::uint8_t after = std::to_integer<std::uint8_t>(b[off]);
-      out.frag_id = be32(b.data() + off + 4);
+      out.frag_id = load_be32(b.data() + off + 4);
       out.frag_offset = fo & 0xFFF8u;
       out.frag_more = (fo & 1) != 0;
       off += 8;

@@ -11,13 +11,13 @@ Result decode_l4(std::span<const std::byte> b, Packet& out, Counters& c, unsigne
       c.inc(kC_l4_bad);
       return Result::kBad;
     }
-    const std::size_t len = be16(b.data() + 4);
+    const std::size_t len = load_be16(b.data() + 4);
     if (len < 8 || len > b.size()) {
       c.inc(kC_l4_bad);
       return Result::kBad;
     }
-    out.sport = be16(b.data());
-    out.dport = be16(b.data() + 2);
+    out.sport = load_be16(b.data());
+    out.dport = load_be16(b.data() + 2);
     out.payload = b.subspan(8, len - 8);
     c.inc(kC_udp);
     if (out.dport == 4789 && out.payload.size() >= 8 && (std::to_integer<unsigned>(out.payload[0]) & 0x08) != 0 &&
@@ -35,9 +35,9 @@ Result decode_l4(std::span<const std::byte> b, Packet& out, Counters& c, unsigne
       c.inc(kC_l4_bad);
       return Result::kBad;
     }
-    out.sport = be16(b.data());
-    out.dport = be16(b.data() + 2);
-    out.tcp_seq = be32(b.data() + 4);
+    out.sport = load_be16(b.data());
+    out.dport = load_be16(b.data() + 2);
+    out.tcp_seq = load_be32(b.data() + 4);
     out.tcp_flags = std::to_integer<std::uint8_t>(b[13]);
     out.payload = b.subspan(off);
     c.inc(kC_tcp);

@@ -47,7 +47,7 @@ Result by_ethertype(std::uint16_t type, std::span<const std::byte> b, Packet& ou
     }
     c.inc(kC_vlan_tags);
     ++out.vlans;
-    type = be16(b.data() + 2);
+    type = load_be16(b.data() + 2);
     b = b.subspan(4);
   }
   switch (type) {
@@ -71,7 +71,7 @@ Result decode_ethernet(std::span<const std::byte> b, Packet& out, Counters& c, u
     c.inc(kC_link_truncated);
     return Result::kBad;
   }
-  const std::uint16_t type = be16(b.data() + 12);
+  const std::uint16_t type = load_be16(b.data() + 12);
   if (type < 0x0600) {  // 802.3 length: LLC/SNAP (STP, CDP ...), never IP on a mirror
     c.inc(kC_not_ip);
     return Result::kNotIp;
@@ -87,12 +87,12 @@ Result decode_frame(std::uint32_t link, std::span<const std::byte> b, Packet& ou
     case kLinkSll: {
       // type(2) arphrd(2) addrlen(2) addr(8) protocol(2)
       if (b.size() < 16) break;
-      return by_ethertype(be16(b.data() + 14), b.subspan(16), out, c, 0);
+      return by_ethertype(load_be16(b.data() + 14), b.subspan(16), out, c, 0);
     }
     case kLinkSll2: {
       // protocol(2) reserved(2) ifindex(4) arphrd(2) pkttype(1) addrlen(1) addr(8)
       if (b.size() < 20) break;
-      return by_ethertype(be16(b.data()), b.subspan(20), out, c, 0);
+      return by_ethertype(load_be16(b.data()), b.subspan(20), out, c, 0);
     }
     case kLinkNull:
     case kLinkLoop: {

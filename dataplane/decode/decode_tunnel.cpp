@@ -13,13 +13,13 @@ Result decode_gre(std::span<const std::byte> b, Packet& out, Counters& c, unsign
     c.inc(kC_tunnel_bad);
     return Result::kBad;
   }
-  const unsigned flags = be16(b.data());
+  const unsigned flags = load_be16(b.data());
   const unsigned version = flags & 0x7;
   if (version != 0) {  // version 1 is PPTP's enhanced GRE: no mirror uses it
     c.inc(kC_tunnel_bad);
     return Result::kBad;
   }
-  const std::uint16_t proto = be16(b.data() + 2);
+  const std::uint16_t proto = load_be16(b.data() + 2);
   std::size_t hl = 4;
   if (flags & 0x8000) hl += 4;  // checksum + reserved1
   if (flags & 0x2000) hl += 4;  // key

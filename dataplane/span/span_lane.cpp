@@ -294,7 +294,7 @@ void SpanLane::dtmf(StreamId s, StreamState& ss, std::span<const std::byte> rtp,
   const std::byte* e = rtp.data() + v->header_len;
   const unsigned event = std::to_integer<unsigned>(e[0]);
   const bool end = (std::to_integer<unsigned>(e[1]) & 0x80) != 0;
-  const unsigned duration = decode::be16(e + 2);
+  const unsigned duration = decode::load_be16(e + 2);
   if (ss.event_done && ss.event_ts == v->timestamp) return;  // the end packet, retransmitted
   if (!end) {
     ss.in_event = true;
