@@ -212,6 +212,7 @@ int run_span_read(const DaemonConfig& cfg, std::FILE* summary) {
     (void)::poll(&pfd, 1, 100);
     pump();
     sessions.tick(std::chrono::steady_clock::now());
+    lane.flush();  // a stop in pump() or tick() (a writer error, no_space) pushed an end mark
   }
   pump();
   const double wall_s =
@@ -225,6 +226,18 @@ int run_span_read(const DaemonConfig& cfg, std::FILE* summary) {
                 bad_files, ws);
   ::close(storage_lock);
   ::close(catalog_lock);
+  // Calls the storage could not take (no space, write errors, the storage removed): the run
+  // did not record everything, and says so in its exit code.
+  const SessionCounters& sc = sessions.counters();
+  const std::uint64_t refused = tracker.counter(kT_record_refused);
+  const std::uint64_t cut = sc.stop_no_space + sc.stop_storage_lost;
+  if (refused != 0 || cut != 0 || ws.write_errors != 0) {
+    std::fprintf(summary, "incomplete: %llu call(s) not recorded, %llu recording(s) ended early (no space, storage "
+                          "lost), %llu write error(s): see the log\n",
+                 static_cast<unsigned long long>(refused), static_cast<unsigned long long>(cut),
+                 static_cast<unsigned long long>(ws.write_errors));
+    return 1;
+  }
   return bad_files == cfg.span_read.size() ? 1 : 0;
 }
 

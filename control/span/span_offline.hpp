@@ -3,7 +3,8 @@
 // session manager, writers and catalog as a live mirror, driven by packet time: every call in
 // the files is recorded (both directions), calls still open at the end of the input are closed
 // with stop reason capture_end, a one-screen summary is printed, and the exit code is 0 (1 when
-// a file could not be read at all, 2 for a configuration error).
+// no file could be read, or when calls were not recorded or cut short: no space, write errors,
+// the storage removed; 2 for a configuration error).
 #include <cstdio>
 
 #include "control/config.hpp"

@@ -293,15 +293,22 @@ class DpdkE2E : public ::testing::Test {
   }
 
   DaemonProcess& start_daemon(std::vector<std::string> extra = {}) {
-    const std::string tag = file_prefix("d");
-    std::vector<std::string> args = {
-        "--listen", net_->host_address() + ":0", "--source", "dpdk",
-        "--dpdk-vdev", "net_af_packet_" + tag.substr(12) + ",iface=" + net_->host_if(),
-        "--dpdk-address", net_->dataplane_address(),
-        "--dpdk-eal", "--no-huge --no-pci -m 512 --no-shconf --file-prefix=" + tag,
-        "--dpdk-mempool", "4095", "--dpdk-idle-sleep", "200", "--flush-ms", "100", "--writers", "1"};
-    for (auto& e : extra) args.push_back(std::move(e));
-    daemon_ = std::make_unique<DaemonProcess>(dir_.path(), std::move(args));
+    // DPDK's af_packet PMD derives its PACKET_FANOUT group id from the pid and the interface
+    // index; the kernel refuses (EINVAL) a group id another process (a parallel test) holds with
+    // other settings. Seen once in CI; a second start has another pid, so another id.
+    for (int attempt = 0;; ++attempt) {
+      const std::string tag = file_prefix("d");
+      std::vector<std::string> args = {
+          "--listen", net_->host_address() + ":0", "--source", "dpdk",
+          "--dpdk-vdev", "net_af_packet_" + tag.substr(12) + ",iface=" + net_->host_if(),
+          "--dpdk-address", net_->dataplane_address(),
+          "--dpdk-eal", "--no-huge --no-pci -m 512 --no-shconf --file-prefix=" + tag,
+          "--dpdk-mempool", "4095", "--dpdk-idle-sleep", "200", "--flush-ms", "100", "--writers", "1"};
+      for (const auto& e : extra) args.push_back(e);
+      daemon_ = std::make_unique<DaemonProcess>(dir_.path(), std::move(args));
+      if (daemon_->ready() || attempt >= 2 || daemon_->log().find("PACKET_FANOUT") == std::string::npos) break;
+      daemon_->wait_exit(10s);
+    }
     return *daemon_;
   }
   std::string metrics() { return http(daemon_->metrics_port(), "GET", "/metrics"); }

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <sys/mount.h>
+
 #include <fstream>
 #include <map>
 #include <set>
@@ -899,6 +901,56 @@ TEST(SpanCapture, ACaptureCutShortIsReadUpToTheCut) {
   ASSERT_EQ(r.rows[0].streams.size(), 2u);
   EXPECT_GT(r.rows[0].streams[0].packets, 0u);
   EXPECT_GT(r.rows[0].streams[1].packets, 0u);
+}
+
+}  // namespace
+}  // namespace callrec::e2e
+
+namespace callrec::e2e {
+namespace {
+
+// Storage that fills while a capture is read: the calls that could not be recorded (or were cut
+// at no_space) are said in the summary and the exit code, the files written stay readable, the
+// catalog (on another volume) has every recorded call, and nothing crashes or hangs.
+TEST(SpanCapture, AFullDiskIsReportedNotHidden) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs";
+  TempDir dir;
+  const fs::path small = dir.path() / "small";
+  fs::create_directories(small);
+  if (::mount("tmpfs", small.c_str(), "tmpfs", 0, "size=3m") != 0)
+    GTEST_SKIP() << "cannot mount a tmpfs: " << std::strerror(errno);
+  struct Unmount {
+    fs::path p;
+    ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
+  } unmount{small};
+  // 60 calls x 20 s: 120 directions x 1,000 packets x 172 bytes = 20 MB, for 3 MB of storage.
+  const fs::path cap = dir.path() / "calls.pcap";
+  const CmdResult gen = run_cmd({bin("callrec-pcapgen"), "--calls", "60", "--seconds", "20", "-o", cap.string()});
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  const CmdResult r = run_cmd({bin("callrecd"), "--span-read", cap.string(), "--storage", (small / "rec").string(),
+                               "--catalog", (dir.path() / "catalog.db").string(), "--reserve-mb", "0",
+                               "--log-level", "warn"},
+                              120s);
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.out.find("incomplete:"), std::string::npos) << r.out;
+  fileio::Catalog c;
+  ASSERT_TRUE(c.open_read_only(dir.path() / "catalog.db"));
+  fileio::CatalogFilter f;
+  f.limit = 0;
+  std::vector<fileio::RecordingRow> rows;
+  ASSERT_TRUE(c.list(f, rows));
+  ASSERT_FALSE(rows.empty()) << "the calls that fit are recorded";
+  std::size_t no_space = 0;
+  for (const auto& row : rows) {
+    EXPECT_NE(row.state, "recording") << "every row is finished";
+    if (row.stop_reason == "no_space") ++no_space;
+    for (const auto& g : row.segments) {
+      fileio::RecordInfo info;
+      ASSERT_TRUE(fileio::inspect_record(g.path, info)) << g.path;
+      EXPECT_NE(info.integrity, fileio::Integrity::kBroken) << g.path;
+    }
+  }
+  EXPECT_GT(no_space, 0u) << "recordings cut by the full disk say so";
 }
 
 }  // namespace
