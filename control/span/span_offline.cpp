@@ -109,7 +109,8 @@ int run_span_read(const DaemonConfig& cfg, std::FILE* summary) {
       up.rlim_cur = rl.rlim_max;
       if (::setrlimit(RLIMIT_NOFILE, &up) == 0) rl = up;
     }
-    fileio::set_record_fd_budget(static_cast<std::int64_t>(std::max<rlim_t>(64, rl.rlim_cur / 4)));
+    // No sockets and no connections here: every descriptor but a reserve can hold a file.
+    fileio::set_record_fd_budget(static_cast<std::int64_t>(rl.rlim_cur > 512 ? rl.rlim_cur - 256 : 64));
   }
   fileio::Catalog catalog;
   if (Status st = catalog.open(cfg.catalog); !st) {
