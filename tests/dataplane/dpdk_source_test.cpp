@@ -13,6 +13,8 @@
 // process anyway (gtest_discover_tests); run directly, they share one EAL.
 #include <gtest/gtest.h>
 
+#include <random>
+
 #ifdef CALLREC_HAVE_DPDK
 
 #include <arpa/inet.h>
@@ -776,9 +778,18 @@ class DpdkVeth : public ::testing::Test {
     sh("ip netns del " + ns_);
     sh("ip link del " + host_if_);
     created_ = true;
+    // DPDK's af_packet PMD names its PACKET_FANOUT group (pid ^ ifindex) & 0xffff; two test
+    // processes started one after the other have pids and new interfaces' indexes that both
+    // step by one, so their ids collide and the kernel refuses the second (EINVAL: a group on
+    // another device). A random interface index makes a collision a 1-in-65,536 event.
+    ASSERT_EQ(sh("ip netns add " + ns_), 0);
+    std::random_device rd;
+    int added = -1;
+    for (int attempt = 0; attempt < 8 && added != 0; ++attempt)
+      added = sh("ip link add " + host_if_ + " index " + std::to_string(1000 + rd() % 60000) + " type veth peer name " +
+                 ns_if_);
+    ASSERT_EQ(added, 0) << "ip link add " << host_if_;
     const std::vector<std::string> cmds = {
-        "ip netns add " + ns_,
-        "ip link add " + host_if_ + " type veth peer name " + ns_if_,
         "ip link set " + ns_if_ + " netns " + ns_,
         "ip -n " + ns_ + " addr add " + subnet_ + "2/24 dev " + ns_if_,
         "ip -n " + ns_ + " link set " + ns_if_ + " up",

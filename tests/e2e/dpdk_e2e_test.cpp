@@ -17,6 +17,8 @@
 // hugepages (--no-huge --no-pci). Only private 10.199.0.0/16 addresses are used. Skips with a
 // reason otherwise. Everything it creates is removed in teardown, also when a test fails.
 #include <gtest/gtest.h>
+
+#include <random>
 #include <sched.h>
 #include <sys/un.h>
 
@@ -96,7 +98,15 @@ class VethNamespace {
     };
     if (!must({"netns", "add", v->ns_})) return nullptr;
     v->have_ns_ = true;
-    if (!must({"link", "add", v->host_if_, "type", "veth", "peer", "name", v->peer_if_})) return nullptr;
+    // DPDK's af_packet PMD names its PACKET_FANOUT group (pid ^ ifindex) & 0xffff: pids and new
+    // interfaces' indexes of tests started one after the other both step by one, so the ids
+    // collide and the kernel refuses the second (EINVAL). A random index makes that 1 in 65,536.
+    std::random_device rd;
+    bool added = false;
+    for (int attempt = 0; attempt < 8 && !added; ++attempt)
+      added = must({"link", "add", v->host_if_, "index", std::to_string(1000 + rd() % 60000), "type", "veth", "peer",
+                    "name", v->peer_if_});
+    if (!added) return nullptr;
     v->have_link_ = true;
     if (!must({"link", "set", v->peer_if_, "netns", v->ns_})) return nullptr;
     // The root namespace must not route the dataplane's traffic (it shares HOST's MAC) or add
