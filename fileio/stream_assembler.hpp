@@ -72,6 +72,8 @@ struct PayloadMap {
   static PayloadMap g711();
 };
 
+struct SdesCrypto;  // fileio/srtp.hpp
+
 struct AssemblerOptions {
   std::uint16_t reorder_window = 8;   ///< packets held while waiting for a missing one (1..256)
   std::uint32_t max_gap_fill = 50;    ///< longest gap filled with silence (packets); longer: not filled
@@ -80,6 +82,9 @@ struct AssemblerOptions {
   std::uint32_t segment_burst = 4;    ///< format changes allowed at once (>= 1)
   std::uint32_t segment_interval_ms = 10000;  ///< then one change per this long; 0: no cap
   std::shared_ptr<const PayloadMap> payloads;  ///< null: G.711 static types only
+  /// Non-null: the stream arrives as SRTP with this key (the sender's a=crypto); the writer
+  /// thread decrypts each packet before assembly (fileio/srtp.hpp) and counts what fails.
+  std::shared_ptr<const SdesCrypto> srtp;
 };
 
 struct AssemblerCounters {
@@ -98,6 +103,7 @@ struct AssemblerCounters {
   std::uint64_t unbacked_jumps = 0;   ///< gaps not filled: arrival time did not back them
   std::uint64_t format_flaps = 0;     ///< dropped: packets of a format change that did not last
   std::uint64_t segment_limited = 0;  ///< dropped: a confirmed format change over the segment cap
+  std::uint64_t srtp_failed = 0;      ///< dropped: SRTP authentication failed, replayed, or no key
 };
 
 /// The format of a segment: every packet of it has exactly rtp_len bytes.

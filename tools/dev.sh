@@ -17,7 +17,8 @@ PACKAGES=(build-essential cmake ninja-build pkg-config git
   libdpdk-dev dpdk dpdk-dev libpcap-dev libtbb-dev libsqlite3-dev sqlite3
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev sox sip-tester iproute2 iputils-ping ethtool procps liburing-dev
-  libspandsp-dev tshark tcpdump tcpreplay sngrep python3-scapy)
+  libspandsp-dev tshark tcpdump tcpreplay sngrep python3-scapy
+  libpugixml-dev libsrtp2-dev libssl-dev openssl)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
