@@ -85,6 +85,11 @@ struct SessionConfig {
 struct StreamPlan {
   std::string role;                ///< "caller" / "callee" (catalog, file name tag)
   fileio::AssemblerOptions assembler;
+  /// Allocated streams (StartParams::allocate, add_streams): the RTP source expected (port 0:
+  /// any port of that address). AF_UNSPEC: the recording's peer address (with latch_any: any).
+  sockaddr_storage expected{};
+  /// The catalog's streams row as known at the start (label, participant, flags ...).
+  fileio::StreamRow info;
 };
 
 struct StartParams {
@@ -102,6 +107,10 @@ struct StartParams {
   std::vector<StreamPlan> observe;
   dataplane::Source* source = nullptr;
   std::int64_t started_ms = 0;  ///< 0: now (offline capture: the packet time)
+  /// Non-empty: one allocated port per plan, each stream with its own assembler options,
+  /// expected source and catalog row (SIPREC: one stream per offered m-line). `streams` is then
+  /// allocate.size().
+  std::vector<StreamPlan> allocate;
 };
 
 struct StartResult {
@@ -164,6 +173,22 @@ class SessionManager {
   void set_stream_info(RecordingHandle h, unsigned index, const fileio::StreamRow& info);
   /// An event of a running (or stopping) recording (DTMF ...), to the catalog now.
   void add_event(RecordingHandle h, const fileio::EventRow& ev);
+  /// Allocated recordings (SIPREC re-INVITE adding m-lines): more streams, each on a new port
+  /// (res.ports, res.streams in plan order; their indexes follow the existing streams). On
+  /// failure nothing was added.
+  StartResult add_streams(RecordingHandle h, const std::vector<StreamPlan>& plans);
+  /// Ends one stream of a running recording (an m-line removed); the recording goes on, and
+  /// the stream's row and files stay in the catalog. False when unknown or already ended.
+  bool end_stream(RecordingHandle h, unsigned index);
+  /// Pauses (true) or resumes one stream: while paused its packets are not recorded and its
+  /// silence does not count towards rtp_timeout (a recording whose every live stream is paused
+  /// never times out). Resuming restarts its silence clock.
+  void set_stream_paused(RecordingHandle h, unsigned index, bool paused);
+  /// Replaces the recording's metadata in the catalog (an update of the peer's metadata while
+  /// recording): the numbers and names, and the extra keys given (merged).
+  void update_metadata(RecordingHandle h, const RecordingMetadata& meta);
+  /// Participants of the recorded call (SIPREC), replaced as a whole in the catalog.
+  void set_participants(RecordingHandle h, const std::vector<fileio::ParticipantRow>& parts);
   /// The catalog id of a recording (0 when unknown).
   [[nodiscard]] std::int64_t catalog_id(RecordingHandle h) const;
   /// Every recording of an owner (its connection failed): stopped with `reason`, no notification.
@@ -220,6 +245,8 @@ class SessionManager {
     bool has_info = false;
     fileio::StreamRow info;    ///< observed streams: set_stream_info()
     std::string codec;         ///< codec of the stream's first record file (what was recorded)
+    bool ended = false;        ///< end_stream(): its flow is gone, the recording goes on
+    bool paused = false;
   };
   struct Recording {
     RecordingHandle handle = 0;

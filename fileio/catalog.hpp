@@ -70,9 +70,22 @@ struct StreamRow {
   std::string codec;         ///< the SDP encoding name ("PCMA", "G722" ...)
   std::string src, dst;      ///< endpoints seen ("192.0.2.1:4000"); dst as announced by SDP
   std::string flags;         ///< comma list: "nat" (source differs from SDP), "moved", "no_media", "srtp"
+  std::string label;         ///< SIPREC: the SDP a=label of the stream ("" elsewhere)
+  std::string participant;   ///< SIPREC: participant_id of the sender per the metadata ("" unknown)
   std::uint64_t packets = 0, lost = 0, filled = 0, duplicate = 0, reordered = 0, late = 0, other_payload = 0,
                 bytes = 0, rtcp = 0, dtmf = 0;
   std::optional<std::int64_t> first_at, last_at;  ///< unix ms of the first and last media packet
+};
+
+/// A participant of a recorded call (SIPREC metadata, RFC 7865).
+struct ParticipantRow {
+  std::uint32_t idx = 0;        ///< 0, 1 ... in metadata order
+  std::string participant_id;   ///< as the SRC sent it
+  std::string name;             ///< display name
+  std::string aor;              ///< address of record as sent ("sip:+15551234@host")
+  std::string number;           ///< the aor's user part ("+15551234"): what `callrec list --number` matches
+  std::string role;             ///< "caller", "callee" or "" (by callrec's rule, see export)
+  std::string sends;            ///< comma list of the stream indexes it sends ("0")
 };
 
 /// Something that happened during a call, at a time (DTMF digits: kind "dtmf", value "5").
@@ -104,6 +117,7 @@ struct RecordingRow {
   RecordingStats stats;
   std::vector<SegmentRow> segments;  ///< filled by get(), list(), open_recordings(); in idx order
   std::vector<StreamRow> streams;    ///< filled by get() and list(); in stream order
+  std::vector<ParticipantRow> participants;  ///< filled by get() and list(); SIPREC only
   std::vector<EventRow> events;      ///< filled by get() and list(); in time order
 };
 
@@ -171,6 +185,8 @@ class Catalog {
   /// Inserts or replaces the row of one stream of a recording.
   Status set_stream(std::int64_t id, const StreamRow& row);
   Status add_event(std::int64_t id, const EventRow& ev);
+  /// Replaces every participant row of a recording (SIPREC metadata, initial or updated).
+  Status set_participants(std::int64_t id, const std::vector<ParticipantRow>& rows);
   Status close_segment(std::int64_t id, std::uint32_t idx, std::uint64_t packets, std::int64_t closed_at);
   /// state 'stopped' with its time, reason and final counters.
   Status finish_recording(std::int64_t id, std::int64_t stopped_at, std::string_view reason,

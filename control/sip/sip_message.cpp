@@ -216,6 +216,7 @@ ParseResult parse_message(std::string_view d, Message& m, bool stream) {
   }
   if (!parse_start_line(start, m)) return ParseResult::kBadStartLine;
   pos = next;
+  const std::size_t head_start = pos;
   std::string_view* last = nullptr;  // the value a folded continuation line extends
   for (;;) {
     if (pos >= d.size()) return stream ? ParseResult::kIncomplete : ParseResult::kIncomplete;
@@ -224,7 +225,10 @@ ParseResult parse_message(std::string_view d, Message& m, bool stream) {
     const std::string_view line = line_at(d, pos, next);
     if (next == std::string_view::npos) return ParseResult::kIncomplete;
     pos = next;
-    if (line.empty()) break;  // end of headers
+    if (line.empty()) {  // end of headers
+      m.head = d.substr(head_start, line_start - head_start);
+      break;
+    }
     if (is_ws(line.front())) {  // folded continuation (RFC 3261 7.3.1)
       if (last != nullptr) *last = std::string_view(last->data(), line.data() + line.size() - last->data());
       continue;
@@ -290,6 +294,57 @@ ParseResult parse_message(std::string_view d, Message& m, bool stream) {
 }
 
 bool looks_like_sip(std::string_view d) { return dataplane::decode::looks_like_sip(d); }
+
+namespace detail {
+bool next_header(std::string_view head, std::size_t& pos, std::string_view& name, std::string_view& value) {
+  while (pos < head.size()) {
+    std::size_t next = 0;
+    const std::string_view line = line_at(head, pos, next);
+    const std::size_t end = next == std::string_view::npos ? head.size() : next;
+    pos = end;
+    if (line.empty() || is_ws(line.front())) continue;  // continuation lines are read with their header
+    const std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    name = trim(line.substr(0, colon));
+    // Folded continuation lines extend the value (as sent, line breaks included).
+    std::size_t vend = line.data() + line.size() - head.data();
+    while (pos < head.size() && is_ws(head[pos])) {
+      std::size_t n2 = 0;
+      const std::string_view cont = line_at(head, pos, n2);
+      vend = cont.data() + cont.size() - head.data();
+      pos = n2 == std::string_view::npos ? head.size() : n2;
+    }
+    const std::size_t vstart = line.data() + colon + 1 - head.data();
+    value = trim(head.substr(vstart, vend - vstart));
+    return true;
+  }
+  return false;
+}
+}  // namespace detail
+
+bool header_has_token(const Message& m, std::string_view name, char compact, std::string_view token) {
+  bool found = false;
+  for_each_header(m, name, compact, [&](std::string_view v) {
+    while (!v.empty() && !found) {
+      const std::size_t comma = v.find(',');
+      const std::string_view t = trim(v.substr(0, comma));
+      if (iequals(t, token)) found = true;
+      if (comma == std::string_view::npos) break;
+      v.remove_prefix(comma + 1);
+    }
+  });
+  return found;
+}
+
+std::string_view header_value(const Message& m, std::string_view name, char compact) {
+  std::string_view out;
+  bool got = false;
+  for_each_header(m, name, compact, [&](std::string_view v) {
+    if (!got) out = v;
+    got = true;
+  });
+  return out;
+}
 
 std::size_t find_message_start(std::string_view d) {
   std::size_t pos = 0;

@@ -61,7 +61,19 @@ struct Message {
   bool body_truncated = false;   ///< datagram: Content-Length said more than the bytes present
   std::size_t size = 0;          ///< bytes of the message (headers + body) in the input
   unsigned headers = 0;
+  std::string_view head;         ///< the header lines (after the start line, before the blank line)
 };
+
+/// Calls fn(value) for every value of header `name` (or its compact form `compact`, 0: none),
+/// in order, each line's value trimmed (folded lines joined as sent; a comma list is one value).
+/// Returns how many were seen. For the headers Message does not keep: every Via, Record-Route,
+/// Require, Supported ...
+template <typename Fn>
+unsigned for_each_header(const Message& m, std::string_view name, char compact, Fn&& fn);
+/// True when the comma-separated header values of `name` (Require, Supported ...) contain `token`.
+bool header_has_token(const Message& m, std::string_view name, char compact, std::string_view token);
+/// The first value of header `name` ("" when absent).
+std::string_view header_value(const Message& m, std::string_view name, char compact = 0);
 
 /// Parses one message from the front of `data`. stream == true (TCP, TLS): the message ends
 /// where Content-Length says (0 when absent), kIncomplete when bytes are missing, and `size`
@@ -80,5 +92,24 @@ bool iequals(std::string_view a, std::string_view b);
 /// The value of parameter `name` in a ';'-separated parameter list ("" when absent).
 std::string_view param(std::string_view params, std::string_view name);
 std::string_view trim(std::string_view s);
+
+namespace detail {
+/// One header line of `head` from `pos`: its name and (trimmed, folded) value; false at the end.
+bool next_header(std::string_view head, std::size_t& pos, std::string_view& name, std::string_view& value);
+}  // namespace detail
+
+template <typename Fn>
+unsigned for_each_header(const Message& m, std::string_view name, char compact, Fn&& fn) {
+  unsigned n = 0;
+  std::size_t pos = 0;
+  std::string_view hn, hv;
+  while (detail::next_header(m.head, pos, hn, hv)) {
+    const bool match = iequals(hn, name) || (compact != 0 && hn.size() == 1 && (hn[0] | 0x20) == compact);
+    if (!match) continue;
+    ++n;
+    fn(hv);
+  }
+  return n;
+}
 
 }  // namespace callrec::control::sip
