@@ -100,6 +100,25 @@ CREATE TABLE events(
 CREATE INDEX events_recording ON events(recording_id, at);
 )sql";
 
+/// What schema version 3 adds to version 2 (a new file gets version 1, then 2, then this, so a
+/// migrated file and a new one have the same columns in the same order).
+constexpr const char* kSchemaV3 = R"sql(
+ALTER TABLE streams ADD COLUMN label TEXT NOT NULL DEFAULT '';
+ALTER TABLE streams ADD COLUMN participant TEXT NOT NULL DEFAULT '';
+CREATE TABLE participants(
+  recording_id   INTEGER NOT NULL REFERENCES recordings(id) ON DELETE CASCADE,
+  idx            INTEGER NOT NULL,
+  participant_id TEXT NOT NULL DEFAULT '',
+  name           TEXT NOT NULL DEFAULT '',
+  aor            TEXT NOT NULL DEFAULT '',
+  number         TEXT NOT NULL DEFAULT '',
+  role           TEXT NOT NULL DEFAULT '',
+  sends          TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY(recording_id, idx)
+) WITHOUT ROWID;
+CREATE INDEX participants_number ON participants(number);
+)sql";
+
 constexpr const char* kRowColumns =
     "id, call_id, source, device, remote_number, remote_name, local_number, local_name, direction, codec, "
     "started_at, stopped_at, state, stop_reason, peer, extra, received, lost, filled, duplicate, reordered, "
@@ -597,6 +616,8 @@ std::string to_json(const std::vector<RecordingRow>& rows) {
       append_str_field(out, "src", t.src);
       append_str_field(out, "dst", t.dst);
       append_str_field(out, "flags", t.flags);
+      append_str_field(out, "label", t.label);
+      append_str_field(out, "participant", t.participant);
       const std::pair<std::string_view, std::uint64_t> ts[] = {
           {"packets", t.packets},     {"lost", t.lost}, {"filled", t.filled},       {"duplicate", t.duplicate},
           {"reordered", t.reordered}, {"late", t.late}, {"other_payload", t.other_payload},
@@ -631,6 +652,26 @@ std::string to_json(const std::vector<RecordingRow>& rows) {
       append_key(out, "duration_ms");
       append_u64(out, e.duration_ms);
       out += '}';
+    }
+    out += "],";
+    append_key(out, "participants");
+    out += '[';
+    for (std::size_t i = 0; i < r.participants.size(); ++i) {
+      const ParticipantRow& p = r.participants[i];
+      if (i != 0) out += ',';
+      out += '{';
+      append_key(out, "idx");
+      append_u64(out, p.idx);
+      out += ',';
+      append_str_field(out, "participant_id", p.participant_id);
+      append_str_field(out, "name", p.name);
+      append_str_field(out, "aor", p.aor);
+      append_str_field(out, "number", p.number);
+      append_str_field(out, "role", p.role);
+      append_key(out, "sends");
+      out += '"';
+      json_escape_append(out, p.sends);
+      out += "\"}";
     }
     out += "]}";
   }
@@ -683,6 +724,10 @@ void Catalog::close() {
   add_event_.reset();
   streams_.reset();
   events_.reset();
+  has_recording_.reset();
+  del_participants_.reset();
+  add_participant_.reset();
+  participants_.reset();
   update_column_.clear();
   list_.clear();
   if (db_ != nullptr) {
@@ -971,6 +1016,10 @@ Status Catalog::add_event(std::int64_t id, const EventRow& ev) {
   return write([this, id, ev] { return do_add_event(id, ev); });
 }
 
+Status Catalog::set_participants(std::int64_t id, const std::vector<ParticipantRow>& rows) {
+  return write([this, id, rows] { return do_set_participants(id, rows); });
+}
+
 Status Catalog::close_segment(std::int64_t id, std::uint32_t idx, std::uint64_t packets, std::int64_t closed_at) {
   return write([this, id, idx, packets, closed_at] { return do_close_segment(id, idx, packets, closed_at); });
 }
@@ -1102,6 +1151,7 @@ Status Catalog::create_schema() {
     if (version == 0) {
       st = exec(kSchema);
       if (st) st = exec(kSchemaV2Tables);
+      if (st) st = exec(kSchemaV3);
       if (st) st = exec(("PRAGMA user_version = " + std::to_string(kCatalogSchemaVersion)).c_str());
     } else if (version < kCatalogSchemaVersion) {
       st = migrate(version);
@@ -1110,19 +1160,26 @@ Status Catalog::create_schema() {
                               " is newer than this program's (" + std::to_string(kCatalogSchemaVersion) + ")");
     }
   }
-  if (st) return exec("COMMIT");
+  if (st) st = exec("COMMIT");
+  if (st) {
+    version_ = kCatalogSchemaVersion;  // a catalog opened read-only before may have seen an older one
+    return st;
+  }
   if (Status rb = exec("ROLLBACK"); !rb) {
     std::fprintf(stderr, "%s\n", rb.message().c_str());  // the first error is the one returned
   }
   return st;
 }
 
+/// In create_schema's transaction: each step brings the file one version up, so a version-1
+/// file goes through 2 to 3 and ends with exactly the tables and columns of a new one.
 Status Catalog::migrate(int from) {
   Status st;
-  if (from == 1) {
+  if (from <= 1) {
     st = exec("ALTER TABLE segments ADD COLUMN stream INTEGER NOT NULL DEFAULT 0");
     if (st) st = exec(kSchemaV2Tables);
   }
+  if (st && from <= 2) st = exec(kSchemaV3);
   if (st) st = exec(("PRAGMA user_version = " + std::to_string(kCatalogSchemaVersion)).c_str());
   return st;
 }
@@ -1217,15 +1274,15 @@ Status Catalog::do_update_metadata(std::int64_t id, const MetadataOverrides& ove
 Status Catalog::do_set_stream(std::int64_t id, const StreamRow& r) {
   Status st = prepare(set_stream_,
                       "INSERT OR REPLACE INTO streams(recording_id, stream, role, codec, src, dst, flags, packets, lost, "
-                      "filled, duplicate, reordered, late, other_payload, bytes, rtcp, dtmf, first_at, last_at) "
-                      "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+                      "filled, duplicate, reordered, late, other_payload, bytes, rtcp, dtmf, first_at, last_at, "
+                      "label, participant) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   if (!st) return st;
   sqlite3_stmt* s = set_stream_.get();
   ResetGuard guard(s);
   Binder b(s);
   b.i64(id).u64(r.stream).text(r.role).text(r.codec).text(r.src).text(r.dst).text(r.flags);
   b.u64(r.packets).u64(r.lost).u64(r.filled).u64(r.duplicate).u64(r.reordered).u64(r.late).u64(r.other_payload);
-  b.u64(r.bytes).u64(r.rtcp).u64(r.dtmf).opt(r.first_at).opt(r.last_at);
+  b.u64(r.bytes).u64(r.rtcp).u64(r.dtmf).opt(r.first_at).opt(r.last_at).text(r.label).text(r.participant);
   if (b.rc() != SQLITE_OK) return err("set stream: bind");
   return step_done(s, "stream " + std::to_string(r.stream) + " of recording " + std::to_string(id));
 }
@@ -1239,6 +1296,54 @@ Status Catalog::do_add_event(std::int64_t id, const EventRow& e) {
   b.i64(id).u64(e.stream).i64(e.at).text(e.kind).text(e.value).u64(e.duration_ms);
   if (b.rc() != SQLITE_OK) return err("add event: bind");
   return step_done(s, "event of recording " + std::to_string(id));
+}
+
+Status Catalog::do_set_participants(std::int64_t id, const std::vector<ParticipantRow>& rows) {
+  Status st = prepare(has_recording_, "SELECT 1 FROM recordings WHERE id = ?");
+  if (st) st = prepare(del_participants_, "DELETE FROM participants WHERE recording_id = ?");
+  if (st) {
+    st = prepare(add_participant_,
+                 "INSERT INTO participants(recording_id, idx, participant_id, name, aor, number, role, sends) "
+                 "VALUES(?,?,?,?,?,?,?,?)");
+  }
+  if (!st) return st;
+  st = tx_begin();
+  if (!st) return st;
+  {
+    sqlite3_stmt* s = has_recording_.get();
+    ResetGuard guard(s);
+    if (Binder(s).i64(id).rc() != SQLITE_OK) {
+      st = err("set participants: bind");
+    } else if (const int rc = sqlite3_step(s); rc == SQLITE_DONE) {
+      st = Status(ENOENT, "catalog " + path_.string() + ": set participants: no recording " + std::to_string(id));
+    } else if (rc != SQLITE_ROW) {
+      st = err("set participants: find recording");
+    }
+  }
+  if (st) {
+    sqlite3_stmt* s = del_participants_.get();
+    ResetGuard guard(s);
+    if (Binder(s).i64(id).rc() != SQLITE_OK) {
+      st = err("set participants: bind");
+    } else {
+      st = step_done(s, "set participants: delete");
+    }
+  }
+  for (const ParticipantRow& p : rows) {
+    if (!st) break;
+    sqlite3_stmt* s = add_participant_.get();
+    ResetGuard guard(s);
+    Binder b(s);
+    b.i64(id).u64(p.idx).text(p.participant_id).text(p.name).text(p.aor).text(p.number).text(p.role).text(p.sends);
+    if (b.rc() != SQLITE_OK) {
+      st = err("set participants: bind");
+    } else {
+      st = step_done(s, "participant " + std::to_string(p.idx) + " of recording " + std::to_string(id));
+    }
+  }
+  if (st) return tx_commit();
+  tx_rollback();
+  return st;
 }
 
 Status Catalog::do_add_segment(std::int64_t id, const SegmentInfo& seg, std::uint32_t stream) {
@@ -1368,6 +1473,7 @@ Status Catalog::load_rows(sqlite3_stmt* s, std::vector<RecordingRow>& out, std::
   for (std::size_t i = first; i < out.size(); ++i) {
     Status st = load_segments(out[i]);
     if (st) st = load_streams(out[i]);
+    if (st) st = load_participants(out[i]);
     if (!st) return st;
   }
   return Status::ok();
@@ -1406,10 +1512,14 @@ Status Catalog::load_streams(RecordingRow& row) {
   row.streams.clear();
   row.events.clear();
   if (version_ < 2) return Status::ok();
-  Status st = prepare(streams_,
-                      "SELECT stream, role, codec, src, dst, flags, packets, lost, filled, duplicate, reordered, late, "
-                      "other_payload, bytes, rtcp, dtmf, first_at, last_at FROM streams WHERE recording_id = ? "
-                      "ORDER BY stream");
+  // A version-2 file (read-only open) has no label and participant columns.
+  Status st = prepare(streams_, version_ >= 3
+                                    ? "SELECT stream, role, codec, src, dst, flags, packets, lost, filled, duplicate, "
+                                      "reordered, late, other_payload, bytes, rtcp, dtmf, first_at, last_at, label, "
+                                      "participant FROM streams WHERE recording_id = ? ORDER BY stream"
+                                    : "SELECT stream, role, codec, src, dst, flags, packets, lost, filled, duplicate, "
+                                      "reordered, late, other_payload, bytes, rtcp, dtmf, first_at, last_at, '', '' "
+                                      "FROM streams WHERE recording_id = ? ORDER BY stream");
   if (!st) return st;
   {
     sqlite3_stmt* s = streams_.get();
@@ -1438,6 +1548,8 @@ Status Catalog::load_streams(RecordingRow& row) {
       r.dtmf = column_u64(s, 15);
       r.first_at = column_opt(s, 16);
       r.last_at = column_opt(s, 17);
+      r.label = column_text(s, 18);
+      r.participant = column_text(s, 19);
       row.streams.push_back(std::move(r));
     }
   }
@@ -1457,6 +1569,32 @@ Status Catalog::load_streams(RecordingRow& row) {
     e.value = column_text(s, 3);
     e.duration_ms = static_cast<std::uint32_t>(sqlite3_column_int64(s, 4));
     row.events.push_back(std::move(e));
+  }
+}
+
+Status Catalog::load_participants(RecordingRow& row) {
+  row.participants.clear();
+  if (version_ < 3) return Status::ok();
+  Status st = prepare(participants_,
+                      "SELECT idx, participant_id, name, aor, number, role, sends FROM participants "
+                      "WHERE recording_id = ? ORDER BY idx");
+  if (!st) return st;
+  sqlite3_stmt* s = participants_.get();
+  ResetGuard guard(s);
+  if (Binder(s).i64(row.id).rc() != SQLITE_OK) return err("participants: bind");
+  for (;;) {
+    const int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) return Status::ok();
+    if (rc != SQLITE_ROW) return err("participants of recording " + std::to_string(row.id));
+    ParticipantRow p;
+    p.idx = static_cast<std::uint32_t>(sqlite3_column_int64(s, 0));
+    p.participant_id = column_text(s, 1);
+    p.name = column_text(s, 2);
+    p.aor = column_text(s, 3);
+    p.number = column_text(s, 4);
+    p.role = column_text(s, 5);
+    p.sends = column_text(s, 6);
+    row.participants.push_back(std::move(p));
   }
 }
 
@@ -1521,7 +1659,13 @@ Status Catalog::list(const CatalogFilter& f, std::vector<RecordingRow>& out) {
   if (!slot) {
     std::string sql = std::string("SELECT ") + kRowColumns + " FROM recordings WHERE 1";
     if (mask & kDevice) sql += " AND device = ?";
-    if (mask & kNumber) sql += " AND (remote_number = ? OR local_number = ?)";
+    if (mask & kNumber) {
+      // Each term has its index (recordings_remote_number, recordings_local_number, the rowid
+      // for the participants_number lookup): SQLite answers the OR as a union of index lookups.
+      sql += version_ >= 3 ? " AND (remote_number = ? OR local_number = ? OR id IN (SELECT recording_id FROM "
+                             "participants WHERE number = ?))"
+                           : " AND (remote_number = ? OR local_number = ?)";
+    }
     if (mask & kFrom) sql += " AND started_at >= ?";
     if (mask & kTo) sql += " AND started_at < ?";
     if (mask & kCallId) sql += " AND call_id = ?";
@@ -1539,7 +1683,10 @@ Status Catalog::list(const CatalogFilter& f, std::vector<RecordingRow>& out) {
   ResetGuard guard(s);
   Binder b(s);
   if (mask & kDevice) b.text(f.device);
-  if (mask & kNumber) b.text(f.number).text(f.number);
+  if (mask & kNumber) {
+    b.text(f.number).text(f.number);
+    if (version_ >= 3) b.text(f.number);
+  }
   if (mask & kFrom) b.i64(*f.from);
   if (mask & kTo) b.i64(*f.to);
   if (mask & kCallId) b.text(f.call_id);

@@ -35,8 +35,11 @@ namespace callrec::fileio {
 
 /// Schema version stored in PRAGMA user_version.
 /// 2: segments carry their stream (direction) index; per-stream rows (streams) and in-call events
-/// (events: DTMF ...). A version-1 file is migrated at open (read-only opens read it as is).
-inline constexpr int kCatalogSchemaVersion = 2;
+/// (events: DTMF ...).
+/// 3: SIPREC: streams carry their SDP label and sending participant; participants of the
+/// recorded call (participants, indexed by number: `list --number` matches them too).
+/// Older files are migrated in place at open (read-only opens read them as they are).
+inline constexpr int kCatalogSchemaVersion = 3;
 
 /// Final (or last known) counters of a recording.
 struct RecordingStats {
@@ -136,7 +139,7 @@ struct CatalogStats {
 /// Selects recordings for list(). Empty / nullopt fields do not filter.
 struct CatalogFilter {
   std::string device;
-  std::string number;                ///< matches remote_number or local_number exactly
+  std::string number;                ///< matches remote_number, local_number or a participant's number exactly
   std::optional<std::int64_t> from;  ///< started_at >= from (unix ms)
   std::optional<std::int64_t> to;    ///< started_at < to (unix ms)
   std::string call_id;
@@ -261,7 +264,9 @@ class Catalog {
   Status do_add_segment(std::int64_t id, const SegmentInfo& seg, std::uint32_t stream);
   Status do_set_stream(std::int64_t id, const StreamRow& row);
   Status do_add_event(std::int64_t id, const EventRow& ev);
+  Status do_set_participants(std::int64_t id, const std::vector<ParticipantRow>& rows);
   Status load_streams(RecordingRow& row);
+  Status load_participants(RecordingRow& row);
   Status migrate(int from);
   Status do_close_segment(std::int64_t id, std::uint32_t idx, std::uint64_t packets, std::int64_t closed_at);
   Status do_finish(std::int64_t id, std::int64_t stopped_at, std::string_view reason, const RecordingStats& stats);
@@ -310,7 +315,11 @@ class Catalog {
   Stmt add_event_;
   Stmt streams_;
   Stmt events_;
-  int version_ = kCatalogSchemaVersion;  ///< of the open file (a read-only open may see 1)
+  Stmt has_recording_;
+  Stmt del_participants_;
+  Stmt add_participant_;
+  Stmt participants_;
+  int version_ = kCatalogSchemaVersion;  ///< of the open file (a read-only open may see 1 or 2)
   std::map<std::string, Stmt> update_column_;  ///< per column name
   std::map<unsigned, Stmt> list_;              ///< per combination of filters
 };

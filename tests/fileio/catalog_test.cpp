@@ -87,6 +87,45 @@ class CatalogTest : public ::testing::Test {
     return out;
   }
 
+  /// Runs several statements on a separate raw connection (creating the file): builds a
+  /// catalog of an older schema by hand, as an older program left it.
+  void raw_exec(const std::string& sql) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open_v2(db_.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr), SQLITE_OK);
+    char* msg = nullptr;
+    const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &msg);
+    EXPECT_EQ(rc, SQLITE_OK) << (msg != nullptr ? msg : "") << "\n" << sql;
+    sqlite3_free(msg);
+    sqlite3_close(db);
+  }
+
+  /// Every row of a query on a separate raw connection, columns joined by '|', rows by '\n'.
+  std::string raw_rows(const std::string& sql) {
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open_v2(db_.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+    sqlite3_stmt* s = nullptr;
+    std::string out;
+    EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+    while (sqlite3_step(s) == SQLITE_ROW) {
+      for (int i = 0; i < sqlite3_column_count(s); ++i) {
+        if (i != 0) out += '|';
+        if (const auto* t = sqlite3_column_text(s, i)) out += reinterpret_cast<const char*>(t);
+      }
+      out += '\n';
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return out;
+  }
+
+  static std::vector<ParticipantRow> participants() {
+    std::vector<ParticipantRow> v(3);
+    v[0] = {0, "p-alice", "Alice", "sip:+15551230001@example.com", "+15551230001", "caller", "0"};
+    v[1] = {1, "p-bob", "Bob \"B\"", "sip:+15551230002@example.com", "+15551230002", "callee", "1"};
+    v[2] = {2, "p-carol", "Carol", "sip:carol@example.com", "carol", "", ""};
+    return v;
+  }
+
   static std::vector<std::int64_t> ids(const std::vector<RecordingRow>& rows) {
     std::vector<std::int64_t> v;
     for (const auto& r : rows) v.push_back(r.id);
@@ -550,7 +589,7 @@ TEST_F(CatalogTest, JsonEscaping) {
   EXPECT_NE(json.find(R"("received":12)"), std::string::npos) << json;
   EXPECT_NE(json.find(R"("segments":[{"idx":0,"path":"/rec/Record_1.rec")"), std::string::npos) << json;
   EXPECT_NE(json.find(R"("closed_at":null,"stream":0})"), std::string::npos) << json;
-  EXPECT_NE(json.find(R"("streams":[],"events":[])"), std::string::npos) << json;
+  EXPECT_NE(json.find(R"("streams":[],"events":[],"participants":[]})"), std::string::npos) << json;
   EXPECT_EQ(json.find('\n'), std::string::npos) << "no raw control characters";
   EXPECT_EQ(to_json({}), "[]");
 }
@@ -587,6 +626,361 @@ TEST_F(CatalogTest, SqliteErrorsAreStatus) {
   st = c.open(db_);
   EXPECT_EQ(st.code(), EPROTO) << st.message();
   EXPECT_NE(st.message().find("99"), std::string::npos) << st.message();
+}
+
+// Schema version 1 exactly as a version-1 program created it (catalog.cpp of that time).
+constexpr const char* kV1Schema = R"sql(
+CREATE TABLE recordings(
+  id            INTEGER PRIMARY KEY,
+  call_id       TEXT NOT NULL DEFAULT '',
+  source        TEXT NOT NULL DEFAULT '',
+  device        TEXT NOT NULL DEFAULT '',
+  remote_number TEXT NOT NULL DEFAULT '',
+  remote_name   TEXT NOT NULL DEFAULT '',
+  local_number  TEXT NOT NULL DEFAULT '',
+  local_name    TEXT NOT NULL DEFAULT '',
+  direction     TEXT NOT NULL DEFAULT '',
+  codec         TEXT NOT NULL DEFAULT '',
+  started_at    INTEGER NOT NULL,
+  stopped_at    INTEGER,
+  state         TEXT NOT NULL DEFAULT 'recording' CHECK(state IN ('recording','stopped','recovered')),
+  stop_reason   TEXT NOT NULL DEFAULT '',
+  peer          TEXT NOT NULL DEFAULT '',
+  extra         TEXT NOT NULL DEFAULT '{}',
+  received      INTEGER NOT NULL DEFAULT 0,
+  lost          INTEGER NOT NULL DEFAULT 0,
+  filled        INTEGER NOT NULL DEFAULT 0,
+  duplicate     INTEGER NOT NULL DEFAULT 0,
+  reordered     INTEGER NOT NULL DEFAULT 0,
+  late          INTEGER NOT NULL DEFAULT 0,
+  stray         INTEGER NOT NULL DEFAULT 0,
+  other_payload INTEGER NOT NULL DEFAULT 0,
+  bytes         INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE segments(
+  recording_id INTEGER NOT NULL REFERENCES recordings(id) ON DELETE CASCADE,
+  idx          INTEGER NOT NULL,
+  path         TEXT NOT NULL,
+  codec        TEXT NOT NULL,
+  rtp_len      INTEGER NOT NULL,
+  increment    INTEGER NOT NULL,
+  packets      INTEGER NOT NULL DEFAULT 0,
+  opened_at    INTEGER NOT NULL,
+  closed_at    INTEGER,
+  PRIMARY KEY(recording_id, idx)
+) WITHOUT ROWID;
+CREATE INDEX recordings_device        ON recordings(device, started_at);
+CREATE INDEX recordings_remote_number ON recordings(remote_number, started_at);
+CREATE INDEX recordings_local_number  ON recordings(local_number, started_at);
+CREATE INDEX recordings_started_at    ON recordings(started_at);
+CREATE INDEX recordings_call_id       ON recordings(call_id);
+CREATE INDEX recordings_open          ON recordings(started_at) WHERE state = 'recording';
+)sql";
+
+/// Version 2 on top of version 1 (as the version-2 program created a new file: same tables).
+constexpr const char* kV2Additions = R"sql(
+ALTER TABLE segments ADD COLUMN stream INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE streams(
+  recording_id  INTEGER NOT NULL REFERENCES recordings(id) ON DELETE CASCADE,
+  stream        INTEGER NOT NULL,
+  role          TEXT NOT NULL DEFAULT '',
+  codec         TEXT NOT NULL DEFAULT '',
+  src           TEXT NOT NULL DEFAULT '',
+  dst           TEXT NOT NULL DEFAULT '',
+  flags         TEXT NOT NULL DEFAULT '',
+  packets       INTEGER NOT NULL DEFAULT 0,
+  lost          INTEGER NOT NULL DEFAULT 0,
+  filled        INTEGER NOT NULL DEFAULT 0,
+  duplicate     INTEGER NOT NULL DEFAULT 0,
+  reordered     INTEGER NOT NULL DEFAULT 0,
+  late          INTEGER NOT NULL DEFAULT 0,
+  other_payload INTEGER NOT NULL DEFAULT 0,
+  bytes         INTEGER NOT NULL DEFAULT 0,
+  rtcp          INTEGER NOT NULL DEFAULT 0,
+  dtmf          INTEGER NOT NULL DEFAULT 0,
+  first_at      INTEGER,
+  last_at       INTEGER,
+  PRIMARY KEY(recording_id, stream)
+) WITHOUT ROWID;
+CREATE TABLE events(
+  recording_id  INTEGER NOT NULL REFERENCES recordings(id) ON DELETE CASCADE,
+  stream        INTEGER NOT NULL DEFAULT 0,
+  at            INTEGER NOT NULL,
+  kind          TEXT NOT NULL,
+  value         TEXT NOT NULL DEFAULT '',
+  duration_ms   INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX events_recording ON events(recording_id, at);
+)sql";
+
+constexpr const char* kOldRecording =
+    "INSERT INTO recordings(id, call_id, source, device, remote_number, local_number, started_at, stopped_at, "
+    "state) VALUES(5, 'old-call', 'span', 'dev', '555', '100', 1000, 2000, 'stopped');"
+    "INSERT INTO segments(recording_id, idx, path, codec, rtp_len, increment, packets, opened_at, closed_at) "
+    "VALUES(5, 0, '/rec/old0.rec', 'PCMA', 172, 160, 50, 1000, 2000);";
+
+TEST_F(CatalogTest, ParticipantsAndStreamLabelsRoundTrip) {
+  Catalog c;
+  ASSERT_TRUE(c.open(db_));
+  const std::int64_t id = insert(c, row("siprec-1", "srs", "", "", 1000));
+  const std::int64_t other = insert(c, row("siprec-2", "srs", "", "", 2000));
+  StreamRow t;
+  t.stream = 1;
+  t.role = "callee";
+  t.codec = "PCMU";
+  t.label = "leg-b";
+  t.participant = "p-bob";
+  t.packets = 42;
+  ASSERT_TRUE(c.set_stream(id, t));
+  t.stream = 0;
+  t.role = "caller";
+  t.label = "leg-a";
+  t.participant = "p-alice";
+  ASSERT_TRUE(c.set_stream(id, t));
+  ASSERT_TRUE(c.set_participants(id, participants()));
+  ASSERT_TRUE(c.set_participants(other, {participants()[2]}));
+
+  RecordingRow got;
+  ASSERT_TRUE(c.get(id, got));
+  ASSERT_EQ(got.streams.size(), 2u);
+  EXPECT_EQ(got.streams[0].label, "leg-a");
+  EXPECT_EQ(got.streams[0].participant, "p-alice");
+  EXPECT_EQ(got.streams[1].label, "leg-b");
+  EXPECT_EQ(got.streams[1].participant, "p-bob");
+  EXPECT_EQ(got.streams[1].packets, 42u);
+  ASSERT_EQ(got.participants.size(), 3u);
+  const std::vector<ParticipantRow> want = participants();
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    const ParticipantRow& p = got.participants[i];
+    EXPECT_EQ(p.idx, want[i].idx) << i;
+    EXPECT_EQ(p.participant_id, want[i].participant_id) << i;
+    EXPECT_EQ(p.name, want[i].name) << i;
+    EXPECT_EQ(p.aor, want[i].aor) << i;
+    EXPECT_EQ(p.number, want[i].number) << i;
+    EXPECT_EQ(p.role, want[i].role) << i;
+    EXPECT_EQ(p.sends, want[i].sends) << i;
+  }
+  // list() fills them too, per recording.
+  std::vector<RecordingRow> rows;
+  ASSERT_TRUE(c.list({}, rows));
+  ASSERT_EQ(ids(rows), (std::vector<std::int64_t>{other, id}));
+  ASSERT_EQ(rows[0].participants.size(), 1u);
+  EXPECT_EQ(rows[0].participants[0].participant_id, "p-carol");
+  EXPECT_EQ(rows[1].participants.size(), 3u);
+
+  // An update replaces every row (metadata re-sent with a participant gone).
+  std::vector<ParticipantRow> upd = {participants()[1]};
+  upd[0].idx = 0;
+  upd[0].role = "caller";
+  ASSERT_TRUE(c.set_participants(id, upd));
+  ASSERT_TRUE(c.get(id, got));
+  ASSERT_EQ(got.participants.size(), 1u);
+  EXPECT_EQ(got.participants[0].participant_id, "p-bob");
+  EXPECT_EQ(got.participants[0].role, "caller");
+  ASSERT_TRUE(c.get(other, got));
+  EXPECT_EQ(got.participants.size(), 1u) << "another recording's rows are not touched";
+  ASSERT_TRUE(c.set_participants(other, {}));
+  ASSERT_TRUE(c.get(other, got));
+  EXPECT_TRUE(got.participants.empty());
+
+  // No such recording; two rows with the same idx: nothing changes (one transaction).
+  EXPECT_EQ(c.set_participants(id + 100, participants()).code(), ENOENT);
+  EXPECT_EQ(c.set_participants(id + 100, {}).code(), ENOENT);
+  std::vector<ParticipantRow> dup = participants();
+  dup[2].idx = 1;
+  EXPECT_FALSE(c.set_participants(id, dup));
+  ASSERT_TRUE(c.get(id, got));
+  ASSERT_EQ(got.participants.size(), 1u) << "a failed replacement keeps the previous rows";
+  EXPECT_EQ(got.participants[0].participant_id, "p-bob");
+
+  // Group commit: queued like the other writes, visible to a reader at the commit.
+  c.set_group_commit(true);
+  ASSERT_TRUE(c.set_participants(id, participants()));
+  EXPECT_TRUE(c.in_batch());
+  Catalog reader;
+  ASSERT_TRUE(reader.open_read_only(db_));
+  ASSERT_TRUE(reader.get(id, got));
+  EXPECT_EQ(got.participants.size(), 1u) << "not committed yet";
+  ASSERT_TRUE(c.commit_batch());
+  ASSERT_TRUE(reader.get(id, got));
+  EXPECT_EQ(got.participants.size(), 3u);
+
+  // Deleting the recording deletes its participants (ON DELETE CASCADE).
+  c.close();
+  raw_exec("PRAGMA foreign_keys = ON; DELETE FROM recordings WHERE id = " + std::to_string(id) + ";");
+  EXPECT_EQ(raw_query("SELECT count(*) FROM participants WHERE recording_id = " + std::to_string(id)), "0");
+}
+
+TEST_F(CatalogTest, ListNumberMatchesAParticipant) {
+  Catalog c;
+  ASSERT_TRUE(c.open(db_));
+  const std::int64_t a = insert(c, row("A", "dev1", "555", "100", 1000));
+  const std::int64_t s = insert(c, row("S", "srs", "", "", 2000));  // SIPREC: numbers in participants
+  const std::int64_t s2 = insert(c, row("S2", "srs", "", "", 3000));
+  ASSERT_TRUE(c.set_participants(s, participants()));
+  std::vector<ParticipantRow> p2 = {participants()[0]};
+  p2[0].number = "555";  // also the remote number of A
+  ASSERT_TRUE(c.set_participants(s2, p2));
+
+  std::vector<RecordingRow> rows;
+  CatalogFilter f;
+  f.number = "+15551230002";
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{s}));
+  f.number = "carol";
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{s}));
+  f.number = "555";  // A by its remote number, S2 by a participant: each once, newest first
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{s2, a}));
+  f.number = "100";
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{a}));
+  f.number = "sip:carol@example.com";  // the number, not the aor
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_TRUE(rows.empty());
+  f.number = "+15551230002";
+  f.device = "dev1";  // combined with AND
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_TRUE(rows.empty());
+  f.device = "srs";
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{s}));
+
+  // Every branch of the OR is an index lookup, no scan of recordings or participants.
+  const std::string plan = raw_rows(
+      "EXPLAIN QUERY PLAN SELECT id FROM recordings WHERE 1 AND (remote_number = 'x' OR local_number = 'x' OR id IN "
+      "(SELECT recording_id FROM participants WHERE number = 'x')) ORDER BY started_at DESC, id DESC LIMIT 100");
+  EXPECT_NE(plan.find("recordings_remote_number"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("recordings_local_number"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("participants_number"), std::string::npos) << plan;
+  EXPECT_EQ(plan.find("SCAN"), std::string::npos) << plan;
+}
+
+TEST_F(CatalogTest, MigratesVersion2InPlaceAndReadsItReadOnly) {
+  raw_exec(std::string(kV1Schema) + kV2Additions + kOldRecording +
+           "INSERT INTO streams(recording_id, stream, role, codec, packets) VALUES(5, 0, 'caller', 'PCMA', 50);"
+           "INSERT INTO streams(recording_id, stream, role, codec, packets) VALUES(5, 1, 'callee', 'PCMA', 49);"
+           "INSERT INTO events(recording_id, stream, at, kind, value) VALUES(5, 0, 1500, 'dtmf', '5');"
+           "PRAGMA user_version = 2;");
+
+  {  // callrec list beside an older daemon: the file is read as it is, never changed.
+    Catalog r;
+    ASSERT_TRUE(r.open_read_only(db_));
+    RecordingRow got;
+    ASSERT_TRUE(r.get(5, got));
+    ASSERT_EQ(got.streams.size(), 2u);
+    EXPECT_EQ(got.streams[1].role, "callee");
+    EXPECT_EQ(got.streams[1].label, "");
+    EXPECT_TRUE(got.participants.empty());
+    ASSERT_EQ(got.events.size(), 1u);
+    std::vector<RecordingRow> rows;
+    CatalogFilter f;
+    f.number = "555";
+    ASSERT_TRUE(r.list(f, rows));
+    EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{5}));
+    EXPECT_NE(to_json(rows).find(R"("label":"","participant":"")"), std::string::npos);
+  }
+  EXPECT_EQ(raw_query("PRAGMA user_version"), "2");
+
+  Catalog c;
+  ASSERT_TRUE(c.open(db_));
+  EXPECT_EQ(raw_query("PRAGMA user_version"), "3");
+  RecordingRow got;
+  ASSERT_TRUE(c.get(5, got));
+  EXPECT_EQ(got.call_id, "old-call");
+  ASSERT_EQ(got.segments.size(), 1u);
+  EXPECT_EQ(got.segments[0].packets, 50u);
+  ASSERT_EQ(got.streams.size(), 2u);
+  EXPECT_EQ(got.streams[0].role, "caller");
+  EXPECT_EQ(got.streams[1].packets, 49u);
+  EXPECT_EQ(got.streams[1].label, "") << "old rows get the default";
+  ASSERT_EQ(got.events.size(), 1u);
+  EXPECT_EQ(got.events[0].value, "5");
+
+  // The new columns and table work on the migrated file.
+  StreamRow t = got.streams[1];
+  t.label = "leg-b";
+  t.participant = "p-bob";
+  ASSERT_TRUE(c.set_stream(5, t));
+  ASSERT_TRUE(c.set_participants(5, participants()));
+  ASSERT_TRUE(c.get(5, got));
+  EXPECT_EQ(got.streams[1].label, "leg-b");
+  EXPECT_EQ(got.participants.size(), 3u);
+  std::vector<RecordingRow> rows;
+  CatalogFilter f;
+  f.number = "carol";
+  ASSERT_TRUE(c.list(f, rows));
+  EXPECT_EQ(ids(rows), (std::vector<std::int64_t>{5}));
+  c.close();
+
+  // Same tables, columns and indexes as a new file.
+  const std::string shape_sql =
+      "SELECT m.type, m.name, p.name, p.type, p.\"notnull\", p.dflt_value, p.pk FROM sqlite_master m "
+      "LEFT JOIN pragma_table_info(m.name) p WHERE m.name NOT LIKE 'sqlite_%' ORDER BY m.name, p.cid";
+  const std::string migrated = raw_rows(shape_sql);
+  const fs::path migrated_db = db_;
+  db_ = dir_ / "new.db";
+  {
+    Catalog n;
+    ASSERT_TRUE(n.open(db_));
+  }
+  EXPECT_EQ(raw_rows(shape_sql), migrated);
+  EXPECT_EQ(raw_rows("SELECT name FROM sqlite_master WHERE name = 'participants_number'"), "participants_number\n");
+  db_ = migrated_db;
+}
+
+TEST_F(CatalogTest, MigratesVersion1ThroughToTheCurrentSchema) {
+  raw_exec(std::string(kV1Schema) + kOldRecording + "PRAGMA user_version = 1;");
+  {
+    Catalog r;  // read-only: version 1 as it is (no streams, no participants)
+    ASSERT_TRUE(r.open_read_only(db_));
+    RecordingRow got;
+    ASSERT_TRUE(r.get(5, got));
+    ASSERT_EQ(got.segments.size(), 1u);
+    EXPECT_TRUE(got.streams.empty());
+    EXPECT_TRUE(got.participants.empty());
+  }
+  Catalog c;
+  ASSERT_TRUE(c.open(db_));
+  EXPECT_EQ(raw_query("PRAGMA user_version"), std::to_string(kCatalogSchemaVersion));
+  RecordingRow got;
+  ASSERT_TRUE(c.get(5, got));
+  ASSERT_EQ(got.segments.size(), 1u);
+  EXPECT_EQ(got.segments[0].stream, 0u);
+  StreamRow t;
+  t.label = "main";
+  ASSERT_TRUE(c.set_stream(5, t));
+  ASSERT_TRUE(c.set_participants(5, participants()));
+  ASSERT_TRUE(c.get(5, got));
+  ASSERT_EQ(got.streams.size(), 1u);
+  EXPECT_EQ(got.streams[0].label, "main");
+  EXPECT_EQ(got.participants.size(), 3u);
+}
+
+TEST_F(CatalogTest, JsonCarriesParticipantsAndStreamLabels) {
+  RecordingRow r = row("siprec-1", "srs", "", "", 1000);
+  r.id = 9;
+  r.source = "siprec";
+  StreamRow t;
+  t.stream = 1;
+  t.role = "callee";
+  t.label = "leg \"b\"";
+  t.participant = "p-bob";
+  r.streams.push_back(t);
+  r.participants = participants();
+  const std::string json = to_json({r});
+  EXPECT_NE(json.find(R"("flags":"","label":"leg \"b\"","participant":"p-bob","packets":0)"), std::string::npos)
+      << json;
+  EXPECT_NE(json.find(R"("events":[],"participants":[{"idx":0,"participant_id":"p-alice","name":"Alice",)"
+                      R"("aor":"sip:+15551230001@example.com","number":"+15551230001","role":"caller","sends":"0"},)"
+                      R"({"idx":1,"participant_id":"p-bob","name":"Bob \"B\"",)"),
+            std::string::npos)
+      << json;
+  EXPECT_NE(json.find(R"({"idx":2,"participant_id":"p-carol","name":"Carol","aor":"sip:carol@example.com",)"
+                      R"("number":"carol","role":"","sends":""}]})"),
+            std::string::npos)
+      << json;
 }
 
 // A commit that fails (SQLITE_FULL from max_page_count, exactly what a full volume gives) used to

@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <optional>
 #include <random>
 #include <span>
@@ -1229,6 +1230,208 @@ TEST_F(CallrecList, HelpDocumentsFiltersAndDefaultCatalog) {
     EXPECT_TRUE(contains(l.err, def)) << l.err;
     EXPECT_FALSE(fs::exists(def)) << "list must not create the default catalog";
   }
+}
+
+TEST_F(CallrecList, SiprecParticipantsInJsonAndNumberFilter) {
+  std::int64_t s = 0;
+  {
+    fileio::Catalog c;
+    ASSERT_TRUE(c.open(db_));
+    s = add(c, "siprec-call", "srs", "", "", "in", nov29(20, 0));
+    fileio::StreamRow t;
+    t.stream = 0;
+    t.role = "caller";
+    t.label = "leg-a";
+    t.participant = "p-alice";
+    ASSERT_TRUE(c.set_stream(s, t));
+    t.stream = 1;
+    t.role = "callee";
+    t.label = "leg-b";
+    t.participant = "p-bob";
+    ASSERT_TRUE(c.set_stream(s, t));
+    std::vector<fileio::ParticipantRow> parts(2);
+    parts[0] = {0, "p-alice", "Alice", "sip:+15551230001@example.com", "+15551230001", "caller", "0"};
+    parts[1] = {1, "p-bob", "Bob", "sip:100@example.com", "100", "callee", "1"};
+    ASSERT_TRUE(c.set_participants(s, parts));
+  }
+  EXPECT_EQ(ids({"--number", "+15551230001"}), (Ids{s})) << "a participant's number";
+  EXPECT_EQ(ids({"--number", "100"}), (Ids{s, d_, a_})) << "participant of s, remote of d, local of a";
+  EXPECT_EQ(ids({"--number", "sip:100@example.com"}), Ids{}) << "the number, not the aor";
+
+  const RunResult r = callrec({"list", "--catalog", db_, "--json", "--id", std::to_string(s)});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  JsonParser parser(r.out);
+  const auto json = parser.parse();
+  ASSERT_TRUE(json) << parser.error() << "\n" << r.out;
+  ASSERT_EQ(json->items.size(), 1u) << r.out;
+  const Json& o = json->items[0];
+  const Json& parts = at(o, "participants");
+  ASSERT_EQ(parts.kind, Json::Kind::kArray) << r.out;
+  ASSERT_EQ(parts.items.size(), 2u) << r.out;
+  EXPECT_EQ(at(parts.items[0], "idx").number, 0);
+  EXPECT_EQ(at(parts.items[0], "participant_id").str, "p-alice");
+  EXPECT_EQ(at(parts.items[0], "name").str, "Alice");
+  EXPECT_EQ(at(parts.items[0], "aor").str, "sip:+15551230001@example.com");
+  EXPECT_EQ(at(parts.items[0], "number").str, "+15551230001");
+  EXPECT_EQ(at(parts.items[0], "role").str, "caller");
+  EXPECT_EQ(at(parts.items[0], "sends").str, "0");
+  EXPECT_EQ(at(parts.items[1], "idx").number, 1);
+  EXPECT_EQ(at(parts.items[1], "participant_id").str, "p-bob");
+  EXPECT_EQ(at(parts.items[1], "sends").str, "1");
+  const Json& streams = at(o, "streams");
+  ASSERT_EQ(streams.items.size(), 2u) << r.out;
+  EXPECT_EQ(at(streams.items[1], "label").str, "leg-b");
+  EXPECT_EQ(at(streams.items[1], "participant").str, "p-bob");
+  EXPECT_EQ(at(streams.items[1], "role").str, "callee");
+}
+
+// ---------------------------------------------------------------------------------------------
+// export --call: which stream goes to which channel
+
+class CallrecExportCall : public CallrecCli {
+ protected:
+  struct StreamSpec {
+    std::uint32_t stream = 0;
+    std::string role;
+    std::string label;
+    std::size_t packets = 0;
+    bool row = true;  ///< a catalog stream row (false: only its record file, as an upload)
+  };
+
+  /// A stopped recording with one PCMA record file per stream (all opened at the same time, so
+  /// the channels line up at sample 0) and the given stream rows; returns its catalog id.
+  std::int64_t make_call(const std::vector<StreamSpec>& specs) {
+    db_ = path("catalog.db").string();
+    fileio::Catalog c;
+    EXPECT_TRUE(c.open(db_));
+    fileio::RecordingRow r;
+    r.call_id = "call-" + std::to_string(++calls_);
+    r.source = "siprec";
+    r.started_at = 1'795'975'200'000;
+    std::int64_t id = 0;
+    const Status st = c.insert_recording(r, id);
+    EXPECT_TRUE(st) << st.message();
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      const StreamSpec& sp = specs[i];
+      const auto pkts = make_packets(sp.packets, 8, static_cast<std::uint32_t>(100 * calls_ + sp.stream));
+      const std::string name = r.call_id + "_s" + std::to_string(sp.stream) + ".rec";
+      fileio::SegmentInfo seg;
+      seg.index = static_cast<std::uint32_t>(i);
+      seg.path = record(name, record_bytes("PCMA", pkts));
+      seg.codec = "PCMA";
+      seg.rtp_len = 172;
+      seg.increment = 160;
+      seg.packets = pkts.size();
+      seg.opened = std::chrono::system_clock::time_point(std::chrono::milliseconds(r.started_at));
+      seg.closed = seg.opened + std::chrono::milliseconds(20 * sp.packets);
+      EXPECT_TRUE(c.add_segment(id, seg, sp.stream));
+      if (sp.row) {
+        fileio::StreamRow t;
+        t.stream = sp.stream;
+        t.role = sp.role;
+        t.label = sp.label;
+        t.codec = "PCMA";
+        t.packets = pkts.size();
+        EXPECT_TRUE(c.set_stream(id, t));
+      }
+      ref_[sp.stream] = sox_decode(concat_payloads(pkts), "a-law");
+    }
+    EXPECT_TRUE(c.finish_recording(id, r.started_at + 2000, "bye", {}));
+    return id;
+  }
+
+  RunResult export_call(std::int64_t id, const std::string& out) {
+    return callrec({"export", "--call", std::to_string(id), "--catalog", db_, "-o", out});
+  }
+
+  /// Channel c (0 left, 1 right) of an interleaved stereo WAV.
+  static std::vector<std::int16_t> channel(const Wav& w, std::size_t c) {
+    std::vector<std::int16_t> v;
+    for (std::size_t i = c; i < w.samples.size(); i += 2) v.push_back(w.samples[i]);
+    return v;
+  }
+
+  /// The decoded stream, padded with silence to `frames`.
+  std::vector<std::int16_t> expected(std::uint32_t stream, std::size_t frames) {
+    std::vector<std::int16_t> v = ref_[stream];
+    v.resize(frames, 0);
+    return v;
+  }
+
+  std::string db_;
+  int calls_ = 0;
+  std::map<std::uint32_t, std::vector<std::int16_t>> ref_;  ///< sox's decoding of each stream
+};
+
+TEST_F(CallrecExportCall, CallerLeftWhateverTheStreamOrder) {
+  if (!have_sox()) GTEST_SKIP() << "sox is not installed: no independent G.711 decoder to compare with";
+  // Stream 0 was sent by the callee, stream 1 by the caller (a SIPREC SRC's m-line order).
+  const std::int64_t id = make_call({{0, "callee", "leg-b", 40}, {1, "caller", "leg-a", 50}});
+  const std::string out = path("swapped.wav").string();
+  const RunResult r = export_call(id, out);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(contains(r.out, "left: stream 1 (caller, label leg-a), right: stream 0 (callee, label leg-b)")) << r.out;
+  const auto wav = read_wav(out);
+  ASSERT_TRUE(wav);
+  EXPECT_EQ(wav->channels, 2);
+  EXPECT_EQ(wav->rate, 8000u);
+  ASSERT_EQ(wav->samples.size(), 2u * 50u * 160u) << "as long as the longer (caller) stream";
+  EXPECT_TRUE(channel(*wav, 0) == expected(1, 50 * 160)) << "left is the caller's stream 1";
+  EXPECT_TRUE(channel(*wav, 1) == expected(0, 50 * 160)) << "right is the callee's stream 0, then silence";
+  EXPECT_FALSE(channel(*wav, 0) == expected(0, 50 * 160));
+}
+
+TEST_F(CallrecExportCall, WithoutRolesStreamZeroIsLeft) {
+  if (!have_sox()) GTEST_SKIP() << "sox is not installed: no independent G.711 decoder to compare with";
+  // Older rows (no role) and a recording with record files only: stream 0 left, 1 right.
+  for (const bool rows : {true, false}) {
+    const std::int64_t id = make_call({{0, "", "", 30, rows}, {1, "", "", 20, rows}});
+    const std::string out = path("plain" + std::to_string(id) + ".wav").string();
+    const RunResult r = export_call(id, out);
+    ASSERT_EQ(r.exit_code, 0) << describe(r);
+    const auto wav = read_wav(out);
+    ASSERT_TRUE(wav);
+    ASSERT_EQ(wav->channels, 2) << "rows " << rows;
+    EXPECT_TRUE(channel(*wav, 0) == expected(0, 30 * 160)) << "rows " << rows;
+    EXPECT_TRUE(channel(*wav, 1) == expected(1, 30 * 160)) << "rows " << rows;
+  }
+  // Only the caller named, on stream 1: stream 0 goes right.
+  const std::int64_t id = make_call({{0, "", "", 30}, {1, "caller", "", 20}});
+  const std::string out = path("half.wav").string();
+  const RunResult r = export_call(id, out);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const auto wav = read_wav(out);
+  ASSERT_TRUE(wav);
+  EXPECT_TRUE(channel(*wav, 0) == expected(1, 30 * 160));
+  EXPECT_TRUE(channel(*wav, 1) == expected(0, 30 * 160));
+}
+
+TEST_F(CallrecExportCall, MoreThanTwoStreamsExportCallerAndCalleeAndNameTheRest) {
+  if (!have_sox()) GTEST_SKIP() << "sox is not installed: no independent G.711 decoder to compare with";
+  const std::int64_t id =
+      make_call({{0, "", "leg-c", 10}, {1, "callee", "leg-b", 20}, {2, "caller", "leg-a", 30}});
+  const std::string out = path("three.wav").string();
+  const RunResult r = export_call(id, out);
+  EXPECT_EQ(r.exit_code, 1) << "partial: a stream is not in the WAV\n" << describe(r);
+  EXPECT_TRUE(contains(r.err, "left out: stream 0 (label leg-c)")) << r.err;
+  const auto wav = read_wav(out);
+  ASSERT_TRUE(wav);
+  ASSERT_EQ(wav->channels, 2);
+  EXPECT_TRUE(channel(*wav, 0) == expected(2, 30 * 160)) << "left: the caller's stream 2";
+  EXPECT_TRUE(channel(*wav, 1) == expected(1, 30 * 160)) << "right: the callee's stream 1";
+}
+
+TEST_F(CallrecExportCall, OneMixedStreamIsMono) {
+  if (!have_sox()) GTEST_SKIP() << "sox is not installed: no independent G.711 decoder to compare with";
+  const std::int64_t id = make_call({{0, "mixed", "mix", 25}});
+  const std::string out = path("mixed.wav").string();
+  const RunResult r = export_call(id, out);
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_TRUE(contains(r.out, "mono")) << r.out;
+  const auto wav = read_wav(out);
+  ASSERT_TRUE(wav);
+  EXPECT_EQ(wav->channels, 1);
+  EXPECT_TRUE(wav->samples == expected(0, 25 * 160));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,8 +1,19 @@
-// callrec export --call: one recording of the catalog -> one WAV. Two streams (passive capture,
-// SIPREC) give a stereo WAV, stream 0 (the caller) left and stream 1 (the callee) right, placed
-// on packet time: each segment at the capture time its catalog row gives (opened_at, ms), each
-// packet at its RTP timestamp within the segment (so gaps nobody filled stay gaps), silence
-// where a side sent nothing.
+// callrec export --call: one recording of the catalog -> one WAV, placed on packet time: each
+// segment at the capture time its catalog row gives (opened_at, ms), each packet at its RTP
+// timestamp within the segment (so gaps nobody filled stay gaps), silence where a side sent
+// nothing.
+//
+// Channels. The streams of a recording are those with a catalog row (StreamRow) or with record
+// files. The rule depends only on the rows' roles, never on the order of the streams:
+//  - one stream (an upload; a SIPREC "mixed" stream; any recording of a single stream): mono.
+//  - two or more streams: stereo. Left is the stream whose role is "caller", right the one
+//    whose role is "callee" (the first of each, in stream order). A side no role names falls
+//    back to stream 0 for left and stream 1 for right (the other one of the two when the named
+//    side already took it): without roles (older rows) that is stream 0 left and 1 right; a
+//    caller on stream 1 alone puts stream 0 right. A side whose stream has no files is silent.
+//  - streams on neither channel (SIPREC may offer 3+ m-lines) are left out: the report names
+//    each (with its role and label) and the export counts as partial (exit 1).
+// Only the exported streams must have a codec export decodes (PCMA, PCMU, G722).
 #include <algorithm>
 #include <charconv>
 #include <cstdint>
@@ -72,10 +83,59 @@ Exit run_export_call(const CommandSpec& cmd, const ParsedArgs& args, const std::
   const fileio::RecordingRow& row = rows.front();
   if (row.state == "recording") report(cmd, "recording " + std::to_string(row.id) + " is still running: exporting what is on disk");
 
-  // Streams and their segments, in order.
-  std::map<std::uint32_t, std::vector<Seg>> streams;
+  if (row.segments.empty()) {
+    report(cmd, "recording " + std::to_string(row.id) + " has no record files (no media was recorded); nothing written");
+    return Exit::kProblems;
+  }
+  // Every stream of the recording: with a catalog row, or only record files (row nullptr).
+  std::map<std::uint32_t, const fileio::StreamRow*> known;
+  for (const fileio::StreamRow& t : row.streams) known.emplace(t.stream, &t);
+  for (const fileio::SegmentRow& g : row.segments) known.emplace(g.stream, nullptr);
+  auto describe_stream = [&known](std::uint32_t n) {
+    std::string d = "stream " + std::to_string(n);
+    const auto it = known.find(n);
+    if (it == known.end() || it->second == nullptr) return d;
+    const fileio::StreamRow& t = *it->second;
+    std::string more;
+    if (!t.role.empty()) more = printable(t.role);
+    if (!t.label.empty()) more += (more.empty() ? "label " : ", label ") + printable(t.label);
+    return more.empty() ? d : d + " (" + more + ")";
+  };
+
+  // Which stream goes to which channel (see the header comment): chosen[c] feeds channel c.
+  std::vector<std::uint32_t> chosen;
+  if (known.size() == 1) {
+    chosen.push_back(known.begin()->first);
+  } else {
+    std::optional<std::uint32_t> left, right;
+    for (const auto& [n, t] : known) {
+      if (t == nullptr) continue;
+      if (!left && t->role == "caller") left = n;
+      if (!right && t->role == "callee") right = n;
+    }
+    if (!left) left = right == 0u ? 1u : 0u;
+    if (!right) right = left == 1u ? 0u : 1u;
+    chosen = {*left, *right};
+  }
+  const auto channels = static_cast<unsigned>(chosen.size());
+  Exit result = Exit::kOk;
+  std::string left_out;
+  for (const auto& [n, t] : known) {
+    if (std::find(chosen.begin(), chosen.end(), n) != chosen.end()) continue;
+    left_out += (left_out.empty() ? "" : ", ") + describe_stream(n);
+  }
+  if (!left_out.empty()) {
+    report(cmd, "recording " + std::to_string(row.id) + ": " + std::to_string(known.size()) +
+                    " streams and a WAV has two channels; left out: " + left_out);
+    result = Exit::kProblems;
+  }
+
+  // The segments of the chosen streams, per channel, in order.
+  std::vector<Seg> streams[2];
   bool wide = false;
   for (const fileio::SegmentRow& g : row.segments) {
+    const auto at = std::find(chosen.begin(), chosen.end(), g.stream);
+    if (at == chosen.end()) continue;
     Seg s;
     s.path = g.path;
     s.opened_at = g.opened_at;
@@ -89,36 +149,29 @@ Exit run_export_call(const CommandSpec& cmd, const ParsedArgs& args, const std::
     else if (is("PCMU")) s.dec = Dec::kPcmu;
     else if (is("G722")) s.dec = Dec::kG722, wide = true;
     else {
-      std::string role = "stream " + std::to_string(g.stream);
-      for (const auto& st : row.streams)
-        if (st.stream == g.stream && !st.role.empty()) role += " (" + st.role + ")";
-      report(cmd, "recording " + std::to_string(row.id) + ": " + role + " is " + printable(c) +
+      report(cmd, "recording " + std::to_string(row.id) + ": " + describe_stream(g.stream) + " is " + printable(c) +
                       ": export decodes PCMA, PCMU and G722; nothing written");
       return Exit::kProblems;
     }
-    streams[g.stream].push_back(std::move(s));
+    streams[static_cast<std::size_t>(at - chosen.begin())].push_back(std::move(s));
   }
-  if (streams.empty()) {
-    report(cmd, "recording " + std::to_string(row.id) + " has no record files (no media was recorded); nothing written");
+  std::string layout = "mono (" + describe_stream(chosen[0]) + ")";
+  if (channels == 2) layout = "stereo (left: " + describe_stream(chosen[0]) + ", right: " + describe_stream(chosen[1]) + ")";
+  if (streams[0].empty() && streams[1].empty()) {
+    report(cmd, "recording " + std::to_string(row.id) + ": no record files for " + layout + "; nothing written");
     return Exit::kProblems;
   }
-  const unsigned channels = row.streams.size() >= 2 || streams.size() >= 2 ? 2 : 1;
   const std::uint32_t rate = wide ? 16000 : 8000;
   const std::uint32_t per_tick = rate / 8000;  // output samples per RTP timestamp unit (8 kHz clock)
   std::int64_t origin = INT64_MAX;
-  for (const auto& [n, segs] : streams)
+  for (const auto& segs : streams)
     for (const Seg& s : segs) origin = std::min(origin, s.opened_at);
 
   std::vector<std::int16_t> ch[2];
-  Exit result = Exit::kOk;
   std::vector<std::int16_t> pcm, wide_pcm;
-  for (const auto& [n, segs] : streams) {
-    if (n > 1) {
-      report(cmd, "recording " + std::to_string(row.id) + ": stream " + std::to_string(n) + " ignored (two channels)");
-      result = worst(result, Exit::kProblems);
-      continue;
-    }
-    std::vector<std::int16_t>& out = ch[channels == 2 ? n : 0];
+  for (unsigned c = 0; c < channels; ++c) {
+    const std::vector<Seg>& segs = streams[c];
+    std::vector<std::int16_t>& out = ch[c];
     fileio::G722Decoder g722;
     for (const Seg& s : segs) {
       fileio::RecordReader reader;
@@ -204,7 +257,7 @@ Exit run_export_call(const CommandSpec& cmd, const ParsedArgs& args, const std::
     return Exit::kIo;
   }
   std::printf("%s: %u Hz 16-bit %s, %zu frames (%s) of recording %lld%s%s\n", out_path.c_str(), rate,
-              channels == 2 ? "stereo (caller left, callee right)" : "mono", frames,
+              layout.c_str(), frames,
               hms(static_cast<double>(frames) / rate).c_str(), static_cast<long long>(row.id),
               row.call_id.empty() ? "" : ", Call-ID ", printable(row.call_id).c_str());
   return result;
