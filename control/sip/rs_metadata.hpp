@@ -35,11 +35,18 @@ struct RsParticipant {
   /// apkt:callingParty true or apkt:callerOrig true, <role>calling</role>, ...), -1 it is
   /// the called party (callingParty false, <role>called</role>), 0 no hint.
   int caller_hint = 0;
+  /// The document said which streams it sends/receives (send/recv children or a
+  /// participantstreamassoc, even an empty one): a partial update replaces the lists only then.
+  bool streams_given = false;
+
+  bool operator==(const RsParticipant&) const = default;
 };
 
 struct RsStream {
   std::string id;     ///< stream_id
   std::string label;  ///< the SDP a=label it describes
+
+  bool operator==(const RsStream&) const = default;
 };
 
 struct RsMetadata {
@@ -59,8 +66,10 @@ struct RsMetadata {
   [[nodiscard]] const RsParticipant* sender_of_label(std::string_view label) const;
   /// The participant recorded as the caller: the one with caller_hint +1; else, when exactly
   /// one has -1 and there are two, the other; else the first participant in document order
-  /// that sends a stream; nullptr when there is no participant.
+  /// that sends a stream; else the first participant; nullptr when there is no participant.
   [[nodiscard]] const RsParticipant* caller() const;
+
+  bool operator==(const RsMetadata&) const = default;
 };
 
 enum class MetadataError : unsigned char {
