@@ -1,7 +1,8 @@
 // callrec-phone: phone simulator and load generator for recording servers that speak the
-// control protocol (../shared/spec/control-protocol.md). The main thread parses options,
-// starts the workers (worker.hpp), prints progress and the final report; signals are taken
-// here with sigtimedwait (the workers never see them).
+// control protocol (../shared/spec/control-protocol.md), or with --siprec a SIPREC recording
+// client (RFC 7866, siprec.hpp). The main thread parses options, starts the workers
+// (worker.hpp) and in SIPREC mode the signalling thread, prints progress and the final report;
+// signals are taken here with sigtimedwait (the other threads never see them).
 #include <netdb.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@
 
 #include "control/config.hpp"
 #include "options.hpp"
+#include "siprec.hpp"
 #include "stats.hpp"
 #include "worker.hpp"
 
@@ -30,17 +32,18 @@ using callrec::phone::kExitOk;
 using callrec::phone::kExitUsage;
 
 /// "HOST:PORT": an IP literal first (no DNS), else a host name resolved once here.
-bool resolve_server(const std::string& text, sockaddr_storage& out, std::string* error) {
+bool resolve_server(const std::string& text, sockaddr_storage& out, std::string* error,
+                    const char* flag = "--server") {
   if (callrec::control::parse_endpoint(text, out).is_ok()) {
     if (callrec::control::endpoint_port(out) == 0) {
-      *error = "--server " + text + ": port 0";
+      *error = std::string(flag) + " " + text + ": port 0";
       return false;
     }
     return true;
   }
   const auto colon = text.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
-    *error = "--server " + text + ": expected HOST:PORT";
+    *error = std::string(flag) + " " + text + ": expected HOST:PORT";
     return false;
   }
   std::string host = text.substr(0, colon);
@@ -52,7 +55,7 @@ bool resolve_server(const std::string& text, sockaddr_storage& out, std::string*
   addrinfo* res = nullptr;
   const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
   if (rc != 0 || res == nullptr) {
-    *error = "--server " + text + ": " + ::gai_strerror(rc);
+    *error = std::string(flag) + " " + text + ": " + ::gai_strerror(rc);
     return false;
   }
   std::memset(&out, 0, sizeof out);
@@ -98,7 +101,8 @@ int main(int argc, char** argv) {
   auto cfg = std::make_unique<RunConfig>();
   cfg->opt = std::move(*parsed);
   const Options& opt = cfg->opt;
-  if (!resolve_server(opt.server, cfg->server, &error)) {
+  if (!resolve_server(opt.siprec_mode() ? opt.siprec : opt.server, cfg->server, &error,
+                      opt.siprec_mode() ? "--siprec" : "--server")) {
     std::fprintf(stderr, "callrec-phone: %s\n", error.c_str());
     return kExitUsage;
   }
@@ -128,9 +132,12 @@ int main(int argc, char** argv) {
 
   const rlim_t fd_limit = raise_fd_limit();
   const std::uint64_t fds_needed =
-      static_cast<std::uint64_t>(opt.phones) * (opt.udp_sockets == 0 ? 2 : 1) +
-      static_cast<std::uint64_t>(opt.udp_sockets) * opt.threads + 4ULL * opt.threads + 16 +
-      (opt.save_sent_dir.empty() ? 0 : static_cast<std::uint64_t>(opt.phones) * opt.concurrent_per_phone);
+      opt.siprec_mode()
+          ? static_cast<std::uint64_t>(opt.sessions) * (opt.udp_sockets == 0 ? 2 : 0) + opt.connections +
+                static_cast<std::uint64_t>(opt.udp_sockets) * opt.threads + 4ULL * opt.threads + 20
+          : static_cast<std::uint64_t>(opt.phones) * (opt.udp_sockets == 0 ? 2 : 1) +
+                static_cast<std::uint64_t>(opt.udp_sockets) * opt.threads + 4ULL * opt.threads + 16 +
+                (opt.save_sent_dir.empty() ? 0 : static_cast<std::uint64_t>(opt.phones) * opt.concurrent_per_phone);
   if (fds_needed > fd_limit) {
     std::fprintf(stderr,
                  "callrec-phone: warning: may need %llu file descriptors, the limit is %llu (raise it with "
@@ -149,10 +156,26 @@ int main(int argc, char** argv) {
   StopLevel stop{0};
   std::vector<std::unique_ptr<Worker>> workers;
   std::vector<std::thread> threads;
-  threads.reserve(opt.threads);
+  threads.reserve(opt.threads + 1);
   for (std::uint32_t t = 0; t < opt.threads; ++t) workers.push_back(std::make_unique<Worker>(*cfg, t, &stop));
+  std::unique_ptr<SipClient> sip;
+  if (opt.siprec_mode()) {
+    std::vector<Worker*> ws;
+    for (auto& w : workers) ws.push_back(w.get());
+    sip = std::make_unique<SipClient>(*cfg, cfg->server, ws, &stop);
+    if (!sip->init(&error)) {
+      std::fprintf(stderr, "callrec-phone: %s\n", error.c_str());
+      return kExitUsage;
+    }
+  }
   const auto t_start = std::chrono::steady_clock::now();
   for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
+  if (sip) threads.emplace_back([&sip] { sip->run(); });
+  const auto merged = [&workers, &sip] {
+    Stats s = merge_all(workers);
+    if (sip) s.merge(sip->snapshot());
+    return s;
+  };
 
   auto elapsed = [&t_start] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
@@ -162,7 +185,7 @@ int main(int argc, char** argv) {
   double last_report_t = 0;
   bool interrupted = false;
   while (true) {
-    bool all_done = true;
+    bool all_done = !sip || sip->finished();
     for (const auto& w : workers) all_done = all_done && w->finished();
     if (all_done) break;
     timespec wait{0, 100'000'000};
@@ -178,7 +201,7 @@ int main(int argc, char** argv) {
     }
     const double now = elapsed();
     if (opt.report_interval_s > 0 && now >= next_report) {
-      const Stats s = merge_all(workers);
+      const Stats s = merged();
       std::fprintf(stderr, "%s\n", format_progress(s, now, rtp_at_last_report, now - last_report_t).c_str());
       rtp_at_last_report = s.rtp_sent;
       last_report_t = now;
@@ -188,7 +211,7 @@ int main(int argc, char** argv) {
   }
   for (auto& t : threads) t.join();
 
-  const Stats total = merge_all(workers);
+  const Stats total = merged();
   RunInfo info;
   info.elapsed_s = elapsed();
   info.seed = cfg->seed;
@@ -201,6 +224,22 @@ int main(int argc, char** argv) {
   if (::getrusage(RUSAGE_SELF, &ru) == 0) {
     info.cpu_user_s = static_cast<double>(ru.ru_utime.tv_sec) + static_cast<double>(ru.ru_utime.tv_usec) / 1e6;
     info.cpu_sys_s = static_cast<double>(ru.ru_stime.tv_sec) + static_cast<double>(ru.ru_stime.tv_usec) / 1e6;
+  }
+  if (opt.siprec_mode()) {
+    info.server = opt.siprec;
+    SiprecInfo si;
+    si.transport = sip_transport_name(opt.transport);
+    si.srtp = opt.srtp;
+    si.sessions = opt.sessions;
+    si.repeat = opt.repeat;
+    const std::string report =
+        opt.json ? format_siprec_report_json(total, info, si) : format_siprec_report_text(total, info, si);
+    std::fputs(report.c_str(), stdout);
+    std::fflush(stdout);
+    const std::uint64_t expected = static_cast<std::uint64_t>(opt.sessions) * opt.repeat;
+    bool ok = total.calls_failed == 0 && total.calls_active == 0;
+    if (!interrupted && total.calls_attempted < expected) ok = false;
+    return ok ? kExitOk : kExitCallsFailed;
   }
   const std::string report = opt.json ? format_report_json(total, info) : format_report_text(total, info);
   std::fputs(report.c_str(), stdout);

@@ -1,6 +1,8 @@
 #include "options.hpp"
 
+#include <algorithm>
 #include <charconv>
+#include <span>
 #include <cmath>
 #include <functional>
 #include <string_view>
@@ -42,7 +44,10 @@ struct OptionSpec {
   Setter set;         ///< returns false when the value is invalid
 };
 
-const char* kSections[] = {"Load", "Media", "Impairments", "Output", "Misc"};
+const char* kSections[] = {"Load (--duration, --rate, --threads and --timeout apply to both modes)", "Media", "Impairments", "Output", "Misc",
+                           "SIPREC client mode (--siprec)"};
+/// Print order of the sections.
+constexpr int kSectionOrder[] = {0, 5, 1, 2, 3, 4};
 
 struct Entry {
   int section;
@@ -67,6 +72,8 @@ const std::vector<Entry>& option_table() {
            [](Options& o, std::string_view v) { return parse_double(v, 0.0, 1e7, &o.ramp); }}},
       {0, {"threads", "N", "worker threads, each an epoll loop owning phones i % N (default 1)",
            [](Options& o, std::string_view v) { return parse_u32(v, 1, 256, &o.threads); }}},
+      {0, {"rate", "RATE", "same as --ramp (new calls or SIPREC sessions per second)",
+           [](Options& o, std::string_view v) { return parse_double(v, 0.0, 1e7, &o.ramp); }}},
       {0, {"timeout", "SECONDS", "wait this long for a connect or a response (default 5)",
            [](Options& o, std::string_view v) { return parse_double(v, 0.001, 3600, &o.timeout_s); }}},
       {1, {"codec", "PCMA|PCMU", "payload codec: PCMA (PT 8, default) or PCMU (PT 0)",
@@ -126,21 +133,77 @@ const std::vector<Entry>& option_table() {
       {3, {"verbose", nullptr, "log every call event to stderr",
            [](Options& o, std::string_view) { o.verbose = true; return true; }}},
       {4, {"help", nullptr, "show this help", [](Options&, std::string_view) { return true; }}},
+      {5, {"siprec", "HOST:PORT", "SIPREC mode: act as a recording client (SRC, RFC 7866) towards the recording "
+                                  "server at HOST:PORT; [v6addr]:port for IPv6",
+           [](Options& o, std::string_view v) { o.siprec = v; return !v.empty(); }}},
+      {5, {"transport", "udp|tcp|tls", "SIP transport (default udp; UDP requests are retransmitted per RFC 3261, "
+                                       "T1 doubling, until a response)",
+           [](Options& o, std::string_view v) {
+             if (v == "udp") o.transport = SipTransport::kUdp;
+             else if (v == "tcp") o.transport = SipTransport::kTcp;
+             else if (v == "tls") o.transport = SipTransport::kTls;
+             else return false;
+             return true;
+           }}},
+      {5, {"calls", "N", "concurrent recording sessions, each with two sendonly RTP streams (labels 1 and 2) "
+                         "(default 1)",
+           [](Options& o, std::string_view v) { return parse_u32(v, 1, 1000000, &o.sessions); }}},
+      {5, {"repeat", "K", "sessions each of the N slots runs one after another (default 1)",
+           [](Options& o, std::string_view v) { return parse_u32(v, 1, 100000000, &o.repeat); }}},
+      {5, {"connections", "N", "signalling sockets (UDP) or connections (TCP, TLS) the sessions share, session i "
+                               "on number i % N (default 1)",
+           [](Options& o, std::string_view v) { return parse_u32(v, 1, 10000, &o.connections); }}},
+      {5, {"srtp", nullptr, "offer RTP/SAVP with an SDES key (a=crypto AES_CM_128_HMAC_SHA1_80, fresh random key "
+                            "per stream) and send SRTP",
+           [](Options& o, std::string_view) { o.srtp = true; return true; }}},
+      {5, {"pause-resume", nullptr, "pause the recording at 1/3 of the call (re-INVITE, a=inactive, no RTP) and "
+                                    "resume it at 2/3 (re-INVITE, a=sendonly)",
+           [](Options& o, std::string_view) { o.pause_resume = true; return true; }}},
+      {5, {"metadata-update", nullptr, "at half the call send an UPDATE carrying only new rs-metadata (a partial "
+                                       "update renaming the second participant)",
+           [](Options& o, std::string_view) { o.metadata_update = true; return true; }}},
+      {5, {"t1", "MS", "RFC 3261 timer T1 for UDP retransmissions (default 500)",
+           [](Options& o, std::string_view v) { return parse_u32(v, 10, 60000, &o.t1_ms); }}},
+      {5, {"tls-cert", "FILE", "TLS client certificate (PEM) for mutual TLS",
+           [](Options& o, std::string_view v) { o.tls_cert = v; return !v.empty(); }}},
+      {5, {"tls-key", "FILE", "private key (PEM) of --tls-cert",
+           [](Options& o, std::string_view v) { o.tls_key = v; return !v.empty(); }}},
+      {5, {"tls-ca", "FILE", "verify the server's certificate against these CA certificates (PEM) and its name "
+                             "or address; WITHOUT --tls-ca THE SERVER'S CERTIFICATE IS NOT VERIFIED",
+           [](Options& o, std::string_view v) { o.tls_ca = v; return !v.empty(); }}},
   };
   return table;
 }
 
 }  // namespace
 
+const char* sip_transport_name(SipTransport t) {
+  switch (t) {
+    case SipTransport::kUdp: return "udp";
+    case SipTransport::kTcp: return "tcp";
+    case SipTransport::kTls: return "tls";
+  }
+  return "?";
+}
+
 std::string usage() {
   std::string s =
-      "Usage: callrec-phone --server HOST:PORT [options]\n"
+      "Usage: callrec-phone --server HOST:PORT [options]     (upload mode)\n"
+      "       callrec-phone --siprec HOST:PORT [options]     (SIPREC client mode)\n"
       "\n"
       "Phone simulator and load generator for callrec recording servers. Each phone opens a TCP\n"
       "control connection, asks for recordings (RecordStartRequest), streams G.711 RTP over UDP at\n"
       "real-time pacing to the address the server returns, then stops them (RecordStopRequest).\n"
-      "A RecordStopRequest from the server is answered and ends that recording.\n";
-  for (int sec = 0; sec < static_cast<int>(std::size(kSections)); ++sec) {
+      "A RecordStopRequest from the server is answered and ends that recording.\n"
+      "\n"
+      "With --siprec it is a SIPREC recording client (SRC, RFC 7866) instead: N concurrent recording\n"
+      "sessions, each an INVITE (Require: siprec, Contact ;+sip.src, multipart/mixed body: SDP with\n"
+      "two sendonly audio m-lines labelled 1 and 2, and RFC 7865 rs-metadata naming two participants\n"
+      "and their streams), ACK, RTP on both streams to the ports of the 200's SDP answer for\n"
+      "--duration, optional pause/resume re-INVITEs and metadata UPDATE, then BYE. A BYE from the\n"
+      "server is answered 200 and ends that session. Signalling runs on one event-loop thread, RTP\n"
+      "on the --threads workers. TLS: the server's certificate is NOT verified unless --tls-ca is given.\n";
+  for (const int sec : kSectionOrder) {
     s += "\n";
     s += kSections[sec];
     s += ":\n";
@@ -198,12 +261,22 @@ std::string usage() {
       "connect_failed, connect_timeout, start_timeout, stop_timeout, connection_lost, server_stop,\n"
       "bad_response, stop_<reason>. Ctrl-C stops the calls in progress and prints the report.\n"
       "\n"
+      "SIPREC report: sessions attempted/established/completed/failed, failures by reason (the\n"
+      "SIP status code of a refused INVITE: 503, 488 ...; timeout, connect_failed, connection_lost,\n"
+      "server_bye, bye_<code>, bye_timeout), setup latency (INVITE -> 200) and BYE latency (BYE -> 200)\n"
+      "percentiles, setup rate, SIP retransmissions, RTP as above. Its last line is\n"
+      "'RESULT {json}', the same object --json prints alone. A session succeeds when its BYE is\n"
+      "answered 2xx.\n"
+      "\n"
       "Exit status: 0 every call succeeded, 1 some call failed (or a runtime error),\n"
       "2 usage error (bad option, unreadable WAV).\n"
       "\n"
       "Example: 1000 phones, 3 calls each, 30 s calls, 50 new calls/s, 1% loss, 2 threads:\n"
       "  callrec-phone --server 10.0.0.5:5060 --phones 1000 --calls-per-phone 3 --duration 30 \\\n"
-      "                --ramp 50 --loss 1 --threads 2 --report-interval 5\n";
+      "                --ramp 50 --loss 1 --threads 2 --report-interval 5\n"
+      "Example: 500 SIPREC sessions over TCP with SRTP, 60 s each, paused and resumed mid-call:\n"
+      "  callrec-phone --siprec 10.0.0.5:5060 --transport tcp --srtp --calls 500 --duration 60 \\\n"
+      "                --rate 100 --pause-resume --udp-sockets 4\n";
   return s;
 }
 
@@ -211,6 +284,7 @@ std::optional<Options> parse_options(int argc, char** argv, std::string* error, 
   Options o;
   *help = false;
   bool tone_given = false;
+  std::vector<std::string> given;
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     if (a == "-h" || a == "--help") {
@@ -253,9 +327,37 @@ std::optional<Options> parse_options(int argc, char** argv, std::string* error, 
       return std::nullopt;
     }
     if (a == "tone") tone_given = true;
+    given.emplace_back(a);
   }
-  if (o.server.empty()) {
-    *error = "--server HOST:PORT is required";
+  const auto was_given = [&given](std::string_view name) {
+    return std::find(given.begin(), given.end(), name) != given.end();
+  };
+  if (o.server.empty() && o.siprec.empty()) {
+    *error = "--server HOST:PORT (upload mode) or --siprec HOST:PORT (SIPREC mode) is required";
+    return std::nullopt;
+  }
+  if (!o.server.empty() && !o.siprec.empty()) {
+    *error = "--server and --siprec are mutually exclusive";
+    return std::nullopt;
+  }
+  static constexpr std::string_view kUploadOnly[] = {"phones", "first-phone", "calls-per-phone", "concurrent-per-phone",
+                                                     "disconnect", "wrong-source", "stop-override", "save-sent"};
+  static constexpr std::string_view kSiprecOnly[] = {"transport", "calls", "repeat", "connections", "srtp",
+                                                     "pause-resume", "metadata-update", "t1", "tls-cert", "tls-key",
+                                                     "tls-ca"};
+  for (const auto name : o.siprec.empty() ? std::span<const std::string_view>(kSiprecOnly)
+                                          : std::span<const std::string_view>(kUploadOnly)) {
+    if (was_given(name)) {
+      *error = "--" + std::string(name) + (o.siprec.empty() ? " needs --siprec" : " is not used in SIPREC mode");
+      return std::nullopt;
+    }
+  }
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    *error = "--tls-cert and --tls-key go together";
+    return std::nullopt;
+  }
+  if ((!o.tls_cert.empty() || !o.tls_ca.empty()) && o.transport != SipTransport::kTls) {
+    *error = "--tls-cert, --tls-key and --tls-ca need --transport tls";
     return std::nullopt;
   }
   if (tone_given && !o.wav_path.empty()) {

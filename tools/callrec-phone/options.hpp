@@ -15,8 +15,12 @@ inline constexpr int kExitOk = 0;          ///< every call attempted succeeded
 inline constexpr int kExitCallsFailed = 1; ///< at least one call failed (or fatal runtime error)
 inline constexpr int kExitUsage = 2;       ///< bad command line or unreadable input file
 
+/// SIP transport of the SIPREC client mode.
+enum class SipTransport : std::uint8_t { kUdp, kTcp, kTls };
+const char* sip_transport_name(SipTransport t);
+
 struct Options {
-  std::string server;                 ///< HOST:PORT as given
+  std::string server;                 ///< HOST:PORT as given (upload mode)
   std::uint32_t phones = 1;
   std::uint32_t first_phone = 0;      ///< index of the first phone (device MAC derivation)
   std::uint32_t calls_per_phone = 1;
@@ -42,6 +46,19 @@ struct Options {
   std::string save_sent_dir;
   double timeout_s = 5.0;             ///< wait for a response / for TCP connect
   bool verbose = false;
+
+  // SIPREC client mode (--siprec): callrec-phone is a recording client (SRC, RFC 7866).
+  std::string siprec;                 ///< HOST:PORT of the recording server; non-empty: SIPREC mode
+  SipTransport transport = SipTransport::kUdp;
+  std::uint32_t sessions = 1;         ///< --calls: concurrent recording sessions
+  std::uint32_t repeat = 1;           ///< sessions each slot runs one after another
+  std::uint32_t connections = 1;      ///< signalling sockets / connections the sessions share
+  bool srtp = false;
+  bool pause_resume = false;
+  bool metadata_update = false;
+  std::uint32_t t1_ms = 500;          ///< RFC 3261 T1 (UDP retransmission base)
+  std::string tls_cert, tls_key, tls_ca;
+  [[nodiscard]] bool siprec_mode() const { return !siprec.empty(); }
 };
 
 /// The --help text.

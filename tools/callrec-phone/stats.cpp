@@ -78,6 +78,17 @@ void Stats::merge(const Stats& o) {
   if (o.max_late_us > max_late_us) max_late_us = o.max_late_us;
   send_batches += o.send_batches;
   disconnects += o.disconnects;
+  sessions_established += o.sessions_established;
+  sip_sent += o.sip_sent;
+  sip_received += o.sip_received;
+  sip_retransmissions += o.sip_retransmissions;
+  reinvites += o.reinvites;
+  updates += o.updates;
+  rtp_paused += o.rtp_paused;
+  indialog_latency.merge(o.indialog_latency);
+  if (o.first_invite_ns != 0 && (first_invite_ns == 0 || o.first_invite_ns < first_invite_ns))
+    first_invite_ns = o.first_invite_ns;
+  last_established_ns = std::max(last_established_ns, o.last_established_ns);
 }
 
 namespace {
@@ -203,6 +214,79 @@ std::string format_report_json(const Stats& s, const RunInfo& info) {
   r += "\"server_stops_by_reason\": " + json_map(s.server_stops_by_reason) + ", ";
   r += "\"errors\": " + json_map(s.errors);
   r += "}\n";
+  return r;
+}
+
+double siprec_setup_rate(const Stats& s) {
+  if (s.sessions_established < 2 || s.first_invite_ns == 0 || s.last_established_ns <= s.first_invite_ns) return 0;
+  return static_cast<double>(s.sessions_established) / (static_cast<double>(s.last_established_ns - s.first_invite_ns) / 1e9);
+}
+
+std::string format_siprec_report_json(const Stats& s, const RunInfo& info, const SiprecInfo& si) {
+  std::string r = "{\"mode\": \"siprec\", ";
+  r += fmt("\"elapsed_s\": %.3f, \"seed\": %" PRIu64 ", \"sessions\": %u, \"repeat\": %u, \"threads\": %u, ",
+           info.elapsed_s, info.seed, si.sessions, si.repeat, info.threads);
+  r += "\"server\": ";
+  json_string(r, info.server);
+  r += ", \"transport\": ";
+  json_string(r, si.transport);
+  r += ", \"codec\": ";
+  json_string(r, info.codec);
+  r += fmt(", \"srtp\": %s, \"interrupted\": %s, \"cpu_user_s\": %.3f, \"cpu_sys_s\": %.3f, ", si.srtp ? "true" : "false",
+           info.interrupted ? "true" : "false", info.cpu_user_s, info.cpu_sys_s);
+  r += fmt("\"attempted\": %" PRIu64 ", \"established\": %" PRIu64 ", \"completed\": %" PRIu64 ", \"failed\": %" PRIu64
+           ", \"unfinished\": %" PRIu64 ", \"failed_by_reason\": ",
+           s.calls_attempted, s.sessions_established, s.calls_succeeded, s.calls_failed, s.calls_active);
+  r += json_map(s.failed_by_reason) + ", ";
+  r += "\"server_byes_by_reason\": " + json_map(s.server_stops_by_reason) + ", ";
+  r += "\"setup_latency_ms\": " + json_latency(s.setup_latency) + ", ";
+  r += "\"bye_latency_ms\": " + json_latency(s.stop_latency) + ", ";
+  r += "\"indialog_latency_ms\": " + json_latency(s.indialog_latency) + ", ";
+  r += fmt("\"setup_rate_per_s\": %.1f, ", siprec_setup_rate(s));
+  r += fmt("\"sip\": {\"sent\": %" PRIu64 ", \"received\": %" PRIu64 ", \"retransmissions\": %" PRIu64
+           ", \"reinvites\": %" PRIu64 ", \"updates\": %" PRIu64 "}, ",
+           s.sip_sent, s.sip_received, s.sip_retransmissions, s.reinvites, s.updates);
+  r += fmt("\"rtp\": {\"packets_sent\": %" PRIu64 ", \"bytes_sent\": %" PRIu64 ", \"packets_generated\": %" PRIu64
+           ", \"paused\": %" PRIu64 ", \"lost\": %" PRIu64 ", \"reordered\": %" PRIu64 ", \"duplicated\": %" PRIu64
+           ", \"send_failed\": %" PRIu64 ", \"late_sends\": %" PRIu64 ", \"max_late_ms\": %.3f, \"sendmmsg_calls\": %" PRIu64
+           "}, ",
+           s.rtp_sent, s.rtp_bytes_sent, s.rtp_generated, s.rtp_paused, s.rtp_dropped_loss, s.rtp_reordered,
+           s.rtp_duplicated, s.rtp_send_failed, s.late_sends, ms(s.max_late_us), s.send_batches);
+  r += "\"errors\": " + json_map(s.errors);
+  r += "}\n";
+  return r;
+}
+
+std::string format_siprec_report_text(const Stats& s, const RunInfo& info, const SiprecInfo& si) {
+  std::string r;
+  r += fmt("callrec-phone SIPREC report: %.1f s, %u session slot(s) x %u, %s to %s%s, %u RTP thread(s), codec %s, "
+           "seed %" PRIu64 "%s\n",
+           info.elapsed_s, si.sessions, si.repeat, si.transport.c_str(), info.server.c_str(), si.srtp ? ", SRTP" : "",
+           info.threads, info.codec.c_str(), info.seed, info.interrupted ? " (interrupted)" : "");
+  r += fmt("sessions:   attempted %" PRIu64 "  established %" PRIu64 "  completed %" PRIu64 "  failed %" PRIu64
+           "  unfinished %" PRIu64 "\n",
+           s.calls_attempted, s.sessions_established, s.calls_succeeded, s.calls_failed, s.calls_active);
+  r += "  failed by reason:       " + text_map(s.failed_by_reason) + "\n";
+  r += "  server BYEs by reason:  " + text_map(s.server_stops_by_reason) + "\n";
+  r += "setup ms:   " + text_latency(s.setup_latency) + "   (INVITE -> 200)\n";
+  r += "bye ms:     " + text_latency(s.stop_latency) + "   (BYE -> 200)\n";
+  if (s.indialog_latency.count() > 0) r += "update ms:  " + text_latency(s.indialog_latency) + "   (re-INVITE/UPDATE -> 200)\n";
+  r += fmt("setup rate: %.1f sessions/s (first INVITE to last 200)\n", siprec_setup_rate(s));
+  r += fmt("sip:        sent %" PRIu64 " (retransmissions %" PRIu64 "), received %" PRIu64 ", re-INVITEs %" PRIu64
+           ", UPDATEs %" PRIu64 "\n",
+           s.sip_sent, s.sip_retransmissions, s.sip_received, s.reinvites, s.updates);
+  const double pps = info.elapsed_s > 0 ? static_cast<double>(s.rtp_sent) / info.elapsed_s : 0;
+  r += fmt("rtp:        sent %" PRIu64 " pkts (%" PRIu64 " bytes, %.0f pkt/s avg, %" PRIu64
+           " sendmmsg), generated %" PRIu64 ", paused %" PRIu64 "\n",
+           s.rtp_sent, s.rtp_bytes_sent, pps, s.send_batches, s.rtp_generated, s.rtp_paused);
+  r += fmt("  impaired: lost %" PRIu64 "  reordered %" PRIu64 "  duplicated %" PRIu64 "\n", s.rtp_dropped_loss,
+           s.rtp_reordered, s.rtp_duplicated);
+  r += fmt("  late sends (> %.0f ms): %" PRIu64 "  (max lateness %.2f ms)\n", ms(kLateThresholdUs), s.late_sends,
+           ms(s.max_late_us));
+  r += "errors:     " + text_map(s.errors) + "\n";
+  r += fmt("cpu:        %.2f s user, %.2f s system (%.0f%% of one core)\n", info.cpu_user_s, info.cpu_sys_s,
+           info.elapsed_s > 0 ? 100.0 * (info.cpu_user_s + info.cpu_sys_s) / info.elapsed_s : 0.0);
+  r += "RESULT " + format_siprec_report_json(s, info, si);
   return r;
 }
 

@@ -61,6 +61,19 @@ struct Stats {
   std::uint64_t send_batches = 0;    ///< sendmmsg calls
   std::uint64_t disconnects = 0;     ///< --disconnect resets done
 
+  // SIPREC mode (the signalling thread's; calls_* above count sessions, setup_latency is
+  // INVITE -> 200, stop_latency BYE -> 200, server_stops_by_reason the server's BYEs).
+  std::uint64_t sessions_established = 0;  ///< INVITEs answered 2xx
+  std::uint64_t sip_sent = 0;              ///< SIP messages sent (retransmissions included)
+  std::uint64_t sip_received = 0;
+  std::uint64_t sip_retransmissions = 0;   ///< requests we re-sent (UDP, RFC 3261 timers A/E)
+  std::uint64_t reinvites = 0;             ///< pause/resume re-INVITEs answered 2xx
+  std::uint64_t updates = 0;               ///< metadata UPDATEs answered 2xx
+  std::uint64_t rtp_paused = 0;            ///< packet times skipped while a session was paused
+  LatencyHistogram indialog_latency;       ///< re-INVITE / UPDATE -> 2xx
+  std::int64_t first_invite_ns = 0;        ///< monotonic time of the first INVITE (0: none)
+  std::int64_t last_established_ns = 0;    ///< of the last 2xx to an initial INVITE
+
   void merge(const Stats& o);
 };
 
@@ -79,7 +92,21 @@ struct RunInfo {
   double cpu_sys_s = 0;
 };
 
+/// SIPREC mode: what the report says besides the counters.
+struct SiprecInfo {
+  std::string transport;
+  bool srtp = false;
+  std::uint32_t sessions = 0;  ///< --calls
+  std::uint32_t repeat = 1;
+};
+
 std::string format_report_text(const Stats& s, const RunInfo& info);
+/// SIPREC mode: the report ends with "RESULT " + format_siprec_report_json().
+std::string format_siprec_report_text(const Stats& s, const RunInfo& info, const SiprecInfo& si);
+/// One JSON object on one line (newline-terminated).
+std::string format_siprec_report_json(const Stats& s, const RunInfo& info, const SiprecInfo& si);
+/// Sessions established per second from the first INVITE to the last 2xx (0: fewer than 2).
+double siprec_setup_rate(const Stats& s);
 std::string format_report_json(const Stats& s, const RunInfo& info);
 /// One progress line (no newline) for stderr.
 std::string format_progress(const Stats& s, double elapsed_s, std::uint64_t rtp_sent_before, double interval_s);

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -28,6 +29,10 @@ constexpr std::int64_t kPublishIntervalNs = 100 * kNsPerMs;
 constexpr std::uint64_t kStrayAtPacket = 5;
 constexpr int kStrayCount = 3;
 constexpr int kPoolSndBuf = 4 << 20;
+/// Room after an RTP packet for the SRTP authentication tag (10 bytes for _80, 16 for GCM).
+constexpr std::uint32_t kSrtpRoom = 16;
+/// epoll data of the command eventfd (timerfd is 0, phones are index + 1).
+constexpr std::uint64_t kEventFdTag = ~std::uint64_t{0};
 
 /// Names for remote_name: UTF-8 and the bytes that need percent-encoding (&, =, %).
 constexpr std::array<std::string_view, 8> kRemoteNames = {
@@ -74,7 +79,9 @@ Worker::Worker(const RunConfig& cfg, std::uint32_t index, const StopLevel* stop)
   spp_ = opt_.ptime_ms * 8;
   pkt_len_ = static_cast<std::uint32_t>(fileio::kRtpHeaderMin) + spp_;
   pt_ = fileio::codec_info(opt_.codec).payload_type;
-  for (std::uint32_t g = index; g < opt_.phones; g += opt_.threads) {
+  slot_len_ = pkt_len_ + (opt_.srtp ? kSrtpRoom : 0);
+  siprec_ = opt_.siprec_mode();
+  for (std::uint32_t g = index; !siprec_ && g < opt_.phones; g += opt_.threads) {
     Phone p;
     p.index = opt_.first_phone + g;
     char mac[32];
@@ -95,8 +102,10 @@ Worker::~Worker() {
   }
   for (auto& c : calls_) {
     if (c.save != nullptr) std::fclose(c.save);
+    if (c.owns_fd && c.udp_fd >= 0) ::close(c.udp_fd);
   }
   for (int fd : udp_pool_) ::close(fd);
+  if (evfd_ >= 0) ::close(evfd_);
   if (stray_fd_ >= 0) ::close(stray_fd_);
   if (tfd_ >= 0) ::close(tfd_);
   if (epfd_ >= 0) ::close(epfd_);
@@ -146,6 +155,14 @@ bool Worker::setup() {
     count_error("fatal: epoll_ctl: " + errno_name(errno));
     return false;
   }
+  if (siprec_) {
+    evfd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    ev.data.u64 = kEventFdTag;
+    if (evfd_ < 0 || ::epoll_ctl(epfd_, EPOLL_CTL_ADD, evfd_, &ev) != 0) {
+      count_error("fatal: eventfd: " + errno_name(errno));
+      return false;
+    }
+  }
   // One dual-stack IPv6 socket reaches both families (IPv4 as ::ffff:a.b.c.d); fall back to
   // IPv4 where IPv6 is disabled.
   const int probe = ::socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -159,7 +176,7 @@ bool Worker::setup() {
     if (fd < 0) return false;
     udp_pool_.push_back(fd);
   }
-  arena_.assign(kBatchMax * pkt_len_, std::byte{0});
+  arena_.assign(kBatchMax * slot_len_, std::byte{0});
   batch_.reserve(kBatchMax);
   order_.reserve(kBatchMax);
   calls_.reserve(std::min<std::size_t>(static_cast<std::size_t>(phones_.size()) * opt_.concurrent_per_phone, 1U << 20));
@@ -199,6 +216,7 @@ void Worker::run() {
       begin_stop();
     }
     const std::int64_t now = now_ns();
+    if (siprec_ && ext_pending_.load(std::memory_order_acquire)) drain_external(now);
     const bool behind = process_wheel(now);
     run_timers(now);
     start_ready_calls(now);
@@ -206,7 +224,14 @@ void Worker::run() {
       publish();
       next_publish_ns_ = now + kPublishIntervalNs;
     }
-    if (phones_done_ == phones_.size()) break;
+    if (siprec_) {
+      if (ext_closed_.load(std::memory_order_acquire) && !ext_pending_.load(std::memory_order_acquire) &&
+          ext_calls_.empty()) {
+        break;
+      }
+    } else if (phones_done_ == phones_.size()) {
+      break;
+    }
 
     const std::int64_t wake = next_wakeup_ns(now);
     int timeout = 0;
@@ -226,6 +251,10 @@ void Worker::run() {
         while (::read(tfd_, &expirations, sizeof expirations) > 0) {
         }
         armed_ns_ = -1;
+      } else if (events[i].data.u64 == kEventFdTag) {
+        std::uint64_t count = 0;
+        while (::read(evfd_, &count, sizeof count) > 0) {
+        }
       } else {
         on_phone_event(static_cast<std::uint32_t>(events[i].data.u64 - 1), events[i].events);
       }
@@ -305,6 +334,7 @@ void Worker::start_call(std::uint32_t pidx, std::int64_t now) {
   c.local_number = std::to_string(100000ULL + p.index);
   c.local_name = "Phone " + std::to_string(p.index);
   c.dir_in = (p.rng.next() & 1U) != 0;
+  c.audio = p.index;
   c.n = 0;
   c.total = 0;
   c.has_held = false;
@@ -345,26 +375,9 @@ void Worker::start_stream(std::uint32_t ci, const control::StartResponse& r, std
   if (is_any_address(dst)) dst = cfg_.server;  // "0.0.0.0": the control server's address
   c.server_text = r.server;
   c.server_port = r.port;
-  std::memset(&c.dest, 0, sizeof c.dest);
-  if (dst.ss_family == AF_INET && udp_family_ == AF_INET6) {
-    auto& v6 = reinterpret_cast<sockaddr_in6&>(c.dest);
-    v6.sin6_family = AF_INET6;
-    v6.sin6_port = htons(r.port);
-    v6.sin6_addr.s6_addr[10] = 0xFF;
-    v6.sin6_addr.s6_addr[11] = 0xFF;
-    std::memcpy(&v6.sin6_addr.s6_addr[12], &reinterpret_cast<const sockaddr_in&>(dst).sin_addr, 4);
-    c.dest_len = sizeof(sockaddr_in6);
-  } else if (dst.ss_family == AF_INET6 && udp_family_ == AF_INET) {
+  if (!set_dest(c, dst, r.port)) {
     end_call(ci, Outcome::kFailed, "ipv6_unavailable");
     return;
-  } else {
-    c.dest = dst;
-    if (dst.ss_family == AF_INET) {
-      reinterpret_cast<sockaddr_in&>(c.dest).sin_port = htons(r.port);
-    } else {
-      reinterpret_cast<sockaddr_in6&>(c.dest).sin6_port = htons(r.port);
-    }
-    c.dest_len = control::sockaddr_length(c.dest);
   }
   if (!udp_pool_.empty()) {
     c.udp_fd = udp_pool_[udp_rr_++ % udp_pool_.size()];
@@ -386,7 +399,7 @@ void Worker::start_stream(std::uint32_t ci, const control::StartResponse& r, std
   ++c.epoch;
   c.streaming = true;
   ++stats_.streams_active;
-  if (opt_.reorder_pct > 0) c.held.resize(pkt_len_);
+  if (opt_.reorder_pct > 0) c.held.resize(slot_len_);
   if (!opt_.save_sent_dir.empty()) {
     const std::string path = opt_.save_sent_dir + "/" + c.id + ".rtp";
     c.save = std::fopen(path.c_str(), "wb");
@@ -580,6 +593,10 @@ void Worker::log_call(const Call& c, const char* fmt, ...) {
   std::vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   const double t = static_cast<double>(now_ns() - t0_ns_) / kNsPerSec;
+  if (c.ext) {
+    std::fprintf(stderr, "[%8.3f] rtp stream %llx: %s\n", t, static_cast<unsigned long long>(c.ext_key), msg);
+    return;
+  }
   std::fprintf(stderr, "[%8.3f] phone %u call %s: %s\n", t, phones_[c.phone].index, c.id.c_str(), msg);
 }
 
@@ -849,6 +866,173 @@ void Worker::handle_message(std::uint32_t pidx, std::string_view line, std::int6
   }
 }
 
+// ---- SIPREC streams ---------------------------------------------------------------------------
+
+void Worker::post(std::vector<ExtCommand>& cmds) {
+  if (cmds.empty()) return;
+  bool wake = false;
+  {
+    std::lock_guard lock(ext_mu_);
+    wake = ext_queue_.empty();
+    if (wake) {
+      ext_queue_.swap(cmds);
+    } else {
+      for (auto& c : cmds) ext_queue_.push_back(std::move(c));
+    }
+    ext_pending_.store(true, std::memory_order_release);
+  }
+  cmds.clear();
+  if (wake && evfd_ >= 0) {
+    const std::uint64_t one = 1;
+    (void)!::write(evfd_, &one, sizeof one);
+  }
+}
+
+void Worker::close_external() {
+  ext_closed_.store(true, std::memory_order_release);
+  if (evfd_ >= 0) {
+    const std::uint64_t one = 1;
+    (void)!::write(evfd_, &one, sizeof one);
+  }
+}
+
+void Worker::drain_external(std::int64_t now) {
+  {
+    std::lock_guard lock(ext_mu_);
+    ext_work_.swap(ext_queue_);
+    ext_pending_.store(false, std::memory_order_release);
+  }
+  for (const ExtCommand& cmd : ext_work_) {
+    if (cmd.op == ExtOp::kStart) {
+      ext_start(cmd.key, cmd.stream, now);
+      continue;
+    }
+    const auto it = ext_calls_.find(cmd.key);
+    if (it == ext_calls_.end()) continue;  // ended meanwhile
+    Call& c = calls_[it->second];
+    switch (cmd.op) {
+      case ExtOp::kPause:
+        c.paused = true;
+        log_call(c, "paused at packet %llu", static_cast<unsigned long long>(c.n));
+        break;
+      case ExtOp::kResume:
+        c.paused = false;
+        log_call(c, "resumed at packet %llu", static_cast<unsigned long long>(c.n));
+        break;
+      case ExtOp::kStop:
+        if (c.state == CallState::kStreaming) ext_end(it->second);
+        break;
+      case ExtOp::kStart: break;
+    }
+  }
+  ext_work_.clear();
+}
+
+bool Worker::set_dest(Call& c, const sockaddr_storage& dst, std::uint16_t port) {
+  std::memset(&c.dest, 0, sizeof c.dest);
+  if (dst.ss_family == AF_INET && udp_family_ == AF_INET6) {
+    auto& v6 = reinterpret_cast<sockaddr_in6&>(c.dest);
+    v6.sin6_family = AF_INET6;
+    v6.sin6_port = htons(port);
+    v6.sin6_addr.s6_addr[10] = 0xFF;
+    v6.sin6_addr.s6_addr[11] = 0xFF;
+    std::memcpy(&v6.sin6_addr.s6_addr[12], &reinterpret_cast<const sockaddr_in&>(dst).sin_addr, 4);
+    c.dest_len = sizeof(sockaddr_in6);
+    return true;
+  }
+  if (dst.ss_family == AF_INET6 && udp_family_ == AF_INET) return false;
+  c.dest = dst;
+  if (dst.ss_family == AF_INET) {
+    reinterpret_cast<sockaddr_in&>(c.dest).sin_port = htons(port);
+  } else {
+    reinterpret_cast<sockaddr_in6&>(c.dest).sin6_port = htons(port);
+  }
+  c.dest_len = control::sockaddr_length(c.dest);
+  return true;
+}
+
+void Worker::ext_start(std::uint64_t key, const ExtStream& s, std::int64_t now) {
+  const std::uint32_t ci = alloc_call();
+  Call& c = calls_[ci];
+  c.ext = true;
+  c.ext_key = key;
+  c.phone = 0;
+  c.audio = s.audio;
+  c.paused = false;
+  c.has_held = false;
+  c.rng.state = s.seed;
+  c.n = 0;
+  c.total = 0;
+  c.owns_fd = false;
+  c.udp_fd = -1;
+  c.state = CallState::kStreaming;
+  ++c.epoch;
+  c.streaming = true;
+  ++stats_.streams_active;
+  ext_calls_[key] = ci;
+  std::uint16_t port = 0;
+  if (s.dest.ss_family == AF_INET) port = ntohs(reinterpret_cast<const sockaddr_in&>(s.dest).sin_port);
+  if (s.dest.ss_family == AF_INET6) port = ntohs(reinterpret_cast<const sockaddr_in6&>(s.dest).sin6_port);
+  if (!set_dest(c, s.dest, port)) {
+    count_error("rtp: ipv6_unavailable");
+    ext_end(ci);
+    return;
+  }
+  if (!udp_pool_.empty()) {
+    c.udp_fd = udp_pool_[udp_rr_++ % udp_pool_.size()];
+  } else {
+    c.udp_fd = make_udp_socket(0);
+    c.owns_fd = c.udp_fd >= 0;
+  }
+  if (c.udp_fd < 0) {
+    ext_end(ci);
+    return;
+  }
+  if (s.srtp) {
+    std::string why;
+    c.srtp = fileio::SrtpSender::create(*s.srtp, &why);
+    if (!c.srtp) {
+      count_error("srtp: " + why);
+      ext_end(ci);
+      return;
+    }
+  }
+  c.ssrc = static_cast<std::uint32_t>(c.rng.next());
+  c.seq0 = static_cast<std::uint16_t>(c.rng.next());
+  c.ts0 = static_cast<std::uint32_t>(c.rng.next());
+  c.total = stop_seen_ != 0 ? 0 : s.packets;
+  c.base_ms = (now - t0_ns_) / kNsPerMs + 1;
+  if (opt_.reorder_pct > 0) c.held.resize(slot_len_);
+  wheel_insert(ci, c.base_ms);
+  log_call(c, "streaming %llu packets", static_cast<unsigned long long>(c.total));
+}
+
+void Worker::ext_end(std::uint32_t ci) {
+  Call& c = calls_[ci];
+  if (c.has_held) {  // --reorder: the held packet still goes out
+    std::memcpy(batch_slot(), c.held.data(), c.held_len);
+    commit_slot(c, c.held_len);
+    c.has_held = false;
+    flush_batch();
+  }
+  stop_stream(c);
+  const std::uint64_t key = c.ext_key;
+  const std::uint64_t sent = c.n;
+  log_call(c, "ended after %llu packet times", static_cast<unsigned long long>(sent));
+  if (c.owns_fd && c.udp_fd >= 0) ::close(c.udp_fd);
+  c.owns_fd = false;
+  c.udp_fd = -1;
+  c.srtp.reset();
+  c.state = CallState::kFree;
+  c.ext = false;
+  c.paused = false;
+  ++c.gen;
+  ++c.epoch;
+  free_calls_.push_back(ci);
+  ext_calls_.erase(key);
+  if (stream_done_) stream_done_(key, sent);
+}
+
 // ---- RTP -------------------------------------------------------------------------------------
 
 void Worker::wheel_insert(std::uint32_t ci, std::int64_t key_ms) {
@@ -870,6 +1054,12 @@ bool Worker::process_wheel(std::int64_t now) {
       ended_streams_.push_back(e.call);
       return false;
     }
+    if (c.paused) {  // SIPREC pause: the packet time passes without a packet
+      ++c.n;
+      ++stats_.rtp_paused;
+      wheel_insert(e.call, std::max(c.base_ms + static_cast<std::int64_t>(c.n) * ptime, ms + 1));
+      return false;
+    }
     const std::int64_t late_ns = now - (t0_ns_ + due_ms * kNsPerMs);
     if (late_ns > 0) {
       const auto late_us = static_cast<std::uint64_t>(late_ns / 1000);
@@ -885,7 +1075,12 @@ bool Worker::process_wheel(std::int64_t now) {
   flush_batch();
   if (!ended_streams_.empty()) {
     for (const std::uint32_t ci : ended_streams_) {
-      if (calls_[ci].state == CallState::kStreaming) send_stop(ci, now);
+      if (calls_[ci].state != CallState::kStreaming) continue;
+      if (calls_[ci].ext) {
+        ext_end(ci);
+      } else {
+        send_stop(ci, now);
+      }
     }
     ended_streams_.clear();
   }
@@ -893,7 +1088,7 @@ bool Worker::process_wheel(std::int64_t now) {
 }
 
 std::byte* Worker::batch_slot() {
-  return arena_.data() + batch_.size() * pkt_len_;
+  return arena_.data() + batch_.size() * slot_len_;
 }
 
 void Worker::commit_slot(const Call& c, std::uint32_t len) {
@@ -913,8 +1108,7 @@ void Worker::emit_packet(Call& c, std::int64_t /*now*/) {
   std::byte* pkt = batch_slot();
   fileio::write_rtp_header(pkt, pt_, c.n == 0, static_cast<std::uint16_t>(c.seq0 + c.n),
                            static_cast<std::uint32_t>(c.ts0 + c.n * spp_), c.ssrc);
-  AudioSource::copy_frame(cfg_.audio.loop_for_phone(phones_[c.phone].index), c.n * spp_,
-                          pkt + fileio::kRtpHeaderMin, spp_);
+  AudioSource::copy_frame(cfg_.audio.loop_for_phone(c.audio), c.n * spp_, pkt + fileio::kRtpHeaderMin, spp_);
   ++stats_.rtp_generated;
   if (c.save != nullptr) {
     std::byte len[4];
@@ -924,31 +1118,42 @@ void Worker::emit_packet(Call& c, std::int64_t /*now*/) {
     }
   }
   if (opt_.wrong_source && c.n == kStrayAtPacket) send_strays(c);
+  std::uint32_t len = pkt_len_;
+  if (c.srtp) {
+    const std::size_t n = c.srtp->protect(reinterpret_cast<std::uint8_t*>(pkt), pkt_len_, slot_len_);
+    if (n == 0 || n > slot_len_) {
+      ++stats_.rtp_send_failed;
+      count_error("srtp_protect");
+      return;
+    }
+    len = static_cast<std::uint32_t>(n);
+  }
 
   if (c.rng.chance_pct(opt_.loss_pct)) {
     ++stats_.rtp_dropped_loss;
     if (c.has_held) {  // the packet it was to follow is gone: send it now
-      std::memcpy(pkt, c.held.data(), pkt_len_);
-      commit_slot(c, pkt_len_);
+      std::memcpy(pkt, c.held.data(), c.held_len);
+      commit_slot(c, c.held_len);
       c.has_held = false;
     }
     return;
   }
   if (!c.has_held && c.n + 1 < c.total && c.rng.chance_pct(opt_.reorder_pct)) {
-    std::memcpy(c.held.data(), pkt, pkt_len_);
+    std::memcpy(c.held.data(), pkt, len);
+    c.held_len = len;
     c.has_held = true;
     ++stats_.rtp_reordered;
     return;
   }
-  commit_slot(c, pkt_len_);
+  commit_slot(c, len);
   if (c.rng.chance_pct(opt_.duplicate_pct)) {
-    std::memcpy(batch_slot(), pkt, pkt_len_);
-    commit_slot(c, pkt_len_);
+    std::memcpy(batch_slot(), pkt, len);
+    commit_slot(c, len);
     ++stats_.rtp_duplicated;
   }
   if (c.has_held) {
-    std::memcpy(batch_slot(), c.held.data(), pkt_len_);
-    commit_slot(c, pkt_len_);
+    std::memcpy(batch_slot(), c.held.data(), c.held_len);
+    commit_slot(c, c.held_len);
     c.has_held = false;
   }
 }
@@ -987,7 +1192,7 @@ void Worker::flush_batch() {
   std::array<iovec, kBatchMax> iov{};
   for (std::size_t k = 0; k < n; ++k) {
     BatchItem& item = batch_[order_[k]];
-    iov[k].iov_base = arena_.data() + static_cast<std::size_t>(order_[k]) * pkt_len_;
+    iov[k].iov_base = arena_.data() + static_cast<std::size_t>(order_[k]) * slot_len_;
     iov[k].iov_len = item.len;
     msgs[k].msg_hdr.msg_name = &item.dest;
     msgs[k].msg_hdr.msg_namelen = item.dest_len;

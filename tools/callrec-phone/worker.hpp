@@ -24,14 +24,18 @@
 #include <cstdint>
 #include <cstdio>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <queue>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "audio.hpp"
 #include "control/protocol.hpp"
+#include "fileio/srtp.hpp"
 #include "options.hpp"
 #include "send_wheel.hpp"
 #include "stats.hpp"
@@ -63,6 +67,24 @@ struct Rng {
   bool chance_pct(double pct) { return pct > 0 && uniform() * 100.0 < pct; }
 };
 
+/// SIPREC mode: an RTP stream the signalling thread hands to a worker (siprec.hpp).
+struct ExtStream {
+  sockaddr_storage dest{};    ///< media address and port of the server's SDP answer
+  std::uint32_t audio = 0;    ///< audio loop (AudioSource::loop_for_phone)
+  std::uint64_t packets = 0;  ///< packet times of the stream (duration / ptime), paused ones included
+  std::uint64_t seed = 0;     ///< SSRC, first sequence number and timestamp, impairments
+  std::optional<fileio::SdesCrypto> srtp;  ///< set: send SRTP with this key
+};
+enum class ExtOp : std::uint8_t { kStart, kPause, kResume, kStop };
+struct ExtCommand {
+  ExtOp op = ExtOp::kStart;
+  std::uint64_t key = 0;  ///< the signalling thread's name for the stream (echoed to the done callback)
+  ExtStream stream;       ///< kStart only
+};
+/// Called on the worker's thread when a stream has ended (its last packet time passed, or
+/// kStop): its key and the packets it sent.
+using StreamDoneFn = std::function<void(std::uint64_t key, std::uint64_t packets_sent)>;
+
 class Worker {
  public:
   Worker(const RunConfig& cfg, std::uint32_t index, const StopLevel* stop);
@@ -76,6 +98,16 @@ class Worker {
   /// Any thread: the counters as last published (at most ~100 ms old; exact after run()).
   [[nodiscard]] Stats snapshot() const;
   [[nodiscard]] bool finished() const { return finished_.load(std::memory_order_acquire); }
+
+  // SIPREC mode (RunConfig::opt.siprec_mode()): the worker has no phones and no control
+  // connections; it sends the RTP streams posted here (same wheel, batches and sockets as the
+  // upload mode) until close_external() was called and its last stream ended.
+  /// Any thread: queues commands, applied in order on the worker's thread (an eventfd wakes it).
+  void post(std::vector<ExtCommand>& cmds);
+  /// Before run(): where stream ends are reported.
+  void set_stream_done(StreamDoneFn fn) { stream_done_ = std::move(fn); }
+  /// Any thread: no more streams will be posted.
+  void close_external();
 
  private:
   enum class CallState : std::uint8_t { kFree, kStarting, kStreaming, kStopping };
@@ -108,9 +140,17 @@ class Worker {
     std::int64_t base_ms = 0; ///< loop-relative ms of packet 0
     Rng rng;
     std::vector<std::byte> held;  ///< --reorder: packet waiting for the next one
+    std::uint32_t held_len = 0;
     bool has_held = false;
     std::FILE* save = nullptr;
     bool streaming = false;   ///< counted in streams_active
+    std::uint32_t audio = 0;  ///< audio loop index (the phone's index; SIPREC: per stream)
+    // SIPREC streams (ext == true): no phone, no control messages.
+    bool ext = false;
+    bool paused = false;      ///< packet times pass without packets
+    bool owns_fd = false;     ///< udp_fd is this stream's own socket (closed at its end)
+    std::uint64_t ext_key = 0;
+    std::unique_ptr<fileio::SrtpSender> srtp;
   };
 
   struct Phone {
@@ -182,6 +222,13 @@ class Worker {
   void connection_lost(std::uint32_t phone_idx, const std::string& reason, Outcome o);
   void handle_message(std::uint32_t phone_idx, std::string_view line, std::int64_t now);
 
+  // SIPREC streams.
+  void drain_external(std::int64_t now);
+  void ext_start(std::uint64_t key, const ExtStream& s, std::int64_t now);
+  void ext_end(std::uint32_t call_idx);
+  /// Fills c.dest / c.dest_len for dst with port, in the family of the RTP sockets.
+  bool set_dest(Call& c, const sockaddr_storage& dst, std::uint16_t port);
+
   // RTP.
   void wheel_insert(std::uint32_t call_idx, std::int64_t key_ms);
   /// Sends at most kSendBudget due packets; true when more are due (the loop polls the
@@ -228,11 +275,23 @@ class Worker {
 
   std::uint32_t spp_ = 160;  ///< samples (= payload bytes) per packet
   std::uint32_t pkt_len_ = 172;
+  std::uint32_t slot_len_ = 172;  ///< arena stride: pkt_len_ + room for an SRTP tag
   std::uint8_t pt_ = 8;
   static constexpr std::size_t kBatchMax = 512;
   std::vector<std::byte> arena_;
   std::vector<BatchItem> batch_;
   std::vector<std::uint32_t> order_;
+
+  // SIPREC mode.
+  bool siprec_ = false;
+  int evfd_ = -1;
+  std::mutex ext_mu_;
+  std::vector<ExtCommand> ext_queue_;
+  std::vector<ExtCommand> ext_work_;
+  std::atomic<bool> ext_pending_{false};
+  std::atomic<bool> ext_closed_{false};
+  std::unordered_map<std::uint64_t, std::uint32_t> ext_calls_;  ///< key -> call index
+  StreamDoneFn stream_done_;
 
   Stats stats_;
   mutable std::mutex pub_mu_;
