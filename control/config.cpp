@@ -277,6 +277,17 @@ std::string check_span_interfaces(const DaemonConfig& c) {
   return {};
 }
 
+std::string check_siprec_endpoints(const DaemonConfig& c) {
+  for (const auto* list : {&c.siprec_listen, &c.siprec_tls_listen})
+    for (const std::string& e : *list) {
+      sockaddr_storage a{};
+      if (Status st = parse_endpoint(e, a); !st) return e + ": " + st.message();
+    }
+  if (!c.siprec_tls_listen.empty() && (c.siprec_tls_cert.empty() || c.siprec_tls_key.empty()))
+    return "TLS needs --siprec-tls-cert and --siprec-tls-key";
+  return {};
+}
+
 std::string set_string(std::string& field, std::string_view v) {
   field.assign(v);
   return {};
@@ -385,6 +396,39 @@ const std::vector<Option>& options() {
        [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.span_max_tcp_streams); },
        [](const DaemonConfig& c) { return std::to_string(c.span_max_tcp_streams); },
        [](const DaemonConfig& c) { return range_check(c.span_max_tcp_streams, 16, 1000000); }},
+      {"siprec-listen", "siprec_listen", "ADDR:PORT", "SIPREC recording server on UDP and TCP (repeatable; [::]:5060 for IPv6)", "off",
+       [](DaemonConfig& c, std::string_view v) -> std::string {
+         for (const std::string& f : split_list(v)) c.siprec_listen.push_back(f);
+         return {};
+       },
+       [](const DaemonConfig& c) { return join_list(c.siprec_listen); }, check_siprec_endpoints},
+      {"siprec-tls-listen", "siprec_tls_listen", "ADDR:PORT", "SIPREC recording server on TLS (repeatable; needs --siprec-tls-cert and --siprec-tls-key)", "off",
+       [](DaemonConfig& c, std::string_view v) -> std::string {
+         for (const std::string& f : split_list(v)) c.siprec_tls_listen.push_back(f);
+         return {};
+       },
+       [](const DaemonConfig& c) { return join_list(c.siprec_tls_listen); }, check_siprec_endpoints},
+      {"siprec-tls-cert", "siprec_tls_cert", "FILE", "SIPREC TLS: certificate chain (PEM)", "",
+       [](DaemonConfig& c, std::string_view v) { return set_string(c.siprec_tls_cert, v); },
+       [](const DaemonConfig& c) { return c.siprec_tls_cert; }, no_check},
+      {"siprec-tls-key", "siprec_tls_key", "FILE", "SIPREC TLS: private key (PEM)", "",
+       [](DaemonConfig& c, std::string_view v) { return set_string(c.siprec_tls_key, v); },
+       [](const DaemonConfig& c) { return c.siprec_tls_key; }, no_check},
+      {"siprec-tls-ca", "siprec_tls_ca", "FILE", "SIPREC TLS: CA certificates (PEM); set: mutual TLS, SRCs must present a certificate it signed", "no client certificates",
+       [](DaemonConfig& c, std::string_view v) { return set_string(c.siprec_tls_ca, v); },
+       [](const DaemonConfig& c) { return c.siprec_tls_ca; }, no_check},
+      {"siprec-max-sessions", "siprec_max_sessions", "N", "SIPREC sessions at once; beyond, INVITEs get 503 with Retry-After (0: no cap but ports, disk and descriptors)", "0",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.siprec_max_sessions); },
+       [](const DaemonConfig& c) { return std::to_string(c.siprec_max_sessions); }, no_check},
+      {"siprec-media-address", "siprec_media_address", "ADDR", "address in the c= line of SIPREC answers", "the address the SRC reached",
+       [](DaemonConfig& c, std::string_view v) { return set_string(c.siprec_media_address, v); },
+       [](const DaemonConfig& c) { return c.siprec_media_address; },
+       [](const DaemonConfig& c) -> std::string {
+         if (c.siprec_media_address.empty()) return {};
+         sockaddr_storage a{};
+         if (!parse_ip(c.siprec_media_address, a)) return "expected an IP address";
+         return {};
+       }},
       {"latch-any", "latch_any", "", "with --latch, latch the first source from ANY address (weaker: a host that sprays the port before the phone's first packet takes the recording)", "",
        [](DaemonConfig& c, std::string_view v) { return parse_bool(v, c.latch_any); },
        [](const DaemonConfig& c) { return std::string(c.latch_any ? "true" : "false"); }, no_check},

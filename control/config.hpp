@@ -86,6 +86,12 @@ struct DaemonConfig {
   std::uint32_t span_media_timeout_s = 60;   ///< answered call without RTP or SIP this long ends
   std::uint32_t span_max_fragments = 4096;   ///< incomplete IP datagrams held
   std::uint32_t span_max_tcp_streams = 4096; ///< SIP-over-TCP streams followed
+  // SIPREC recording server (control/siprec/, ../shared/spec/siprec-srs.md)
+  std::vector<std::string> siprec_listen;      ///< ADDR:PORT, UDP and TCP (off when empty)
+  std::vector<std::string> siprec_tls_listen;  ///< ADDR:PORT, TLS
+  std::string siprec_tls_cert, siprec_tls_key, siprec_tls_ca;  ///< PEM files; ca: mutual TLS
+  std::uint32_t siprec_max_sessions = 0;       ///< 0: no cap (ports, disk, descriptors still apply)
+  std::string siprec_media_address;            ///< c= of SDP answers; empty: the address the SRC reached
 
   bool show_help = false;     ///< --help was given: print usage() and exit 0
   bool show_version = false;  ///< --version was given

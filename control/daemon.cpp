@@ -24,6 +24,7 @@
 #include "dataplane/dpdk_source.hpp"
 #include "dataplane/udp_source.hpp"
 #include "control/span/call_tracker.hpp"
+#include "control/siprec/siprec_server.hpp"
 #include "dataplane/capture/capture.hpp"
 #include "dataplane/span/span_lane.hpp"
 #include "fileio/catalog.hpp"
@@ -164,6 +165,7 @@ struct Daemon::Impl {
   std::unique_ptr<PortAllocator> ports;
   std::unique_ptr<SessionManager> sessions;
   std::unique_ptr<UploadServer> upload;
+  std::unique_ptr<siprec::SiprecServer> siprec;  ///< --siprec-listen / --siprec-tls-listen
   std::unique_ptr<HttpServer> http;
   // Passive capture off mirror interfaces (--span-interface): one lane on the control thread,
   // fed by libpcap, its own producer in the writers' ring matrix.
@@ -343,10 +345,40 @@ Status Daemon::Impl::init() {
   uo.defer_flush = true;
   upload = std::make_unique<UploadServer>(loop, *sessions, uo);
   if (Status st = upload->listen(); !st) return st;
+  if (!cfg.siprec_listen.empty() || !cfg.siprec_tls_listen.empty()) {
+    siprec::SiprecOptions so;
+    for (const std::string& e : cfg.siprec_listen) {
+      sockaddr_storage a{};
+      if (Status st = parse_endpoint(e, a); !st) return st;
+      so.listen.push_back(a);
+    }
+    for (const std::string& e : cfg.siprec_tls_listen) {
+      sockaddr_storage a{};
+      if (Status st = parse_endpoint(e, a); !st) return st;
+      so.tls_listen.push_back(a);
+    }
+    so.tls.cert = cfg.siprec_tls_cert;
+    so.tls.key = cfg.siprec_tls_key;
+    so.tls.ca = cfg.siprec_tls_ca;
+    so.max_sessions = cfg.siprec_max_sessions;
+    so.media_address = cfg.siprec_media_address.empty() && !cfg.advertise.empty() ? cfg.advertise
+                                                                                   : cfg.siprec_media_address;
+    // SIPREC connections share the descriptor budget with phones' connections.
+    so.transport.max_connections = std::max<std::size_t>(16, uo.max_connections / 4);
+    so.defer_flush = true;  // the answer leaves after the catalog commit, like uploads'
+    siprec = std::make_unique<siprec::SiprecServer>(loop, *sessions, *ports, so);
+    if (Status st = siprec->start(); !st) return st;
+    std::string where;
+    for (const std::string& e : cfg.siprec_listen) where += (where.empty() ? "" : ", ") + e + " (UDP, TCP)";
+    for (const std::string& e : cfg.siprec_tls_listen) where += (where.empty() ? "" : ", ") + e + " (TLS" +
+                                                            (cfg.siprec_tls_ca.empty() ? ")" : ", mutual)");
+    log_info("siprec: recording server on %s", where.c_str());
+  }
   catalog.set_group_commit(true);
   loop.set_after_batch([this] {
     if (Status st = catalog.commit_batch(); !st) log_error("catalog: %s", st.message().c_str());
     upload->flush_pending();
+    if (siprec) siprec->flush_pending();
   });
 
   if (!cfg.metrics.empty()) {
@@ -456,6 +488,7 @@ void Daemon::Impl::release_source() {
   if (source) source->stop();
   http.reset();
   upload.reset();
+  siprec.reset();
   sessions.reset();
   source.reset();
 #ifdef CALLREC_HAVE_DPDK
@@ -587,6 +620,28 @@ HttpResponse Daemon::Impl::metrics() const {
   metric(o, "callrec_control_stalls_total", "counter", "Stalls of the daemon itself (ticks far apart) that restarted the RTP timeouts.", sc.stalls);
   metric(o, "callrec_stop_overrides_ignored_total", "counter", "Stop-request fields naming server-owned values (device, codec, peer, dir ...), ignored.", sc.stop_overrides_ignored);
   metric(o, "callrec_control_connections", "gauge", "Open control connections.", upload->connections());
+  if (siprec) {
+    metric(o, "callrec_siprec_sessions", "gauge", "SIPREC recording sessions (dialogs) now.", siprec->sessions());
+    metric(o, "callrec_siprec_connections", "gauge", "SIPREC TCP/TLS connections now.", siprec->connections());
+    metric(o, "callrec_siprec_transactions", "gauge", "SIPREC server transactions held now.", siprec->transactions());
+#define CALLREC_X(name, help) \
+  metric(o, "callrec_siprec_" #name "_total", "counter", "SIPREC: " help ".", siprec->counters().name);
+    CALLREC_SIPREC_COUNTERS(CALLREC_X)
+#undef CALLREC_X
+    const auto& t = siprec->transport_counters();
+    const std::pair<const char*, std::uint64_t> tc[] = {
+        {"callrec_siprec_udp_datagrams_total", t.udp_datagrams}, {"callrec_siprec_udp_oversize_total", t.udp_oversize},
+        {"callrec_siprec_tcp_accepted_total", t.tcp_accepted},   {"callrec_siprec_tls_accepted_total", t.tls_accepted},
+        {"callrec_siprec_conn_refused_total", t.conn_refused},   {"callrec_siprec_conn_closed_total", t.conn_closed},
+        {"callrec_siprec_framing_errors_total", t.framing_errors},
+        {"callrec_siprec_input_overflow_total", t.input_overflow},
+        {"callrec_siprec_output_overflow_total", t.output_overflow},
+        {"callrec_siprec_tls_handshake_failures_total", t.handshake_failures},
+        {"callrec_siprec_tls_handshake_timeouts_total", t.handshake_timeouts},
+        {"callrec_siprec_idle_closed_total", t.idle_closed},     {"callrec_siprec_send_failures_total", t.send_failures},
+        {"callrec_siprec_keepalives_total", t.keepalives}};
+    for (const auto& [n, v] : tc) metric(o, n, "counter", "SIPREC transport counter (control/siprec/sip_transport.hpp).", v);
+  }
   metric(o, "callrec_control_messages_total", "counter", "Control messages received.", uc.messages);
   metric(o, "callrec_control_garbage_total", "counter", "Control messages that were not requests.", uc.garbage);
   metric(o, "callrec_control_bad_requests_total", "counter", "Requests refused as malformed.", uc.bad_request);
@@ -627,11 +682,13 @@ HttpResponse Daemon::Impl::metrics() const {
   metric(o, "callrec_assembler_dropped_total", "counter",
          "RTP packets the writers' assemblers dropped, by cause: invalid (not RTP v2, bogus padding, empty "
          "payload), other_payload (not PCMU/PCMA), format_flap (a format change that did not last), "
-         "segment_limit (a format change over the per-stream segment cap).",
+         "segment_limit (a format change over the per-stream segment cap), srtp (SRTP authentication or "
+         "replay check failed, or no key).",
          ws.assembler.invalid, "cause=\"invalid\"");
   metric(o, "callrec_assembler_dropped_total", nullptr, nullptr, ws.assembler.other_payload, "cause=\"other_payload\"");
   metric(o, "callrec_assembler_dropped_total", nullptr, nullptr, ws.assembler.format_flaps, "cause=\"format_flap\"");
   metric(o, "callrec_assembler_dropped_total", nullptr, nullptr, ws.assembler.segment_limited, "cause=\"segment_limit\"");
+  metric(o, "callrec_assembler_dropped_total", nullptr, nullptr, ws.assembler.srtp_failed, "cause=\"srtp\"");
   metric(o, "callrec_assembler_unbacked_jumps_total", "counter",
          "Sequence gaps not filled with silence because the packets' arrival times did not back them.",
          ws.assembler.unbacked_jumps);
@@ -672,6 +729,13 @@ HttpResponse Daemon::Impl::status() const {
                      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started).count()));
   kv("active_recordings", sessions->active());
   kv("control_connections", upload->connections());
+  if (siprec) {
+    kv("siprec_sessions", siprec->sessions());
+    kv("siprec_connections", siprec->connections());
+#define CALLREC_X(name, help) kv("siprec_" #name, siprec->counters().name);
+    CALLREC_SIPREC_COUNTERS(CALLREC_X)
+#undef CALLREC_X
+  }
   kv("started", sc.started);
   kv("start_failed", upload->counters().start_failed);
   kv("stopped", sc.stopped);
@@ -756,6 +820,10 @@ int Daemon::run() {
   if (Status cs = d.catalog.retry_pending(); !cs) log_error("catalog: %s", cs.message().c_str());
   d.upload->flush_pending();
   d.upload->close_all();
+  if (d.siprec) {
+    d.siprec->flush_pending();
+    d.siprec->stop();
+  }
   d.source->stop();   // end marks for anything still installed
   if (d.span_lane) d.span_lane->stop();
   d.span_dpdk.reset();  // port stopped and closed before EAL goes

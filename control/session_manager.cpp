@@ -69,6 +69,75 @@ fileio::StreamId SessionManager::next_stream_id() {
   }
 }
 
+std::string SessionManager::allocate_stream(Recording& r, const sockaddr_storage& peer, const StreamPlan* plan,
+                                            const std::filesystem::path& device_dir,
+                                            std::chrono::steady_clock::time_point now, Stream& s) {
+  std::string bind_error, resource_error;
+  for (int attempt = 0; attempt < 8 && resource_error.empty(); ++attempt) {
+    auto port = ports_.allocate(now);
+    if (!port) break;
+    s.id = next_stream_id();
+    dataplane::FlowSpec flow;
+    flow.stream = s.id;
+    flow.local_port = *port;
+    flow.latch = cfg_.latch;
+    // Latch or not, only the peer's own address may send (NAT keeps the address of the
+    // signalling connection for its UDP in the common case; SIPREC: the SRC's media address);
+    // only --latch-any opens it to any address.
+    if (!(cfg_.latch && cfg_.latch_any)) {
+      flow.expected = (plan && plan->expected.ss_family != AF_UNSPEC) ? plan->expected : peer;
+      // The signalling port says nothing about the RTP port: accept any port.
+      if (flow.expected.ss_family == AF_INET)
+        reinterpret_cast<sockaddr_in*>(&flow.expected)->sin_port = 0;
+      else if (flow.expected.ss_family == AF_INET6)
+        reinterpret_cast<sockaddr_in6*>(&flow.expected)->sin6_port = 0;
+    }
+    // The writer must know the stream before its first packet can arrive.
+    fileio::WriterOptions w;
+    w.directory = device_dir;
+    w.tag = r.meta.device.empty() ? r.meta.call_id : r.meta.device;
+    if (plan && !plan->role.empty()) w.tag += "-" + plan->role;
+    w.max_file_bytes = cfg_.max_file_bytes;
+    w.reserve_bytes = cfg_.reserve_bytes;
+    w.flush_interval = cfg_.flush_interval;
+    w.free_space = cfg_.free_space;
+    writers_.open_stream(s.id, w, plan ? plan->assembler : cfg_.assembler);
+    const Status st = source_.add_flow(flow);
+    if (st) {
+      s.port = *port;
+      break;
+    }
+    writers_.close_stream_now(s.id);
+    s.id = 0;
+    if (const int e = st.code(); e == EMFILE || e == ENFILE || e == ENOMEM || e == ENOBUFS) {
+      // The process is out of descriptors or memory, not the port at fault: give the port
+      // back and refuse the start instead of burning the range on retries.
+      ports_.release(*port, now);
+      resource_error = st.message();
+      break;
+    }
+    bind_error = st.message();
+    ports_.mark_unusable(*port, now);
+  }
+  if (!resource_error.empty()) {
+    log_warn("start refused: call_id=%s device=%s reason=overloaded (%s)", r.meta.call_id.c_str(),
+             r.meta.device.c_str(), resource_error.c_str());
+    ++counters_.overloaded;
+    return "overloaded";
+  }
+  if (s.port == 0) {
+    if (!bind_error.empty()) log_warn("start: cannot bind an RTP port: %s", bind_error.c_str());
+    ++counters_.no_port;
+    return "no_port";
+  }
+  if (plan) {
+    s.info = plan->info;
+    s.info.role = plan->role;
+    s.has_info = true;
+  }
+  return {};
+}
+
 StartResult SessionManager::start(const StartParams& p) {
   StartResult res;
   const auto now = std::chrono::steady_clock::now();
@@ -107,6 +176,7 @@ StartResult SessionManager::start(const StartParams& p) {
   r.kind = p.kind;
   r.meta = p.meta;
   r.peer = p.peer_text;
+  r.peer_addr = p.peer;
   r.owner = p.owner;
   r.started = now;
   r.started_ms = p.started_ms != 0 ? p.started_ms : unix_ms_now();
@@ -162,66 +232,17 @@ StartResult SessionManager::start(const StartParams& p) {
     res.ports.push_back(0);
     res.streams.push_back(s.id);
   }
-  for (unsigned i = 0; p.observe.empty() && i < std::max(1u, p.streams); ++i) {
+  const unsigned n_alloc = !p.observe.empty() ? 0u : !p.allocate.empty() ? static_cast<unsigned>(p.allocate.size())
+                                                                         : std::max(1u, p.streams);
+  for (unsigned i = 0; i < n_alloc; ++i) {
+    const StreamPlan* plan = p.allocate.empty() ? nullptr : &p.allocate[i];
     Stream s;
-    std::string bind_error, resource_error;
-    for (int attempt = 0; attempt < 8 && resource_error.empty(); ++attempt) {
-      auto port = ports_.allocate(now);
-      if (!port) break;
-      s.id = next_stream_id();
-      dataplane::FlowSpec flow;
-      flow.stream = s.id;
-      flow.local_port = *port;
-      flow.latch = cfg_.latch;
-      // Latch or not, only the phone's own address may send (NAT keeps the address of the TCP
-      // connection for its UDP in the common case); only --latch-any opens it to any address.
-      if (!(cfg_.latch && cfg_.latch_any)) {
-        flow.expected = p.peer;
-        // The phone's TCP source port says nothing about its RTP port: accept any port.
-        if (flow.expected.ss_family == AF_INET)
-          reinterpret_cast<sockaddr_in*>(&flow.expected)->sin_port = 0;
-        else if (flow.expected.ss_family == AF_INET6)
-          reinterpret_cast<sockaddr_in6*>(&flow.expected)->sin6_port = 0;
-      }
-      // The writer must know the stream before its first packet can arrive.
-      fileio::WriterOptions w;
-      w.directory = device_dir;
-      w.tag = p.meta.device.empty() ? p.meta.call_id : p.meta.device;
-      w.max_file_bytes = cfg_.max_file_bytes;
-      w.reserve_bytes = cfg_.reserve_bytes;
-      w.flush_interval = cfg_.flush_interval;
-      w.free_space = cfg_.free_space;
-      writers_.open_stream(s.id, w, cfg_.assembler);
-      const Status st = source_.add_flow(flow);
-      if (st) {
-        s.port = *port;
-        break;
-      }
-      writers_.close_stream_now(s.id);
-      s.id = 0;
-      if (const int e = st.code(); e == EMFILE || e == ENFILE || e == ENOMEM || e == ENOBUFS) {
-        // The process is out of descriptors or memory, not the port at fault: give the port
-        // back and refuse the start instead of burning the range on retries.
-        ports_.release(*port, now);
-        resource_error = st.message();
-        break;
-      }
-      bind_error = st.message();
-      ports_.mark_unusable(*port, now);
-    }
-    if (!resource_error.empty()) {
+    const std::string err = allocate_stream(r, p.peer, plan, device_dir, now, s);
+    if (!err.empty()) {
       rollback();
-      log_warn("start refused: call_id=%s device=%s reason=overloaded (%s)", p.meta.call_id.c_str(),
-               p.meta.device.c_str(), resource_error.c_str());
-      ++counters_.overloaded;
-      return fail("overloaded");
+      return fail(err);
     }
-    if (s.port == 0) {
-      rollback();
-      if (!bind_error.empty()) log_warn("start: cannot bind an RTP port: %s", bind_error.c_str());
-      ++counters_.no_port;
-      return fail("no_port");
-    }
+    s.info.stream = static_cast<std::uint32_t>(r.streams.size());
     r.streams.push_back(s);
     res.ports.push_back(s.port);
     res.streams.push_back(s.id);
@@ -286,6 +307,108 @@ void SessionManager::add_event(RecordingHandle h, const fileio::EventRow& ev) {
   auto it = recs_.find(h);
   if (it == recs_.end()) return;
   if (Status st = catalog_.add_event(it->second.catalog_id, ev); !st) log_error("catalog: %s", st.message().c_str());
+}
+
+StartResult SessionManager::add_streams(RecordingHandle h, const std::vector<StreamPlan>& plans) {
+  StartResult res;
+  auto it = recs_.find(h);
+  if (it == recs_.end() || it->second.stopping || it->second.observed) {
+    res.reason = "unknown_recording";
+    return res;
+  }
+  Recording& r = it->second;
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<Stream> added;
+  for (const auto& plan : plans) {
+    Stream s;
+    const std::string err = allocate_stream(r, r.peer_addr, &plan, r.device_dir, now, s);
+    if (!err.empty()) {
+      for (auto& a : added) {
+        source_.remove_flow(a.id);
+        ports_.release(a.port, now);
+      }
+      res.reason = err;
+      return res;
+    }
+    s.info.stream = static_cast<std::uint32_t>(r.streams.size() + added.size());
+    added.push_back(s);
+  }
+  for (auto& s : added) {
+    stream_index_[s.id] = r.handle;
+    res.ports.push_back(s.port);
+    res.streams.push_back(s.id);
+    r.streams.push_back(std::move(s));
+  }
+  res.ok = true;
+  res.handle = h;
+  return res;
+}
+
+bool SessionManager::end_stream(RecordingHandle h, unsigned index) {
+  auto it = recs_.find(h);
+  if (it == recs_.end() || it->second.stopping || index >= it->second.streams.size()) return false;
+  Recording& r = it->second;
+  Stream& s = r.streams[index];
+  if (s.ended || s.closed) return false;
+  s.ended = true;
+  if (auto fs = r.source->flow_stats(s.id)) s.stray = fs->wrong_source;
+  r.source->remove_flow(s.id);  // the writer closes it after its last packet (kStreamClosed)
+  return true;
+}
+
+void SessionManager::set_stream_paused(RecordingHandle h, unsigned index, bool paused) {
+  auto it = recs_.find(h);
+  if (it == recs_.end() || it->second.stopping || index >= it->second.streams.size()) return;
+  Stream& s = it->second.streams[index];
+  if (s.ended || s.closed || s.paused == paused) return;
+  s.paused = paused;
+  if (paused) {
+    writers_.pause_stream(s.id);
+  } else {
+    writers_.resume_stream(s.id);
+    // Its silence is counted from the resume on.
+    it->second.idle_base_ns = std::max(it->second.idle_base_ns, steady_ns(std::chrono::steady_clock::now()));
+  }
+}
+
+void SessionManager::update_metadata(RecordingHandle h, const RecordingMetadata& meta) {
+  auto it = recs_.find(h);
+  if (it == recs_.end()) return;
+  Recording& r = it->second;
+  fileio::MetadataOverrides upd;
+  auto field = [&](std::string& dst, const std::string& v, const char* key) {
+    if (dst == v) return;
+    dst = v;
+    upd.emplace_back(key, v);
+  };
+  field(r.meta.remote_number, meta.remote_number, "remote_number");
+  field(r.meta.remote_name, meta.remote_name, "remote_name");
+  field(r.meta.local_number, meta.local_number, "local_number");
+  field(r.meta.local_name, meta.local_name, "local_name");
+  for (const auto& [k, v] : meta.extra) {
+    bool found = false;
+    for (auto& [ek, ev] : r.meta.extra)
+      if (ek == k) {
+        found = true;
+        if (ev != v) {
+          ev = v;
+          upd.emplace_back(k, v);
+        }
+      }
+    if (!found) {
+      r.meta.extra.emplace_back(k, v);
+      upd.emplace_back(k, v);
+    }
+  }
+  if (upd.empty()) return;
+  if (Status st = catalog_.update_metadata(r.catalog_id, upd); !st) log_error("catalog: %s", st.message().c_str());
+}
+
+void SessionManager::set_participants(RecordingHandle h, const std::vector<fileio::ParticipantRow>& parts) {
+  auto it = recs_.find(h);
+  if (it == recs_.end()) return;
+  if (Status st = catalog_.set_participants(it->second.catalog_id, parts); !st)
+    log_error("catalog: %s", st.message().c_str());
 }
 
 std::int64_t SessionManager::catalog_id(RecordingHandle h) const {
@@ -368,9 +491,16 @@ bool SessionManager::stop_impl(RecordingHandle h, const MetadataOverrides& ov, c
   // The dataplane marks each stream's end in-band after its last packet; the writer then
   // closes the files and reports kStreamClosed, which finishes the recording.
   for (auto& s : r.streams) {
-    if (s.closed) continue;
+    if (s.closed || s.ended) continue;
     if (auto fs = r.source->flow_stats(s.id)) s.stray = fs->wrong_source;
     r.source->remove_flow(s.id);
+  }
+  bool all_closed = true;
+  for (auto& s : r.streams) all_closed = all_closed && s.closed;
+  if (all_closed) {  // every stream had already ended (end_stream): nothing more will close
+    if (server_initiated && r.owner) r.owner->on_server_stop(h, r.meta.call_id, reason);
+    finish(r);
+    return true;
   }
   if (server_initiated && r.owner) r.owner->on_server_stop(h, r.meta.call_id, reason);
   return true;
@@ -450,13 +580,13 @@ void SessionManager::on_writer_events(std::vector<fileio::WriterEvent>& events) 
         s->bytes = ev.bytes_written;
         s->closed = true;
         stream_index_.erase(s->id);
-        if (!r->stopping) {
+        if (!r->stopping && !s->ended) {
           // The writer closed a stream we did not stop (should not happen): end the recording.
           index_unactive(*r);
           r->stopping = true;
           r->stop_reason = "error";
         }
-        bool all = true;
+        bool all = r->stopping;
         for (auto& x : r->streams) all = all && x.closed;
         if (all) finish(*r);
         break;
@@ -639,8 +769,13 @@ void SessionManager::tick(std::chrono::steady_clock::time_point now) {
   std::vector<RecordingHandle> expired;
   for (auto& [h, r] : recs_) {
     if (r.stopping || r.observed) continue;  // observed: the caller's media timeout, by packet time
-    std::uint64_t newest = r.idle_base_ns;  // the start, or the end of a stall
-    for (auto& s : r.streams) newest = std::max(newest, s.last_packet_ns);
+    std::uint64_t newest = r.idle_base_ns;  // the start, the end of a stall, a resume
+    bool live = false;
+    for (auto& s : r.streams) {
+      newest = std::max(newest, s.last_packet_ns);
+      live = live || (!s.paused && !s.ended);
+    }
+    if (!live) continue;  // paused (SIPREC pause): silence is expected
     if (mono_now > newest && mono_now - newest > timeout_ns) expired.push_back(h);
   }
   for (auto h : expired) stop(h, {}, "rtp_timeout", true);

@@ -254,6 +254,7 @@ class SessionManager {
     IngestKind kind = IngestKind::kUpload;
     RecordingMetadata meta;
     std::string peer;
+    sockaddr_storage peer_addr{};
     RecordingOwner* owner = nullptr;
     std::vector<Stream> streams;
     std::chrono::steady_clock::time_point started;
@@ -274,6 +275,10 @@ class SessionManager {
   bool stop_impl(RecordingHandle h, const MetadataOverrides& ov, const std::string& reason, StopOrigin origin,
                  std::int64_t at_ms = 0);
   static const char* peer_stop_reason(IngestKind k);
+  /// One allocated stream (port, flow, writer) of r: "" or the failure reason (no_port, overloaded).
+  std::string allocate_stream(Recording& r, const sockaddr_storage& peer, const StreamPlan* plan,
+                              const std::filesystem::path& device_dir, std::chrono::steady_clock::time_point now,
+                              Stream& s);
   void finish(Recording& r);
   Status free_space(std::uint64_t& free_bytes) const;
   /// Item: the storage (or a device directory) removed or replaced under running recordings:

@@ -87,7 +87,8 @@ case "$cmd" in
     if [ -x "$BUILD_DIR/tools/callrecd" ]; then
       mkdir -p "${CALLREC_HOME:-$ROOT/var}"
       exec "$BUILD_DIR/tools/callrecd" --storage "${CALLREC_HOME:-$ROOT/var}/recordings" \
-        --catalog "${CALLREC_HOME:-$ROOT/var}/catalog.db" "$@"
+        --catalog "${CALLREC_HOME:-$ROOT/var}/catalog.db" \
+        --siprec-listen "${CALLREC_SIPREC_LISTEN:-0.0.0.0:5090}" "$@"
     else
       exec "$BUILD_DIR/tools/callrec" --help
     fi ;;
