@@ -541,6 +541,40 @@ TEST_F(DpdkE2E, CallrecPhoneInTheNamespaceRecordsThroughTheDataplane) {
   }
 }
 
+// SIPREC through the DPDK dataplane: signalling on the kernel (the host address), the answers'
+// c= is the dataplane's address, so both streams of every session arrive only through DPDK.
+TEST_F(DpdkE2E, SiprecSessionsRecordTheirStreamsThroughTheDataplane) {
+  if (!fs::exists(bin("callrec-phone"))) GTEST_SKIP() << "callrec-phone not built";
+  std::random_device rd;
+  const std::string sip = net_->host_address() + ":" + std::to_string(15000 + rd() % 4900);
+  DaemonProcess& d = start_daemon({"--siprec-listen", sip});
+  ASSERT_TRUE(d.ready()) << d.log();
+  // The namespace resolves the dataplane address before the sessions start (see one_call()).
+  ASSERT_TRUE(wait_until([&] { return ping_from_ns(*net_, net_->dataplane_address(), 1); }, 10s)) << d.log();
+  const int sessions = 3;
+  const auto r = run_cmd({net_->ip(), "netns", "exec", net_->ns(), bin("callrec-phone"), "--siprec", sip, "--calls",
+                          std::to_string(sessions), "--duration", "1", "--rate", "100"},
+                         60s);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err << d.log();
+  ASSERT_TRUE(wait_until([&] { return d.count_log("recording stop:") == sessions; }, 15s)) << d.log();
+  fileio::Catalog c;
+  ASSERT_TRUE(c.open(d.catalog()));
+  std::vector<fileio::RecordingRow> rows;
+  fileio::CatalogFilter f;
+  f.limit = 0;
+  ASSERT_TRUE(c.list(f, rows));
+  ASSERT_EQ(rows.size(), static_cast<std::size_t>(sessions));
+  for (const auto& row : rows) {
+    EXPECT_EQ(row.source, "siprec");
+    ASSERT_EQ(row.streams.size(), 2u) << row.call_id;
+    for (const auto& st : row.streams) {
+      EXPECT_GE(st.packets, 40u) << row.call_id << " stream " << st.stream;  // ~50 packets in 1 s
+      EXPECT_EQ(st.lost, 0u) << row.call_id;
+    }
+  }
+  EXPECT_GE(metric("callrec_rx_packets_total"), 2 * 40 * sessions) << "RTP counted by the DPDK source\n" << metrics();
+}
+
 TEST_F(DpdkE2E, SigtermDuringACallFinishesTheRecordingAndExitsZero) {
   DaemonProcess& d = start_daemon();
   ASSERT_TRUE(d.ready()) << d.log();
