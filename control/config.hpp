@@ -92,6 +92,7 @@ struct DaemonConfig {
   std::string siprec_tls_cert, siprec_tls_key, siprec_tls_ca;  ///< PEM files; ca: mutual TLS
   std::uint32_t siprec_max_sessions = 0;       ///< 0: no cap (ports, disk, descriptors still apply)
   std::string siprec_media_address;            ///< c= of SDP answers; empty: the address the SRC reached
+  std::uint32_t siprec_t1_ms = 500;            ///< RFC 3261 T1 (retransmissions; 64*T1 transaction life)
 
   bool show_help = false;     ///< --help was given: print usage() and exit 0
   bool show_version = false;  ///< --version was given

@@ -361,6 +361,8 @@ Status Daemon::Impl::init() {
     so.tls.key = cfg.siprec_tls_key;
     so.tls.ca = cfg.siprec_tls_ca;
     so.max_sessions = cfg.siprec_max_sessions;
+    so.t1 = std::chrono::milliseconds(cfg.siprec_t1_ms);
+    so.t2 = std::max(so.t2, 8 * so.t1);
     so.media_address = cfg.siprec_media_address.empty() && !cfg.advertise.empty() ? cfg.advertise
                                                                                    : cfg.siprec_media_address;
     // SIPREC connections share the descriptor budget with phones' connections.

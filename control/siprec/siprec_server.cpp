@@ -130,6 +130,9 @@ const sip::RsParticipant* pick_callee(const sip::RsMetadata& meta, const sip::Rs
   return callee;
 }
 
+/// Transactions held at once (each ~1-2 KiB for 32 s): beyond, new requests get a stateless 503.
+constexpr std::size_t kMaxTransactions = 32768;
+
 constexpr std::string_view kAllow = "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO\r\n";
 constexpr std::string_view kAccept = "Accept: application/sdp, multipart/mixed, application/rs-metadata+xml\r\n";
 
@@ -285,7 +288,7 @@ void SiprecServer::on_request(const SipPeer& peer, const sip::Message& m, std::s
     if (!tx.response.empty() && !tx.held) transport_->send(peer, tx.response);
     return;
   }
-  if (txs_.size() >= 200000) {  // bounded: a flood of distinct requests
+  if (txs_.size() >= kMaxTransactions) {  // bounded: a flood of distinct requests
     ++c_.refused_busy;
     respond_stateless(peer, m, 503, "Service Unavailable",
                       "Retry-After: " + std::to_string(opts_.retry_after.count()) + "\r\n");
@@ -1162,10 +1165,8 @@ void SiprecServer::tick() {
     ++c_.ack_timeouts;
     log_warn("siprec: session %s: the 2xx was never acknowledged: ending it", s->call_id.c_str());
     s->pending_2xx.clear();
-    if (s->has_rec) {
-      sessions_mgr_.stop(s->rec, {}, "ack_timeout", false);
-      s->has_rec = false;
-    }
+    // A server stop: the manager calls on_server_stop(), which sends the BYE.
+    if (s->has_rec && sessions_mgr_.stop(s->rec, {}, "ack_timeout", true)) continue;
     send_bye(*s, "ack_timeout");
     if (!s->bye_sent) end_session(*s, "ack timeout");
   }

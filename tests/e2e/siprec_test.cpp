@@ -302,6 +302,33 @@ TEST_F(SiprecE2E, RetransmittedInviteIsAnsweredFromItsTransactionAnd200RepeatsUn
   EXPECT_EQ(all_rows(d->catalog()).size(), 1u);
 }
 
+// A 2xx never acknowledged (the ACK lost for good): after 64*T1 the SRS ends the session with a
+// BYE naming the cause, and the recording stops with it.
+TEST_F(SiprecE2E, A2xxNeverAcknowledgedEndsTheSessionWithABye) {
+  auto d = start({"--siprec-t1-ms", "50"});  // 64*T1 = 3.2 s
+  SipClient c(SipTransport::kUdp, sip_port_);
+  SrcDialog dlg{c};
+  auto [ct, body] = siprec_body({pcma_mline(30000, "1"), pcma_mline(30002, "2")}, two_party_metadata("1", "2"));
+  ASSERT_TRUE(c.send(dlg.request("INVITE", ct, body, "Require: siprec\r\n")));
+  unsigned oks = 0;
+  std::optional<SipMsg> bye;
+  const auto end = std::chrono::steady_clock::now() + 8s;
+  while (!bye && std::chrono::steady_clock::now() < end) {
+    auto m = c.recv(500ms);
+    if (!m) continue;
+    if (!m->m.request && m->status() == 200) ++oks;
+    if (m->m.request && m->m.method == "BYE") bye = m;
+  }
+  EXPECT_GE(oks, 4u) << "the 200 was retransmitted while no ACK came";
+  ASSERT_TRUE(bye) << d->log();
+  EXPECT_NE(bye->header("Reason").find("ack_timeout"), std::string::npos) << bye->raw;
+  EXPECT_EQ(bye->m.call_id, dlg.call_id);
+  ASSERT_TRUE(wait_until([&] { return siprec_row(d->catalog()).state == "stopped"; })) << d->log();
+  EXPECT_EQ(siprec_row(d->catalog()).stop_reason, "ack_timeout");
+  EXPECT_EQ(metric_value(metrics(*d), "callrec_siprec_ack_timeouts_total"), 1);
+  EXPECT_EQ(metric_value(metrics(*d), "callrec_siprec_byes_sent_total"), 1);
+}
+
 // CANCEL before the answer went out (same TCP segment as the INVITE): 200 to the CANCEL, 487
 // to the INVITE, no session. CANCEL of nothing: 481.
 TEST_F(SiprecE2E, CancelBeforeTheAnswerGives487AndUnknownCancelGives481) {
