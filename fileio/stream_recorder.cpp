@@ -8,16 +8,50 @@
 // While paused, packets do not enter the assembler (its sequence state was flushed at pause, so
 // the paused time is not filled with silence on resume); they go to the paused writer, which
 // only counts them (RecordWriter::packets_dropped_paused).
+//
+// SRTP streams (AssemblerOptions::srtp): each packet is copied into the scratch buffer (the
+// ring's bytes, or a zero-copy producer's, are read-only to us), decrypted in place by the
+// stream's SrtpReceiver and only then enters the assembler; the assembler copies what it holds,
+// so the scratch is free again when on_rtp returns and one buffer serves a writer's streams.
 #include "fileio/stream_recorder.hpp"
 
+#include <cstring>
 #include <utility>
 
 namespace callrec::fileio {
 
-StreamRecorder::StreamRecorder(WriterOptions wopts, AssemblerOptions aopts)
-    : asm_(aopts), writer_(std::move(wopts)) {}
+StreamRecorder::StreamRecorder(WriterOptions wopts, AssemblerOptions aopts, std::span<std::byte> srtp_scratch)
+    : srtp_on_(aopts.srtp != nullptr), asm_(aopts), writer_(std::move(wopts)) {
+  if (!srtp_on_) return;
+  srtp_ = SrtpReceiver::create(*aopts.srtp, &srtp_error_);
+  if (srtp_ == nullptr && srtp_error_.empty()) srtp_error_ = "SRTP receiver not created";
+  if (srtp_scratch.empty()) {
+    own_scratch_.resize(kSrtpScratchBytes);
+    scratch_ = own_scratch_;
+  } else {
+    scratch_ = srtp_scratch;
+  }
+}
+
+StreamRecorder::~StreamRecorder() = default;
+
+bool StreamRecorder::decrypt(std::span<const std::byte>& pkt) {
+  if (srtp_ == nullptr || pkt.size() > scratch_.size()) return false;
+  std::memcpy(scratch_.data(), pkt.data(), pkt.size());
+  std::size_t len = 0;
+  if (srtp_->unprotect(reinterpret_cast<std::uint8_t*>(scratch_.data()), pkt.size(), &len) !=
+      SrtpReceiver::Result::kOk) {
+    return false;
+  }
+  pkt = std::span<const std::byte>(scratch_.data(), len);
+  return true;
+}
 
 Status StreamRecorder::on_rtp(std::span<const std::byte> pkt, std::uint64_t rx_ns) {
+  if (srtp_on_ && !decrypt(pkt)) [[unlikely]] {
+    ++srtp_failed_;
+    return {};  // nothing reached the writer: no new error
+  }
   writer_.set_packet_time(rx_ns);  // used only with WriterOptions::packet_clock
   if (paused_) [[unlikely]] {
     (void)writer_.append(pkt);  // counted as dropped while paused; cannot fail

@@ -201,6 +201,7 @@ struct PublishedStats {
   std::atomic<std::uint64_t> asm_segment_limited{0};
   std::atomic<std::uint64_t> asm_unbacked_jumps{0};
   std::atomic<std::uint64_t> asm_segments{0};
+  std::atomic<std::uint64_t> asm_srtp_failed{0};
 };
 
 /// The published subset of AssemblerCounters, summed.
@@ -211,6 +212,7 @@ void add_published(AssemblerCounters& sum, const AssemblerCounters& c) {
   sum.segment_limited += c.segment_limited;
   sum.unbacked_jumps += c.unbacked_jumps;
   sum.segments += c.segments;
+  sum.srtp_failed += c.srtp_failed;
 }
 
 /// One writer thread and everything it owns. Only the command queue and the published
@@ -223,6 +225,7 @@ class alignas(64) Writer {
         events_(events),
         stats_interval_(opts.stats_interval),
         cpu_(index < opts.cpus.size() ? opts.cpus[index] : -1),
+        srtp_scratch_(std::make_unique<std::byte[]>(StreamRecorder::kSrtpScratchBytes)),
         index_of_(kInitialStreams) {
     streams_.reserve(kInitialStreams);
     batch_.reserve(256);
@@ -250,7 +253,8 @@ class alignas(64) Writer {
   /// Line-aligned, the per-packet fields first: with the recorder's hot state (laid out at the
   /// front of each of its parts) a packet touches about six consecutive lines of its Stream.
   struct alignas(64) Stream {
-    Stream(StreamId sid, WriterOptions w, AssemblerOptions a) : id(sid), rec(std::move(w), a) {}
+    Stream(StreamId sid, WriterOptions w, AssemblerOptions a, std::span<std::byte> srtp_scratch)
+        : id(sid), rec(std::move(w), std::move(a), srtp_scratch) {}
     StreamId id;
     std::uint32_t pos = 0;                  ///< index in streams_
     std::uint64_t last_packet_ns = 0;
@@ -287,6 +291,9 @@ class alignas(64) Writer {
   alignas(64) std::atomic<bool> cmd_pending_{false};
 
   // writer-thread state
+  /// SRTP streams decrypt each packet here (StreamRecorder): one buffer for all the writer's
+  /// streams, allocated once; declared before streams_, which point into it.
+  std::unique_ptr<std::byte[]> srtp_scratch_;
   alignas(64) std::vector<std::unique_ptr<Stream>> streams_;  ///< owner; order is arbitrary
   StreamIndex<Stream> index_of_;
   bool erased_in_batch_ = false;  ///< a stream was closed while a batch held Stream pointers
@@ -498,8 +505,16 @@ void Writer::open(Command& cmd) {
     std::fprintf(stderr, "callrec writer %u: stream %u opened twice; second open ignored\n", index_, id);
     return;
   }
-  auto s = std::make_unique<Stream>(id, std::move(cmd.wopts), cmd.aopts);
+  // An SRTP stream's receiver is created here, on the writer thread that will use it.
+  auto s = std::make_unique<Stream>(id, std::move(cmd.wopts), std::move(cmd.aopts),
+                                    std::span<std::byte>(srtp_scratch_.get(), StreamRecorder::kSrtpScratchBytes));
   Stream* sp = s.get();
+  if (!sp->rec.srtp_error().empty()) {
+    // Rare (once per stream open, the key was checked when the call was set up): every packet
+    // of the stream will count as srtp_failed.
+    std::fprintf(stderr, "callrec writer %u: stream %u: no SRTP decryption: %s\n", index_, id,
+                 sp->rec.srtp_error().c_str());
+  }
   // Segment callbacks run on this thread, inside on_rtp / flush / close (rare: once per file).
   sp->rec.writer().on_segment_opened = [this, sp](const SegmentInfo& seg) {
     WriterEvent ev = event_for(WriterEventKind::kSegmentOpened, *sp);
@@ -596,6 +611,7 @@ void Writer::publish_stats() {
   pub_.asm_segment_limited.store(a.segment_limited, r);
   pub_.asm_unbacked_jumps.store(a.unbacked_jumps, r);
   pub_.asm_segments.store(a.segments, r);
+  pub_.asm_srtp_failed.store(a.srtp_failed, r);
   pub_.packets.store(packets_, std::memory_order_relaxed);
   pub_.unknown_stream.store(unknown_, std::memory_order_relaxed);
   pub_.write_errors.store(write_errors_, std::memory_order_relaxed);
@@ -676,6 +692,7 @@ WriterPoolStats WriterPool::stats() const {
     s.assembler.segment_limited += p.asm_segment_limited.load(std::memory_order_relaxed);
     s.assembler.unbacked_jumps += p.asm_unbacked_jumps.load(std::memory_order_relaxed);
     s.assembler.segments += p.asm_segments.load(std::memory_order_relaxed);
+    s.assembler.srtp_failed += p.asm_srtp_failed.load(std::memory_order_relaxed);
   }
   return s;
 }

@@ -59,7 +59,7 @@ struct WriterPoolStats {
   /// Assembler counters summed over every stream, open and closed, since start (only the
   /// fields below are published: drops by cause and what the arrival clock refused).
   AssemblerCounters assembler;  ///< invalid, other_payload, format_flaps, segment_limited,
-                                ///< unbacked_jumps, segments
+                                ///< unbacked_jumps, segments, srtp_failed
 };
 
 class WriterPool {
