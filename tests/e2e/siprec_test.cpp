@@ -661,10 +661,17 @@ TEST_F(SiprecE2E, SippPlaysTheSharedSrcScenarios) {
     xml = std::regex_replace(xml, std::regex("audio_alaw\\.wav"), (work / "audio_alaw.wav").string());
     const fs::path scen = work / cs.file;
     std::ofstream(scen) << xml;
-    auto r = run_cmd({"/usr/bin/sipp", "-sf", scen.string(), "127.0.0.1:" + std::to_string(sip_port_), "-m", "1", "-i",
-                      "127.0.0.1", "-p", std::to_string(random_sip_port() + 5000), "-t", cs.transport, "-nostdin",
+    // SIPp's own port: below the SIP (15000-19900) and RTP (20000-39999) ranges the tests draw
+    // from; a port in use (exit 254, "binding a socket") is retried on another.
+    CmdResult r;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      r = run_cmd({"/usr/bin/sipp", "-sf", scen.string(), "127.0.0.1:" + std::to_string(sip_port_), "-m", "1", "-i",
+                      "127.0.0.1", "-p", std::to_string(10000 + std::random_device{}() % 2400), "-mp",
+                  std::to_string(12400 + 2 * (std::random_device{}() % 1200)), "-t", cs.transport, "-nostdin",
                       "-timeout", "60", "-trace_err", "-error_file", (work / "err.log").string()},
                      90s);
+      if (r.exit_code != 254) break;
+    }
     EXPECT_EQ(r.exit_code, 0) << r.out.substr(r.out.size() > 3000 ? r.out.size() - 3000 : 0) << "\n"
                               << read_file(work / "err.log") << d->log();
     ASSERT_TRUE(wait_until([&] {
