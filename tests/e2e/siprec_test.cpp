@@ -270,6 +270,87 @@ TEST_P(SiprecTransportE2E, RecordsEachLabelByteExactWithPauseResumeAndMetadata) 
 INSTANTIATE_TEST_SUITE_P(Transports, SiprecTransportE2E, ::testing::Values(SipTransport::kUdp, SipTransport::kTcp),
                          [](const auto& i) { return i.param == SipTransport::kUdp ? "Udp" : "Tcp"; });
 
+// Updates while recording: a re-INVITE adds a third m-line (a new port, recorded in its own
+// stream) and removes the first (port 0: its stream ends, the recording goes on); an UPDATE
+// carrying only a partial metadata update renames a participant in the catalog.
+TEST_F(SiprecE2E, ReInviteAddsAndRemovesStreamsAndUpdateChangesMetadata) {
+  auto d = start();
+  SipClient c(SipTransport::kUdp, sip_port_);
+  SrcDialog dlg{c};
+  auto [ct, body] = siprec_body({pcma_mline(30000, "1"), pcma_mline(30002, "2")}, two_party_metadata("1", "2"));
+  ASSERT_TRUE(c.send(dlg.request("INVITE", ct, body, "Require: siprec\r\n")));
+  auto a = c.final_response();
+  ASSERT_TRUE(a && a->status() == 200);
+  dlg.to_tag = a->to_tag();
+  ASSERT_TRUE(c.send(dlg.request("ACK", "", "", "", 1)));
+  auto ans = parse_answer(*a);
+  ASSERT_TRUE(ans);
+  const std::uint16_t p0 = ans->sdp.media[0].port, p1 = ans->sdp.media[1].port;
+  RtpSender s0, s1, s2;
+  const auto first = make_rtp(20, fileio::Codec::kPcma, 100, 0, 0x100);
+  s0.send(p0, first);
+  std::this_thread::sleep_for(150ms);
+
+  // m-line 0 removed (port 0), m-line 2 added.
+  ++dlg.cseq;
+  std::tie(ct, body) = siprec_body({"m=audio 0 RTP/AVP 8\r\na=label:1\r\n", pcma_mline(30002, "2"), pcma_mline(30004, "3")}, "");
+  ASSERT_TRUE(c.send(dlg.request("INVITE", ct, body)));
+  std::optional<SipMsg> r;
+  do r = c.final_response();
+  while (r && r->m.cseq != dlg.cseq);
+  ASSERT_TRUE(r && r->status() == 200) << (r ? r->raw : d->log());
+  ASSERT_TRUE(c.send(dlg.request("ACK", "", "", "", dlg.cseq)));
+  auto ans2 = parse_answer(*r);
+  ASSERT_TRUE(ans2);
+  ASSERT_EQ(ans2->sdp.media.size(), 3u) << ans2->text;
+  EXPECT_EQ(ans2->sdp.media[0].port, 0) << "removed";
+  EXPECT_EQ(ans2->sdp.media[1].port, p1) << "kept its port";
+  const std::uint16_t p2 = ans2->sdp.media[2].port;
+  ASSERT_NE(p2, 0) << ans2->text;
+  EXPECT_EQ(ans2->sdp.media[2].label, "3");
+  std::this_thread::sleep_for(150ms);
+  const auto late = make_rtp(10, fileio::Codec::kPcma, 120, 20 * 160, 0x100);
+  const auto third = make_rtp(20, fileio::Codec::kPcma, 7000, 0, 0x300);
+  const auto second = make_rtp(20, fileio::Codec::kPcma, 4000, 0, 0x200);
+  s0.send(p0, late);  // to the removed stream's old port: not recorded
+  s1.send(p1, second);
+  s2.send(p2, third);
+  std::this_thread::sleep_for(200ms);
+
+  // Metadata-only UPDATE: a partial update renaming participant pB.
+  ++dlg.cseq;
+  const std::string partial =
+      "<?xml version=\"1.0\"?><recording xmlns=\"urn:ietf:params:xml:ns:recording:1\"><datamode>partial</datamode>"
+      "<participant participant_id=\"pB\"><nameID aor=\"sip:+15550002@example.com\"><name>Bob Transferred</name></nameID>"
+      "</participant></recording>";
+  ASSERT_TRUE(c.send(dlg.request("UPDATE", "application/rs-metadata+xml", partial)));
+  do r = c.final_response();
+  while (r && r->m.cseq != dlg.cseq);
+  ASSERT_TRUE(r && r->status() == 200) << (r ? r->raw : d->log());
+  EXPECT_TRUE(r->body().empty()) << "no SDP in, no SDP out";
+
+  ++dlg.cseq;
+  ASSERT_TRUE(c.send(dlg.request("BYE", "", "")));
+  do r = c.final_response();
+  while (r && r->m.cseq != dlg.cseq);
+  ASSERT_TRUE(r && r->status() == 200);
+  ASSERT_TRUE(wait_until([&] { return siprec_row(d->catalog()).state == "stopped"; })) << d->log();
+  const auto row = siprec_row(d->catalog());
+  ASSERT_EQ(row.streams.size(), 3u);
+  EXPECT_EQ(stream_packets(row, 0), first) << "the removed stream kept what came before its removal";
+  EXPECT_EQ(stream_packets(row, 1), second);
+  EXPECT_EQ(stream_packets(row, 2), third) << "the added stream";
+  EXPECT_EQ(stream_with_label(row, "3")->stream, 2u);
+  EXPECT_EQ(row.remote_name, "Bob Transferred") << "partial metadata update applied";
+  bool renamed = false;
+  for (const auto& p : row.participants) renamed = renamed || p.name == "Bob Transferred";
+  EXPECT_TRUE(renamed);
+  const std::string mx = metrics(*d);
+  EXPECT_EQ(metric_value(mx, "callrec_siprec_streams_added_total"), 1);
+  EXPECT_EQ(metric_value(mx, "callrec_siprec_streams_removed_total"), 1);
+  EXPECT_EQ(metric_value(mx, "callrec_siprec_metadata_updates_total"), 1);
+}
+
 // A retransmitted INVITE is answered from its transaction (one session, the same 200), and the
 // 200 is retransmitted over UDP until the ACK.
 TEST_F(SiprecE2E, RetransmittedInviteIsAnsweredFromItsTransactionAnd200RepeatsUntilAck) {
