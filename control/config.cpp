@@ -283,8 +283,6 @@ std::string check_siprec_endpoints(const DaemonConfig& c) {
       sockaddr_storage a{};
       if (Status st = parse_endpoint(e, a); !st) return e + ": " + st.message();
     }
-  if (!c.siprec_tls_listen.empty() && (c.siprec_tls_cert.empty() || c.siprec_tls_key.empty()))
-    return "TLS needs --siprec-tls-cert and --siprec-tls-key";
   return {};
 }
 
@@ -788,6 +786,10 @@ Status validate(DaemonConfig& cfg) {
     return Status::error("--rtp-ports " + find_flag("rtp-ports")->get(cfg) +
                          ": no even port in the range (or give --rtp-all-ports)");
   }
+  // Across flags, whatever their order on the command line.
+  if (!cfg.siprec_tls_listen.empty() && (cfg.siprec_tls_cert.empty() || cfg.siprec_tls_key.empty()))
+    return Status::error("--siprec-tls-listen " + join_list(cfg.siprec_tls_listen) +
+                         ": TLS needs --siprec-tls-cert and --siprec-tls-key");
   if (!cfg.metrics.empty()) {
     sockaddr_storage l{};
     sockaddr_storage m{};

@@ -489,3 +489,45 @@ TEST(Address, IpLiterals) {
 
 }  // namespace
 }  // namespace callrec::control
+
+namespace callrec::control {
+namespace {
+
+// SIPREC flags: the TLS listener needs its certificate and key whatever the order of the flags;
+// endpoints and the media address are checked; repeated listeners add up.
+TEST(Config, SiprecFlagsInAnyOrder) {
+  {
+    DaemonConfig c;
+    const char* argv[] = {"callrecd", "--siprec-tls-listen", "127.0.0.1:5061", "--siprec-tls-cert", "/c.pem",
+                          "--siprec-tls-key", "/k.pem", "--siprec-listen", "127.0.0.1:5060", "--siprec-listen",
+                          "[::1]:5060"};
+    ASSERT_TRUE(apply_flags(11, argv, c));
+    const Status st = validate(c);
+    EXPECT_TRUE(st) << st.message();
+    EXPECT_EQ(c.siprec_listen.size(), 2u);
+    EXPECT_EQ(c.siprec_t1_ms, 500u);
+  }
+  {
+    DaemonConfig c;
+    const char* argv[] = {"callrecd", "--siprec-tls-listen", "127.0.0.1:5061", "--siprec-tls-key", "/k.pem"};
+    ASSERT_TRUE(apply_flags(5, argv, c));
+    const Status st = validate(c);
+    EXPECT_FALSE(st);
+    EXPECT_NE(st.message().find("--siprec-tls-cert"), std::string::npos) << st.message();
+  }
+  {
+    DaemonConfig c;
+    const char* argv[] = {"callrecd", "--siprec-listen", "127.0.0.1:70000"};
+    const Status a = apply_flags(3, argv, c);
+    EXPECT_FALSE(a && validate(c)) << "a port over 65535 is refused";
+  }
+  {
+    DaemonConfig c;
+    const char* argv[] = {"callrecd", "--siprec-media-address", "not-an-ip", "--siprec-t1-ms", "10"};
+    const Status a = apply_flags(5, argv, c);
+    EXPECT_FALSE(a && validate(c));
+  }
+}
+
+}  // namespace
+}  // namespace callrec::control
