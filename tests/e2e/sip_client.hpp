@@ -29,7 +29,21 @@ enum class SipTransport { kUdp, kTcp, kTls };
 /// One received SIP message (owned bytes plus its parse).
 struct SipMsg {
   std::string raw;
-  control::sip::Message m;
+  control::sip::Message m;  ///< views into raw: copies and moves parse their own copy again
+  SipMsg() = default;
+  SipMsg(const SipMsg& o) : raw(o.raw) { reparse(); }
+  SipMsg(SipMsg&& o) noexcept : raw(std::move(o.raw)) { reparse(); }
+  SipMsg& operator=(const SipMsg& o) {
+    raw = o.raw;
+    reparse();
+    return *this;
+  }
+  SipMsg& operator=(SipMsg&& o) noexcept {
+    raw = std::move(o.raw);
+    reparse();
+    return *this;
+  }
+  void reparse() { (void)control::sip::parse_message(raw, m, false); }
   [[nodiscard]] int status() const { return m.status; }
   [[nodiscard]] std::string header(std::string_view name) const {
     return std::string(control::sip::header_value(m, name));
@@ -102,7 +116,7 @@ class SipClient {
       if (t_ != SipTransport::kUdp) {
         if (auto m = frame()) return m;
       }
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
       if (left.count() <= 0) return std::nullopt;
       if (!(t_ == SipTransport::kTls && SSL_pending(ssl_) > 0)) {
         pollfd p{fd_, POLLIN, 0};
