@@ -13,6 +13,9 @@
 // ring's bytes, or a zero-copy producer's, are read-only to us), decrypted in place by the
 // stream's SrtpReceiver and only then enters the assembler; the assembler copies what it holds,
 // so the scratch is free again when on_rtp returns and one buffer serves a writer's streams.
+// Cost (bench/srtp_bench.cpp, bench/RESULTS.md "SRTP decryption cost"): ~3 us per packet for
+// AES_CM_128_HMAC_SHA1_80 and ~1 us for AEAD_AES_128_GCM with one stream, ~9 us and ~2 us at
+// 1,000 streams (libsrtp's NSS backend); the copy is ~5 ns of it.
 #include "fileio/stream_recorder.hpp"
 
 #include <cstring>
