@@ -144,6 +144,12 @@ Status SipTransport::listen(const sockaddr_storage& addr_in) {
   }
   int rcv = 4 << 20;
   ::setsockopt(ufd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+  if (addr.ss_family == AF_INET6) {
+    ::setsockopt(ufd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one);
+    ::setsockopt(ufd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);  // v4-mapped peers (dual stack)
+  } else {
+    ::setsockopt(ufd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
+  }
   if (::bind(ufd, reinterpret_cast<const sockaddr*>(&addr), addr_len(addr)) != 0) {
     Status st = Status::from_errno("siprec: UDP bind " + format_addr(addr, true));
     ::close(tfd);
@@ -222,15 +228,24 @@ std::uint16_t SipTransport::tls_port(std::size_t n) const {
 }
 
 void SipTransport::on_udp(Listener& l) {
-  // Bounded per wake-up: other sockets get their turn.
+  // Bounded per wake-up: other sockets get their turn. IP_PKTINFO gives the address each
+  // datagram was sent to: on a wildcard listener that is our address as the SRC knows it (for
+  // Contact and the answer's c=), with no extra system call.
   for (int i = 0; i < 256; ++i) {
     sockaddr_storage from{};
-    socklen_t fl = sizeof from;
-    const ssize_t n = ::recvfrom(l.fd, udp_buf_.data(), udp_buf_.size(), MSG_TRUNC,
-                                 reinterpret_cast<sockaddr*>(&from), &fl);
+    iovec iov{udp_buf_.data(), udp_buf_.size()};
+    alignas(cmsghdr) char control[128];
+    msghdr mh{};
+    mh.msg_name = &from;
+    mh.msg_namelen = sizeof from;
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = control;
+    mh.msg_controllen = sizeof control;
+    const ssize_t n = ::recvmsg(l.fd, &mh, MSG_TRUNC);
     if (n < 0) return;  // EAGAIN (or an ICMP error reported on the socket): nothing more now
     ++c_.udp_datagrams;
-    if (static_cast<std::size_t>(n) > udp_buf_.size()) {
+    if (static_cast<std::size_t>(n) > udp_buf_.size() || (mh.msg_flags & MSG_TRUNC) != 0) {
       ++c_.udp_oversize;
       continue;
     }
@@ -243,18 +258,23 @@ void SipTransport::on_udp(Listener& l) {
     p.addr = unmap_v4(from);
     p.udp_fd = l.fd;
     p.local_port = l.port;
-    std::uint16_t ignored = 0;
-    p.local_host = local_host_of(l.fd, ignored);
-    if (p.local_host == "0.0.0.0" || p.local_host == "::") {
-      // A wildcard listener: our address is the one the peer would route to; for loopback
-      // peers it is loopback, otherwise the host's address towards the peer (connect trick).
-      int probe = ::socket(p.addr.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-      if (probe >= 0) {
-        if (::connect(probe, reinterpret_cast<const sockaddr*>(&p.addr), addr_len(p.addr)) == 0)
-          p.local_host = local_host_of(probe, ignored);
-        ::close(probe);
+    sockaddr_storage local{};
+    for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c != nullptr; c = CMSG_NXTHDR(&mh, c)) {
+      if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+        in_pktinfo pi{};
+        std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
+        auto* s4 = reinterpret_cast<sockaddr_in*>(&local);
+        s4->sin_family = AF_INET;
+        s4->sin_addr = pi.ipi_addr;
+      } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+        in6_pktinfo pi{};
+        std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
+        auto* s6 = reinterpret_cast<sockaddr_in6*>(&local);
+        s6->sin6_family = AF_INET6;
+        s6->sin6_addr = pi.ipi6_addr;
       }
     }
+    p.local_host = local.ss_family != 0 ? format_addr(unmap_v4(local), false) : format_addr(l.addr, false);
     on_message_(p, std::string_view(udp_buf_.data(), static_cast<std::size_t>(n)));
   }
 }
