@@ -130,6 +130,37 @@ const sip::RsParticipant* pick_callee(const sip::RsMetadata& meta, const sip::Rs
   return callee;
 }
 
+/// The catalog's participant rows of a session: roles by callrec's rule, and which of the
+/// session manager's streams each participant sends (by label through the metadata).
+std::vector<fileio::ParticipantRow> participant_rows(const sip::RsMetadata& meta, const std::vector<MediaPlan>& plans,
+                                                     const std::vector<int>& stream_of) {
+  const sip::RsParticipant* caller = meta.caller();
+  const sip::RsParticipant* callee = pick_callee(meta, caller);
+  std::vector<fileio::ParticipantRow> rows;
+  for (std::size_t i = 0; i < meta.participants.size(); ++i) {
+    const auto& pt = meta.participants[i];
+    fileio::ParticipantRow r;
+    r.idx = static_cast<std::uint32_t>(i);
+    r.participant_id = pt.id;
+    r.name = pt.name;
+    r.aor = pt.aor;
+    r.number = aor_number(pt.aor);
+    r.role = &pt == caller ? "caller" : &pt == callee ? "callee" : "";
+    for (std::size_t k = 0; k < plans.size() && k < stream_of.size(); ++k)
+      if (stream_of[k] >= 0 && !plans[k].label.empty() && meta.sender_of_label(plans[k].label) == &pt)
+        r.sends += (r.sends.empty() ? "" : ",") + std::to_string(stream_of[k]);
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+/// The key under which an m-line's payload map is shared: its formats, rtpmaps and ptime.
+std::string payload_key(const sip::SdpMedia& md) {
+  std::string key(md.formats);
+  for (const auto& rm : md.rtpmaps) key += '|' + std::to_string(rm.pt) + std::string(rm.encoding) + '/' + std::to_string(rm.clock);
+  return key + '|' + std::to_string(md.ptime);
+}
+
 /// Transactions held at once (each ~1-2 KiB for 32 s): beyond, new requests get a stateless 503.
 constexpr std::size_t kMaxTransactions = 32768;
 
@@ -574,11 +605,7 @@ void SiprecServer::on_invite(const SipPeer& peer, const sip::Message& m, Tx& tx)
     }
     if (p.accepted) {
       ++accepted;
-      std::string key(md.formats);
-      for (const auto& rm : md.rtpmaps)
-        key += '|' + std::to_string(rm.pt) + std::string(rm.encoding) + '/' + std::to_string(rm.clock);
-      key += '|' + std::to_string(md.ptime);
-      p.payloads = intern(p.payloads, key);
+      p.payloads = intern(p.payloads, payload_key(md));
     } else {
       ++c_.streams_rejected;
     }
@@ -711,21 +738,7 @@ void SiprecServer::on_invite(const SipPeer& peer, const sip::Message& m, Tx& tx)
       ++c_.paused;
     }
   // Participants to the catalog.
-  std::vector<fileio::ParticipantRow> rows;
-  for (std::size_t i = 0; i < s.meta.participants.size(); ++i) {
-    const auto& pt = s.meta.participants[i];
-    fileio::ParticipantRow r;
-    r.idx = static_cast<std::uint32_t>(i);
-    r.participant_id = pt.id;
-    r.name = pt.name;
-    r.aor = pt.aor;
-    r.number = aor_number(pt.aor);
-    r.role = &pt == caller ? "caller" : &pt == callee ? "callee" : "";
-    for (std::size_t k = 0; k < s.plans.size(); ++k)
-      if (s.stream_of[k] >= 0 && !s.plans[k].label.empty() && s.meta.sender_of_label(s.plans[k].label) == &pt)
-        r.sends += (r.sends.empty() ? "" : ",") + std::to_string(s.stream_of[k]);
-    rows.push_back(std::move(r));
-  }
+  const auto rows = participant_rows(s.meta, s.plans, s.stream_of);
   if (!rows.empty()) sessions_mgr_.set_participants(s.rec, rows);
 
   const std::string body = format_answer(s.plans, media_address(peer), s.sdp_id, s.sdp_version);
@@ -795,24 +808,9 @@ void SiprecServer::on_reoffer(const SipPeer& peer, const sip::Message& m, Tx& tx
     sip::merge_rs_metadata(s.meta, upd);
     ++c_.metadata_updates;
     if (s.has_rec) {
-      std::vector<fileio::ParticipantRow> rows;
+      sessions_mgr_.set_participants(s.rec, participant_rows(s.meta, s.plans, s.stream_of));
       const sip::RsParticipant* caller = s.meta.caller();
       const sip::RsParticipant* callee = pick_callee(s.meta, caller);
-      for (std::size_t i = 0; i < s.meta.participants.size(); ++i) {
-        const auto& pt = s.meta.participants[i];
-        fileio::ParticipantRow r;
-        r.idx = static_cast<std::uint32_t>(i);
-        r.participant_id = pt.id;
-        r.name = pt.name;
-        r.aor = pt.aor;
-        r.number = aor_number(pt.aor);
-        r.role = &pt == caller ? "caller" : &pt == callee ? "callee" : "";
-        for (std::size_t k = 0; k < s.plans.size(); ++k)
-          if (s.stream_of[k] >= 0 && !s.plans[k].label.empty() && s.meta.sender_of_label(s.plans[k].label) == &pt)
-            r.sends += (r.sends.empty() ? "" : ",") + std::to_string(s.stream_of[k]);
-        rows.push_back(std::move(r));
-      }
-      sessions_mgr_.set_participants(s.rec, rows);
       RecordingMetadata rm;
       if (caller) {
         rm.local_number = aor_number(caller->aor);
@@ -858,11 +856,7 @@ void SiprecServer::on_reoffer(const SipPeer& peer, const sip::Message& m, Tx& tx
     MediaPlan p = plan_media(md, prev);
     const int old = i < s.stream_of.size() ? s.stream_of[i] : -1;
     if (p.accepted) {
-      std::string key(md.formats);
-      for (const auto& rm : md.rtpmaps)
-        key += '|' + std::to_string(rm.pt) + std::string(rm.encoding) + '/' + std::to_string(rm.clock);
-      key += '|' + std::to_string(md.ptime);
-      p.payloads = intern(p.payloads, key);
+      p.payloads = intern(p.payloads, payload_key(md));
     }
     if (old >= 0 && p.accepted) {
       p.port = prev->port;
