@@ -982,6 +982,18 @@ std::uint16_t endpoint_port(const sockaddr_storage& addr) {
   return 0;
 }
 
+sockaddr_storage unmap_v4(const sockaddr_storage& a) {
+  if (a.ss_family != AF_INET6) return a;
+  const auto* s6 = reinterpret_cast<const sockaddr_in6*>(&a);
+  if (!IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) return a;
+  sockaddr_storage out{};
+  auto* s4 = reinterpret_cast<sockaddr_in*>(&out);
+  s4->sin_family = AF_INET;
+  s4->sin_port = s6->sin6_port;
+  std::memcpy(&s4->sin_addr, &s6->sin6_addr.s6_addr[12], 4);
+  return out;
+}
+
 std::string format_endpoint(const sockaddr_storage& addr) {
   if (addr.ss_family == AF_INET) return format_ip(addr) + ":" + std::to_string(endpoint_port(addr));
   if (addr.ss_family == AF_INET6) return "[" + format_ip(addr) + "]:" + std::to_string(endpoint_port(addr));

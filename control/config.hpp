@@ -146,5 +146,8 @@ std::string format_ip(const sockaddr_storage& addr);
 std::string format_endpoint(const sockaddr_storage& addr);
 /// Port in host order (0 for other families).
 std::uint16_t endpoint_port(const sockaddr_storage& addr);
+/// An IPv4-mapped IPv6 address (a dual-stack socket's IPv4 peer) as plain IPv4, port kept;
+/// any other address unchanged.
+sockaddr_storage unmap_v4(const sockaddr_storage& addr);
 
 }  // namespace callrec::control

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "control/config.hpp"
 #include "control/log.hpp"
 
 namespace callrec::control {
@@ -33,19 +34,6 @@ std::string addr_text(const sockaddr_storage& a, bool with_port) {
   return with_port ? std::string(host) + ":" + std::to_string(port) : std::string(host);
 }
 
-/// An IPv4-mapped IPv6 peer (dual-stack listener) becomes a plain IPv4 address, so RTP from
-/// the phone's IPv4 address matches.
-sockaddr_storage unmap_v4(const sockaddr_storage& a) {
-  if (a.ss_family != AF_INET6) return a;
-  const auto* s6 = reinterpret_cast<const sockaddr_in6*>(&a);
-  if (!IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) return a;
-  sockaddr_storage out{};
-  auto* s4 = reinterpret_cast<sockaddr_in*>(&out);
-  s4->sin_family = AF_INET;
-  s4->sin_port = s6->sin6_port;
-  std::memcpy(&s4->sin_addr, &s6->sin6_addr.s6_addr[12], 4);
-  return out;
-}
 
 }  // namespace
 

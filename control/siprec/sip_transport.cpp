@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "control/config.hpp"
 #include "control/log.hpp"
 #include "control/sip/sip_message.hpp"
 
@@ -18,26 +19,8 @@ namespace callrec::control::siprec {
 
 namespace {
 
-sockaddr_storage unmap_v4(const sockaddr_storage& a) {
-  if (a.ss_family != AF_INET6) return a;
-  const auto* s6 = reinterpret_cast<const sockaddr_in6*>(&a);
-  if (!IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) return a;
-  sockaddr_storage out{};
-  auto* s4 = reinterpret_cast<sockaddr_in*>(&out);
-  s4->sin_family = AF_INET;
-  s4->sin_port = s6->sin6_port;
-  std::memcpy(&s4->sin_addr, &s6->sin6_addr.s6_addr[12], 4);
-  return out;
-}
 
-socklen_t addr_len(const sockaddr_storage& a) {
-  return a.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
-}
 
-std::uint16_t port_of(const sockaddr_storage& a) {
-  if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&a)->sin6_port);
-  return ntohs(reinterpret_cast<const sockaddr_in*>(&a)->sin_port);
-}
 
 void set_port(sockaddr_storage& a, std::uint16_t port) {
   if (a.ss_family == AF_INET6)
@@ -59,8 +42,8 @@ std::string local_host_of(int fd, std::uint16_t& port) {
   socklen_t l = sizeof a;
   if (::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &l) != 0) return "0.0.0.0";
   a = unmap_v4(a);
-  port = port_of(a);
-  return format_addr(a, false);
+  port = endpoint_port(a);
+  return format_ip(a);
 }
 
 }  // namespace
@@ -74,18 +57,6 @@ const char* transport_name(Transport t) {
   return "?";
 }
 
-std::string format_addr(const sockaddr_storage& a, bool with_port) {
-  char host[INET6_ADDRSTRLEN] = "?";
-  if (a.ss_family == AF_INET) {
-    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&a)->sin_addr, host, sizeof host);
-    return with_port ? std::string(host) + ":" + std::to_string(port_of(a)) : std::string(host);
-  }
-  if (a.ss_family == AF_INET6) {
-    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&a)->sin6_addr, host, sizeof host);
-    return with_port ? "[" + std::string(host) + "]:" + std::to_string(port_of(a)) : std::string(host);
-  }
-  return "?";
-}
 
 struct SipTransport::Conn {
   std::uint64_t id = 0;
@@ -128,15 +99,15 @@ Status SipTransport::listen(const sockaddr_storage& addr_in) {
   if (tfd < 0) return Status::from_errno("siprec: socket");
   int one = 1;
   ::setsockopt(tfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (::bind(tfd, reinterpret_cast<const sockaddr*>(&addr), addr_len(addr)) != 0 || ::listen(tfd, 1024) != 0) {
-    Status st = Status::from_errno("siprec: TCP bind/listen " + format_addr(addr, true));
+  if (::bind(tfd, reinterpret_cast<const sockaddr*>(&addr), sockaddr_length(addr)) != 0 || ::listen(tfd, 1024) != 0) {
+    Status st = Status::from_errno("siprec: TCP bind/listen " + format_endpoint(addr));
     ::close(tfd);
     return st;
   }
   sockaddr_storage bound{};
   socklen_t bl = sizeof bound;
   ::getsockname(tfd, reinterpret_cast<sockaddr*>(&bound), &bl);
-  set_port(addr, port_of(bound));
+  set_port(addr, endpoint_port(bound));
   int ufd = ::socket(addr.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (ufd < 0) {
     ::close(tfd);
@@ -150,8 +121,8 @@ Status SipTransport::listen(const sockaddr_storage& addr_in) {
   } else {
     ::setsockopt(ufd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
   }
-  if (::bind(ufd, reinterpret_cast<const sockaddr*>(&addr), addr_len(addr)) != 0) {
-    Status st = Status::from_errno("siprec: UDP bind " + format_addr(addr, true));
+  if (::bind(ufd, reinterpret_cast<const sockaddr*>(&addr), sockaddr_length(addr)) != 0) {
+    Status st = Status::from_errno("siprec: UDP bind " + format_endpoint(addr));
     ::close(tfd);
     ::close(ufd);
     return st;
@@ -159,7 +130,7 @@ Status SipTransport::listen(const sockaddr_storage& addr_in) {
   auto tl = std::make_unique<Listener>();
   tl->fd = tfd;
   tl->kind = Transport::kTcp;
-  tl->port = port_of(bound);
+  tl->port = endpoint_port(bound);
   tl->addr = addr;
   auto ul = std::make_unique<Listener>();
   ul->fd = ufd;
@@ -197,8 +168,8 @@ Status SipTransport::listen_tls(const sockaddr_storage& addr, const TlsOptions& 
   if (fd < 0) return Status::from_errno("siprec: socket");
   int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), addr_len(addr)) != 0 || ::listen(fd, 1024) != 0) {
-    Status st = Status::from_errno("siprec: TLS bind/listen " + format_addr(addr, true));
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sockaddr_length(addr)) != 0 || ::listen(fd, 1024) != 0) {
+    Status st = Status::from_errno("siprec: TLS bind/listen " + format_endpoint(addr));
     ::close(fd);
     return st;
   }
@@ -208,7 +179,7 @@ Status SipTransport::listen_tls(const sockaddr_storage& addr, const TlsOptions& 
   auto l = std::make_unique<Listener>();
   l->fd = fd;
   l->kind = Transport::kTls;
-  l->port = port_of(bound);
+  l->port = endpoint_port(bound);
   l->addr = addr;
   Listener* lp = l.get();
   listeners_.push_back(std::move(l));
@@ -274,7 +245,7 @@ void SipTransport::on_udp(Listener& l) {
         s6->sin6_addr = pi.ipi6_addr;
       }
     }
-    p.local_host = local.ss_family != 0 ? format_addr(unmap_v4(local), false) : format_addr(l.addr, false);
+    p.local_host = local.ss_family != 0 ? format_ip(unmap_v4(local)) : format_ip(l.addr);
     on_message_(p, std::string_view(udp_buf_.data(), static_cast<std::size_t>(n)));
   }
 }
@@ -349,7 +320,7 @@ bool SipTransport::conn_handshake(Conn& c) {
     return false;
   }
   ++c_.handshake_failures;
-  log_warn("siprec: TLS handshake with %s failed: %s", format_addr(c.peer.addr, true).c_str(), ssl_error_text().c_str());
+  log_warn("siprec: TLS handshake with %s failed: %s", format_endpoint(c.peer.addr).c_str(), ssl_error_text().c_str());
   conn_close(c, "handshake failed");
   return false;
 }
@@ -432,7 +403,7 @@ void SipTransport::conn_frame(Conn& c) {
     if (r != sip::ParseResult::kOk) {
       ++c_.framing_errors;
       log_warn("siprec: %s %s: cannot frame a message (%s): closing the connection", transport_name(c.kind),
-               format_addr(c.peer.addr, true).c_str(), sip::parse_result_name(r));
+               format_endpoint(c.peer.addr).c_str(), sip::parse_result_name(r));
       conn_close(c, "framing error");
       return;
     }
@@ -449,7 +420,7 @@ void SipTransport::conn_frame(Conn& c) {
 bool SipTransport::send(const SipPeer& to, std::string_view msg) {
   if (to.transport == Transport::kUdp) {
     const ssize_t n = ::sendto(to.udp_fd, msg.data(), msg.size(), MSG_NOSIGNAL,
-                               reinterpret_cast<const sockaddr*>(&to.addr), addr_len(to.addr));
+                               reinterpret_cast<const sockaddr*>(&to.addr), sockaddr_length(to.addr));
     if (n < 0 || static_cast<std::size_t>(n) != msg.size()) {
       ++c_.send_failures;
       return false;
@@ -532,7 +503,7 @@ void SipTransport::conn_close(Conn& c, const char* why) {
   if (c.dead) return;
   c.dead = true;
   ++c_.conn_closed;
-  log_debug("siprec: %s connection %s closed: %s", transport_name(c.kind), format_addr(c.peer.addr, true).c_str(), why);
+  log_debug("siprec: %s connection %s closed: %s", transport_name(c.kind), format_endpoint(c.peer.addr).c_str(), why);
   loop_.remove_fd(c.fd);
   if (c.ssl) {
     if (c.handshaken) (void)SSL_shutdown(c.ssl);

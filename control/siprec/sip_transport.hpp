@@ -44,8 +44,6 @@ struct SipPeer {
   std::uint16_t local_port = 0;
 };
 
-std::string format_addr(const sockaddr_storage& a, bool with_port);
-
 struct TransportOptions {
   std::size_t max_connections = 4096;
   std::size_t max_message = 64 * 1024 + 8 * 1024;  ///< unframed input per connection

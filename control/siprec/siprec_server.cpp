@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "control/config.hpp"
 #include "control/log.hpp"
 #include "control/sip/sdp.hpp"
 
@@ -161,6 +162,26 @@ std::string payload_key(const sip::SdpMedia& md) {
   return key + '|' + std::to_string(md.ptime);
 }
 
+/// The session manager's plan for one accepted m-line: its payload map and SRTP key, the
+/// source its RTP must come from (the m-line's c=, when it names one), and its catalog row.
+/// `src_text` is the row's source when the m-line names none ("" leaves it empty).
+StreamPlan stream_plan(const MediaPlan& p, const sip::RsParticipant* sender, std::string role,
+                       const std::string& src_text) {
+  StreamPlan st;
+  st.role = std::move(role);
+  st.assembler.payloads = p.payloads;
+  st.assembler.srtp = p.srtp_in;
+  sockaddr_storage expected{};
+  const bool has_source = p.source.family != 0 && !p.source.is_unspecified() && to_sockaddr(p.source, expected);
+  if (has_source) st.expected = expected;
+  st.info.label = p.label;
+  st.info.participant = sender ? sender->id : std::string();
+  st.info.codec = p.codec;
+  st.info.src = has_source ? format_ip(expected) : src_text;
+  if (p.srtp_in) st.info.flags = "srtp";
+  return st;
+}
+
 /// Transactions held at once (each ~1-2 KiB for 32 s): beyond, new requests get a stateless 503.
 constexpr std::size_t kMaxTransactions = 32768;
 
@@ -264,7 +285,7 @@ void SiprecServer::on_message(const SipPeer& peer, std::string_view bytes) {
     // Without a parsed message there is no Via to answer to: dropped and counted.
     ++c_.garbage;
     log_debug("siprec: %s %s: unparseable message (%s), dropped", transport_name(peer.transport),
-              format_addr(peer.addr, true).c_str(), sip::parse_result_name(r));
+              format_endpoint(peer.addr).c_str(), sip::parse_result_name(r));
     return;
   }
   if (!m.request) {
@@ -620,7 +641,7 @@ void SiprecServer::on_invite(const SipPeer& peer, const sip::Message& m, Tx& tx)
   std::string busy_why;
   if (!session_admissible(accepted, busy_why)) {
     ++c_.refused_busy;
-    log_warn("siprec: %s: INVITE %.*s refused with 503: %s", format_addr(peer.addr, true).c_str(),
+    log_warn("siprec: %s: INVITE %.*s refused with 503: %s", format_endpoint(peer.addr).c_str(),
              static_cast<int>(m.call_id.size()), m.call_id.data(), busy_why.c_str());
     respond(tx, m, 503, "Service Unavailable", "Retry-After: " + std::to_string(opts_.retry_after.count()) + "\r\n");
     return;
@@ -645,7 +666,7 @@ void SiprecServer::on_invite(const SipPeer& peer, const sip::Message& m, Tx& tx)
   sp.meta.direction = "";
   sp.meta.extra = {{"siprec_call_id", std::string(m.call_id)},
                    {"siprec_session_id", meta.session_id},
-                   {"siprec_src", format_addr(peer.addr, true)},
+                   {"siprec_src", format_endpoint(peer.addr)},
                    {"siprec_transport", transport_name(peer.transport)}};
   if (!meta.group_id.empty()) sp.meta.extra.emplace_back("siprec_group_id", meta.group_id);
   if (!meta.recorded_call_id.empty()) sp.meta.extra.emplace_back("recorded_call_id", meta.recorded_call_id);
@@ -653,14 +674,14 @@ void SiprecServer::on_invite(const SipPeer& peer, const sip::Message& m, Tx& tx)
   if (meta_text.empty()) sp.meta.extra.emplace_back("siprec_metadata", "none");
   if (meta_unrecognised) sp.meta.extra.emplace_back("siprec_metadata", "unrecognised");
   sp.peer = peer.addr;
-  sp.peer_text = format_addr(peer.addr, true);
+  sp.peer_text = format_endpoint(peer.addr);
   sp.owner = this;
   std::vector<int> stream_of(plans.size(), -1);
   unsigned mixed_roles = 0;
   for (std::size_t i = 0; i < plans.size(); ++i) {
     MediaPlan& p = plans[i];
     if (!p.accepted) continue;
-    StreamPlan st;
+    std::string role;
     const sip::RsParticipant* sender = p.label.empty() ? nullptr : meta.sender_of_label(p.label);
     if (sender == nullptr && meta.participants.size() >= 2) {
       // No labels, or labels the metadata does not name: by m-line order, the n-th stream is
@@ -669,26 +690,18 @@ void SiprecServer::on_invite(const SipPeer& peer, const sip::Message& m, Tx& tx)
       if (n < meta.participants.size()) sender = &meta.participants[n];
     }
     if (accepted == 1 && meta.participants.size() != 1) {
-      st.role = "mixed";
+      role = "mixed";
     } else if (sender != nullptr && sender == caller) {
-      st.role = "caller";
+      role = "caller";
     } else if (sender != nullptr && sender == callee) {
-      st.role = "callee";
+      role = "callee";
     } else if (sender == nullptr && caller == nullptr && accepted == 2) {
-      st.role = mixed_roles++ == 0 ? "caller" : "callee";  // no metadata: m-line order
+      role = mixed_roles++ == 0 ? "caller" : "callee";  // no metadata: m-line order
     } else {
-      st.role = "stream" + std::to_string(i);
+      role = "stream" + std::to_string(i);
     }
-    st.assembler.payloads = p.payloads;
-    st.assembler.srtp = p.srtp_in;
     if (p.srtp_in) ++c_.srtp_streams;
-    sockaddr_storage expected{};
-    if (p.source.family != 0 && !p.source.is_unspecified() && to_sockaddr(p.source, expected)) st.expected = expected;
-    st.info.label = p.label;
-    st.info.participant = sender ? sender->id : std::string();
-    st.info.codec = p.codec;
-    st.info.src = p.source.family != 0 && !p.source.is_unspecified() ? format_addr(expected, false) : sp.peer_text;
-    if (p.srtp_in) st.info.flags = "srtp";
+    StreamPlan st = stream_plan(p, sender, std::move(role), sp.peer_text);
     stream_of[i] = static_cast<int>(sp.allocate.size());
     sp.allocate.push_back(std::move(st));
   }
@@ -700,7 +713,7 @@ void SiprecServer::on_invite(const SipPeer& peer, const sip::Message& m, Tx& tx)
     const bool busy = res.reason == "no_space" || res.reason == "no_port" || res.reason == "overloaded" ||
                       res.reason == "storage_error";
     if (busy) ++c_.refused_busy;
-    log_warn("siprec: %s: INVITE %.*s refused: %s", format_addr(peer.addr, true).c_str(),
+    log_warn("siprec: %s: INVITE %.*s refused: %s", format_endpoint(peer.addr).c_str(),
              static_cast<int>(m.call_id.size()), m.call_id.data(), res.reason.c_str());
     respond(tx, m, busy ? 503 : 500, busy ? "Service Unavailable" : "Server Internal Error",
             "Retry-After: " + std::to_string(opts_.retry_after.count()) + "\r\nWarning: 399 callrec \"" + res.reason +
@@ -753,7 +766,7 @@ void SiprecServer::on_invite(const SipPeer& peer, const sip::Message& m, Tx& tx)
   sessions_by_rec_[s.rec] = &s;
   ++c_.sessions_started;
   log_info("siprec: session %s from %s (%s): recording %lld, %u stream(s), call %s", s.call_id.c_str(),
-           format_addr(peer.addr, true).c_str(), transport_name(peer.transport),
+           format_endpoint(peer.addr).c_str(), transport_name(peer.transport),
            static_cast<long long>(sessions_mgr_.catalog_id(s.rec)), accepted, sp.meta.call_id.c_str());
   tag_by_call_[s.call_id] = s.tag;
   sessions_by_tag_.emplace(s.tag, std::move(sess));
@@ -870,18 +883,9 @@ void SiprecServer::on_reoffer(const SipPeer& peer, const sip::Message& m, Tx& tx
       ++c_.streams_removed;
       stream_of.push_back(-1);
     } else if (p.accepted) {
-      StreamPlan st;
       const sip::RsParticipant* sender = p.label.empty() ? nullptr : s.meta.sender_of_label(p.label);
       const sip::RsParticipant* caller = s.meta.caller();
-      st.role = sender == nullptr ? "stream" + std::to_string(i) : sender == caller ? "caller" : "callee";
-      st.assembler.payloads = p.payloads;
-      st.assembler.srtp = p.srtp_in;
-      sockaddr_storage expected{};
-      if (p.source.family != 0 && !p.source.is_unspecified() && to_sockaddr(p.source, expected)) st.expected = expected;
-      st.info.label = p.label;
-      st.info.participant = sender ? sender->id : std::string();
-      st.info.codec = p.codec;
-      if (p.srtp_in) st.info.flags = "srtp";
+      StreamPlan st = stream_plan(p, sender, sender == nullptr ? "stream" + std::to_string(i) : sender == caller ? "caller" : "callee", "");
       to_add.push_back(std::move(st));
       add_mline.push_back(i);
       stream_of.push_back(-2);  // filled below
@@ -958,7 +962,7 @@ void SiprecServer::send_bye(Session& s, const std::string& reason) {
   const std::string host = p.local_host.find(':') != std::string::npos ? "[" + p.local_host + "]" : p.local_host;
   std::string b;
   b.reserve(512);
-  b += "BYE " + (s.remote_target.empty() ? std::string("sip:") + format_addr(p.addr, true) : s.remote_target) +
+  b += "BYE " + (s.remote_target.empty() ? std::string("sip:") + format_endpoint(p.addr) : s.remote_target) +
        " SIP/2.0\r\n";
   b += "Via: SIP/2.0/" + std::string(transport_name(p.transport)) + ' ' + host + ':' + std::to_string(p.local_port) +
        ";branch=z9hG4bK" + random_token(16) + ";rport\r\n";
