@@ -173,6 +173,7 @@ struct Daemon::Impl {
   std::unique_ptr<span::CallTracker> span_tracker;
   std::vector<std::unique_ptr<dataplane::capture::LiveCapture>> span_caps;
   std::unique_ptr<dataplane::capture::DpdkCapture> span_dpdk;  ///< --span-dpdk, polled every ms
+  dataplane::capture::FrameBurst span_burst;  ///< frames gathered for SpanLane::on_burst
   void span_drain(dataplane::capture::FrameSource& c);
   int sigfd = -1;
   int storage_lock = -1, catalog_lock = -1;  ///< instance locks, held for the process's life
@@ -501,8 +502,15 @@ void Daemon::Impl::release_source() {
 }
 
 void Daemon::Impl::span_drain(dataplane::capture::FrameSource& c) {
-  // A bounded batch per event-loop pass: the control protocol is served between batches.
+  // A bounded batch per event-loop pass: the control protocol is served between batches. The
+  // lane takes the frames in bursts, as it does from capture files.
   dataplane::capture::Frame f;
+  auto run_burst = [this] {
+    if (span_burst.empty()) return;
+    span_lane->on_burst(span_burst.frames());
+    span_burst.clear();
+    span_lane->flush();
+  };
   for (unsigned i = 0; i < 8192; ++i) {
     const int rc = c.next(f);
     if (rc == 0) break;
@@ -510,10 +518,13 @@ void Daemon::Impl::span_drain(dataplane::capture::FrameSource& c) {
       log_error("span: capture: %s", c.error().c_str());
       break;
     }
-    span_lane->on_frame(f.link, f.data, f.ts_ns);
-    if ((i & 31) == 31) span_lane->flush();
+    if (!span_burst.add(f)) {
+      run_burst();
+      if (!span_burst.add(f)) span_lane->on_burst({&f, 1});  // larger than the arena: on its own
+    }
+    if (span_burst.full()) run_burst();
   }
-  span_lane->flush();
+  run_burst();
 }
 
 void Daemon::Impl::on_tick() {

@@ -15,8 +15,9 @@ namespace {
 
 class PcapFile final : public FrameSource {
  public:
-  explicit PcapFile(pcap_t* p) : p_(p), link_(static_cast<std::uint32_t>(pcap_datalink(p))) {}
-  ~PcapFile() override { pcap_close(p_); }
+  PcapFile(pcap_t* p, std::unique_ptr<char[]> stdio_buf)
+      : p_(p), link_(static_cast<std::uint32_t>(pcap_datalink(p))), stdio_buf_(std::move(stdio_buf)) {}
+  ~PcapFile() override { pcap_close(p_); }  // closes the FILE before its buffer goes
   int next(Frame& f) override {
     pcap_pkthdr* h = nullptr;
     const u_char* d = nullptr;
@@ -43,6 +44,7 @@ class PcapFile final : public FrameSource {
  private:
   pcap_t* p_;
   std::uint32_t link_;
+  std::unique_ptr<char[]> stdio_buf_;
   bool eof_ = false;
   std::string error_;
 };
@@ -59,12 +61,13 @@ class ByteInput {
 
 class FileInput final : public ByteInput {
  public:
-  explicit FileInput(std::FILE* f) : f_(f) {}
+  FileInput(std::FILE* f, std::unique_ptr<char[]> stdio_buf) : f_(f), stdio_buf_(std::move(stdio_buf)) {}
   ~FileInput() override { std::fclose(f_); }
   bool read(void* out, std::size_t n) override { return std::fread(out, 1, n, f_) == n; }
 
  private:
   std::FILE* f_;
+  std::unique_ptr<char[]> stdio_buf_;
 };
 
 class MemInput final : public ByteInput {
@@ -244,24 +247,28 @@ std::unique_ptr<FrameSource> open_file(const std::string& path, Status& st) {
     st = Status::from_errno(path);
     return nullptr;
   }
+  // 1 MiB of stdio buffer for both readers (libpcap reads the FILE it is given): the default
+  // (the file system's block, 4 KiB) made one read(2) per ~20 frames. glibc ignores the size
+  // unless it is given the buffer, which must outlive the FILE: the reader keeps it.
+  constexpr std::size_t kStdioBuffer = std::size_t{1} << 20;
+  auto buf = std::make_unique<char[]>(kStdioBuffer);
+  std::setvbuf(f, buf.get(), _IOFBF, kStdioBuffer);
   std::uint32_t magic = 0;
   const bool got = std::fread(&magic, 1, 4, f) == 4;
+  std::rewind(f);
   if (got && magic == 0x0A0D0D0A) {
-    std::rewind(f);
-    static_assert(BUFSIZ > 0);
-    std::setvbuf(f, nullptr, _IOFBF, 1u << 20);
     st = Status::ok();
-    return std::make_unique<PcapngReader>(std::make_unique<FileInput>(f));
+    return std::make_unique<PcapngReader>(std::make_unique<FileInput>(f, std::move(buf)));
   }
-  std::fclose(f);
   char err[PCAP_ERRBUF_SIZE] = {};
-  pcap_t* p = pcap_open_offline_with_tstamp_precision(path.c_str(), PCAP_TSTAMP_PRECISION_NANO, err);
-  if (p == nullptr) {
+  pcap_t* p = pcap_fopen_offline_with_tstamp_precision(f, PCAP_TSTAMP_PRECISION_NANO, err);
+  if (p == nullptr) {  // libpcap closes nothing it failed to open
+    std::fclose(f);
     st = Status(EINVAL, path + ": " + err);
     return nullptr;
   }
   st = Status::ok();
-  return std::make_unique<PcapFile>(p);
+  return std::make_unique<PcapFile>(p, std::move(buf));  // pcap_close() closes f
 }
 
 // ---- live ------------------------------------------------------------------------------------

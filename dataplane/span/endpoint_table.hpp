@@ -30,6 +30,14 @@ class EndpointTable {
     }
   }
 
+  /// Starts loading the slot where a lookup of `k` begins (the burst's first stage: the misses
+  /// of a burst's lookups overlap instead of following one another).
+  void prefetch(const decode::Endpoint& k) const {
+    const Slot* s = &slots_[hash(k) & (slots_.size() - 1)];
+    __builtin_prefetch(s);
+    __builtin_prefetch(reinterpret_cast<const char*>(s + 1) - 1);  // a slot may straddle two lines
+  }
+
   /// Inserts or overwrites.
   Value& set(const decode::Endpoint& k, const Value& v) {
     if (Value* existing = find(k)) {

@@ -175,7 +175,52 @@ void SpanLane::on_frame(std::uint32_t link, std::span<const std::byte> frame, st
   ++frames_;
   bytes_ += frame.size();
   decode::Packet p;
-  decode::Result r = decode::decode_frame(link, frame, p, dc_);
+  on_decoded(p, decode::decode_frame(link, frame, p, dc_), ts_ns);
+}
+
+void SpanLane::on_burst(std::span<const capture::Frame> frames) {
+  constexpr unsigned kMax = capture::FrameBurst::kMax;
+  std::array<decode::Packet, kMax> p;
+  std::array<decode::Result, kMax> r;
+  for (std::size_t done = 0; done < frames.size(); done += kMax) {
+    const auto n = static_cast<unsigned>(std::min<std::size_t>(kMax, frames.size() - done));
+    const capture::Frame* f = frames.data() + done;
+    const bool follow = !eps_.empty();
+    for (unsigned i = 0; i < n; ++i) {
+      ++frames_;
+      bytes_ += f[i].data.size();
+      r[i] = decode::decode_frame(f[i].link, f[i].data, p[i], dc_);
+      if (follow && r[i] == decode::Result::kUdp) eps_.prefetch(decode::Endpoint{p[i].dst, p[i].dport});
+    }
+    if (follow) {
+      // The slots are (mostly) in cache now: find the streams and start loading their state;
+      // a miss on the destination prefetches the source's slot (symmetric RTP, NAT).
+      std::uint32_t by_src = 0;
+      for (unsigned i = 0; i < n; ++i) {
+        if (r[i] != decode::Result::kUdp) continue;
+        const EpEntry* e = eps_.find(decode::Endpoint{p[i].dst, p[i].dport});
+        if (e != nullptr && e->to_st != nullptr) {
+          __builtin_prefetch(e->to_st);
+          __builtin_prefetch(reinterpret_cast<const char*>(e->to_st) + 64);
+        } else {
+          eps_.prefetch(decode::Endpoint{p[i].src, p[i].sport});
+          by_src |= 1u << i;
+        }
+      }
+      for (unsigned i = 0; by_src != 0; ++i, by_src >>= 1) {
+        if ((by_src & 1u) == 0) continue;
+        const EpEntry* e = eps_.find(decode::Endpoint{p[i].src, p[i].sport});
+        if (e != nullptr && e->from_st != nullptr) {
+          __builtin_prefetch(e->from_st);
+          __builtin_prefetch(reinterpret_cast<const char*>(e->from_st) + 64);
+        }
+      }
+    }
+    for (unsigned i = 0; i < n; ++i) on_decoded(p[i], r[i], f[i].ts_ns);
+  }
+}
+
+void SpanLane::on_decoded(decode::Packet& p, decode::Result r, std::uint64_t ts_ns) {
   if (r == decode::Result::kFragment) {
     const std::span<const std::byte> whole = ip_.add(p, ts_ns);
     if (whole.empty()) return;

@@ -28,6 +28,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dataplane/capture/capture.hpp"
 #include "dataplane/decode/decode.hpp"
 #include "dataplane/decode/reassembly.hpp"
 #include "dataplane/source.hpp"
@@ -134,6 +135,12 @@ class SpanLane final : public Source {
   // ---- input ---------------------------------------------------------------------------
   /// One captured frame. ts_ns: capture time, Unix ns (the packet clock of everything).
   void on_frame(std::uint32_t link, std::span<const std::byte> frame, std::uint64_t ts_ns);
+  /// A burst of frames (up to capture::FrameBurst::kMax), with the same result as on_frame()
+  /// for each in turn: all are decoded first, then the endpoint-table slots of their
+  /// destinations are prefetched, then the states of the streams they hit, then each is
+  /// classified and delivered in order (a SIP message in the burst that moves an endpoint is
+  /// seen by the packets after it: the prefetches are only hints).
+  void on_burst(std::span<const capture::Frame> frames);
   /// Makes pushed packets visible to the writers (call after each burst).
   void flush();
   /// Expires reassembly state by packet time (about once a second of packet time).
@@ -166,6 +173,7 @@ class SpanLane final : public Source {
     bool event_done = false;
     std::vector<decode::Endpoint> eps;  ///< endpoints pointing at this stream (for removal)
   };
+  void on_decoded(decode::Packet& p, decode::Result r, std::uint64_t ts_ns);
   void on_datagram(const decode::Packet& p, std::uint64_t ts_ns);
   void on_tcp(const decode::Packet& p, std::uint64_t ts_ns);
   void deliver(StreamId s, StreamState& ss, const decode::Packet& p, bool by_source, std::uint64_t ts_ns);
