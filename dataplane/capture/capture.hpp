@@ -113,6 +113,7 @@ struct DpdkCaptureOptions {
   /// "net_af_packet0,iface=eth1"): given to EAL as --vdev, the port is its name.
   std::string port;
   unsigned mbufs = 8191;
+  unsigned mbuf_data_room = 0;  ///< bytes per mbuf incl. headroom; 0: RTE_MBUF_DEFAULT_BUF_SIZE
 };
 
 /// A DPDK port in promiscuous mode as a mirror port: one RX queue, polled by the caller (the
@@ -123,6 +124,9 @@ class DpdkCapture final : public FrameSource {
   static std::unique_ptr<DpdkCapture> open(const DpdkCaptureOptions& o, Status& st);
   ~DpdkCapture() override;
   int next(Frame& f) override;
+  /// Up to `max` (<= 32) frames of one rx burst, straight out of their mbufs (no copy: they
+  /// stay valid until the next call of next_burst or next). 0: nothing received.
+  unsigned next_burst(Frame* out, unsigned max);
   [[nodiscard]] bool eof() const override { return false; }
   [[nodiscard]] std::string error() const override { return {}; }
   /// NIC counters: imissed (the NIC's ring was full), rx_nombuf (no mbuf).

@@ -7,9 +7,11 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstring>
+#include <vector>
 
 #include "dataplane/capture/capture.hpp"
 #include "dataplane/decode/decode.hpp"
@@ -25,8 +27,24 @@ struct DpdkCapture::Impl {
   unsigned n = 0, pos = 0;
   rte_mbuf* held = nullptr;  ///< the frame handed out by the last next()
   std::uint64_t ts_ns = 0;
-  std::array<std::byte, 16384> linear{};  ///< a chained mbuf is copied here
+  std::array<std::byte, 16384> linear{};  ///< a chained mbuf is copied here (next())
+  std::array<rte_mbuf*, 32> out{};          ///< mbufs handed out by the last next_burst()
+  unsigned burst_held = 0;
+  std::vector<std::byte> linear_burst;      ///< chained mbufs of a burst, 16 KiB each
+  void release();
 };
+
+/// Frees what the last next() or next_burst() handed out.
+void DpdkCapture::Impl::release() {
+  if (held) {
+    rte_pktmbuf_free(held);
+    held = nullptr;
+  }
+  if (burst_held != 0) {
+    rte_pktmbuf_free_bulk(out.data(), burst_held);
+    burst_held = 0;
+  }
+}
 
 namespace {
 std::uint64_t realtime_ns() {
@@ -59,7 +77,8 @@ std::unique_ptr<DpdkCapture> DpdkCapture::open(const DpdkCaptureOptions& o, Stat
   static std::atomic<unsigned> instance{0};
   const std::string pool_name = "span_cap" + std::to_string(instance.fetch_add(1));
   const int socket = rte_eth_dev_socket_id(m.pid);
-  m.pool = rte_pktmbuf_pool_create(pool_name.c_str(), o.mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+  const auto room = static_cast<std::uint16_t>(o.mbuf_data_room != 0 ? o.mbuf_data_room : RTE_MBUF_DEFAULT_BUF_SIZE);
+  m.pool = rte_pktmbuf_pool_create(pool_name.c_str(), o.mbufs, 256, 0, room,
                                    socket < 0 ? static_cast<int>(SOCKET_ID_ANY) : socket);
   if (m.pool == nullptr) return fail("mbuf pool", -rte_errno);
   rte_eth_conf conf{};
@@ -79,7 +98,7 @@ std::unique_ptr<DpdkCapture> DpdkCapture::open(const DpdkCaptureOptions& o, Stat
 DpdkCapture::~DpdkCapture() {
   if (!impl_) return;
   Impl& m = *impl_;
-  if (m.held) rte_pktmbuf_free(m.held);
+  m.release();
   for (unsigned i = m.pos; i < m.n; ++i) rte_pktmbuf_free(m.burst[i]);
   if (m.started) {
     (void)rte_eth_dev_stop(m.pid);
@@ -89,12 +108,43 @@ DpdkCapture::~DpdkCapture() {
   dpdk_release_port(m.pid);
 }
 
+unsigned DpdkCapture::next_burst(Frame* out, unsigned max) {
+  Impl& m = *impl_;
+  m.release();
+  max = std::min<unsigned>(max, static_cast<unsigned>(m.out.size()));
+  unsigned n = 0;
+  if (m.pos < m.n) {  // frames left by next() calls go first, in order
+    n = std::min(max, m.n - m.pos);
+    std::copy_n(m.burst.data() + m.pos, n, m.out.data());
+    m.pos += n;
+  } else {
+    n = rte_eth_rx_burst(m.pid, 0, m.out.data(), static_cast<std::uint16_t>(max));
+    if (n == 0) return 0;
+    m.ts_ns = realtime_ns();
+  }
+  m.burst_held = n;
+  for (unsigned i = 0; i < n; ++i) {
+    rte_mbuf* mb = m.out[i];
+    const std::uint32_t len = rte_pktmbuf_pkt_len(mb);
+    if (mb->nb_segs == 1) [[likely]] {
+      out[i].data = {rte_pktmbuf_mtod(mb, const std::byte*), rte_pktmbuf_data_len(mb)};
+    } else {
+      constexpr std::size_t kSlot = 16384;
+      if (m.linear_burst.empty()) m.linear_burst.resize(kSlot * m.out.size());
+      const std::uint32_t c = std::min<std::uint32_t>(len, static_cast<std::uint32_t>(kSlot));
+      const void* p = rte_pktmbuf_read(mb, 0, c, m.linear_burst.data() + kSlot * i);
+      out[i].data = {static_cast<const std::byte*>(p), c};
+    }
+    out[i].link = decode::kLinkEthernet;
+    out[i].ts_ns = m.ts_ns;
+    out[i].orig_len = len;
+  }
+  return n;
+}
+
 int DpdkCapture::next(Frame& f) {
   Impl& m = *impl_;
-  if (m.held) {
-    rte_pktmbuf_free(m.held);
-    m.held = nullptr;
-  }
+  m.release();
   if (m.pos == m.n) {
     m.n = rte_eth_rx_burst(m.pid, 0, m.burst.data(), static_cast<std::uint16_t>(m.burst.size()));
     m.pos = 0;
