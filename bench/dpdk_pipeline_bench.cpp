@@ -46,6 +46,7 @@
 
 namespace {
 
+using callrec::bench::loadavg1;
 using callrec::bench::pin_self;
 using callrec::bench::read_file;
 using callrec::bench::threads_cpu_s;
@@ -97,7 +98,6 @@ std::uint64_t rss_kb() {
   return p == std::string::npos ? 0 : std::strtoull(s.c_str() + p + 6, nullptr, 10);
 }
 
-double loadavg1() { return std::strtod(read_file("/proc/loadavg").c_str(), nullptr); }
 
 std::uint64_t dir_bytes(const std::string& dir) {
   std::uint64_t b = 0;
@@ -448,77 +448,10 @@ bool run(const Args& a, const std::vector<std::string>& base_eal, const Generate
   return true;
 }
 
-/// dpdk-testpmd rxonly on the same file: the median of its per-second Rx-pps once forwarding.
-/// busy_sibling: a spinning thread pinned to CPU 0 while testpmd's forwarding lcore polls on
-/// CPU 1 -- the situation of the pipeline, whose consumer/writer keeps CPU 0 busy.
+/// dpdk-testpmd rxonly on the same file (bench_util.hpp).
 double run_testpmd(const Args& a, const Generated& g, bool huge, bool busy_sibling, double& load) {
-  std::atomic<bool> spin_stop{false};
-  std::thread spinner;
-  if (busy_sibling) {
-    spinner = std::thread([&] {
-      pin_self(0);
-      volatile std::uint64_t x = 0;
-      while (!spin_stop.load(std::memory_order_relaxed)) x = x + 1;
-    });
-  }
-  const unsigned mbufs = static_cast<unsigned>(g.sum.frames + 65536);
-  const unsigned mem_mb = static_cast<unsigned>(static_cast<double>(mbufs) * 640 / 1e6) + 512;
-  std::vector<std::string> args = {"dpdk-testpmd", "--no-pci", "-l", "0-1", "--no-shconf",
-                                   "--file-prefix=callrec-testpmd-" + std::to_string(::getpid()),
-                                   "--vdev=net_pcap0,rx_pcap=" + g.pcap + ",infinite_rx=1"};
-  if (huge) {
-    args.insert(args.begin() + 1, {"--in-memory"});
-  } else {
-    args.insert(args.begin() + 1, {"--no-huge", "-m", std::to_string(mem_mb)});
-  }
-  args.insert(args.end(), {"--", "--forward-mode=rxonly", "--stats-period", "1", "--total-num-mbufs=" + std::to_string(mbufs),
-                           "--mbuf-size=384"});
-  std::string shown;
-  for (const auto& s : args) shown += s + " ";
-  std::printf("  testpmd: %s\n", shown.c_str());
-  int pfd[2];
-  if (::pipe(pfd) != 0) return 0;
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(pfd[1], 1);
-    ::dup2(pfd[1], 2);
-    ::close(pfd[0]);
-    ::close(pfd[1]);
-    std::vector<char*> argv;
-    for (auto& s : args) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    ::execvp(argv[0], argv.data());
-    _exit(127);
-  }
-  ::close(pfd[1]);
-  std::FILE* in = ::fdopen(pfd[0], "r");
-  std::vector<double> pps;
-  char line[512];
-  const double t0 = now_s();
-  const double l0 = loadavg1();
-  const auto wanted = static_cast<std::size_t>(a.seconds) + 2;
-  while (std::fgets(line, sizeof line, in) != nullptr) {
-    const char* p = std::strstr(line, "Rx-pps:");
-    if (p != nullptr) {
-      const double v = std::strtod(p + 7, nullptr);
-      if (v > 0) pps.push_back(v);
-      if (pps.size() >= wanted) break;
-    }
-    if (now_s() - t0 > 120) break;
-  }
-  load = (l0 + loadavg1()) / 2;
-  ::kill(pid, SIGINT);
-  while (std::fgets(line, sizeof line, in) != nullptr) {
-  }
-  std::fclose(in);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  spin_stop = true;
-  if (spinner.joinable()) spinner.join();
-  if (pps.size() < 3) return 0;
-  pps.erase(pps.begin());  // the first period includes the start
-  std::sort(pps.begin(), pps.end());
-  return pps[pps.size() / 2];
+  return callrec::bench::testpmd_rxonly_pps(g.pcap, static_cast<unsigned>(g.sum.frames + 65536), 384, huge,
+                                            a.seconds, busy_sibling, load);
 }
 
 std::vector<unsigned> parse_list(const char* s) {

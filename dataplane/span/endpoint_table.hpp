@@ -74,11 +74,15 @@ class EndpointTable {
   /// A hash that mixes address and port (Fibonacci hashing of a folded 64-bit key).
   static std::size_t hash(const decode::Endpoint& k) {
     std::uint64_t a;
-    std::memcpy(&a, k.addr.b.data(), 8);
     if (k.addr.family == 6) {
       std::uint64_t b;
+      std::memcpy(&a, k.addr.b.data(), 8);
       std::memcpy(&b, k.addr.b.data() + 8, 8);
       a ^= b * 0x9E3779B97F4A7C15ull;
+    } else {  // only the address's own 4 bytes
+      std::uint32_t v4;
+      std::memcpy(&v4, k.addr.b.data(), 4);
+      a = v4;
     }
     const std::uint64_t x = (a ^ (std::uint64_t{k.port} << 48) ^ k.addr.family) * 0x9E3779B97F4A7C15ull;
     return static_cast<std::size_t>(x ^ (x >> 29));
@@ -92,10 +96,7 @@ class EndpointTable {
     State state = kEmpty;
     Value value{};
   };
-  static bool same(const decode::Endpoint& a, const decode::Endpoint& b) {
-    if (a.port != b.port || a.addr.family != b.addr.family) return false;
-    return std::memcmp(a.addr.b.data(), b.addr.b.data(), a.addr.family == 6 ? 16 : 4) == 0;
-  }
+  static bool same(const decode::Endpoint& a, const decode::Endpoint& b) { return a == b; }
   void rebuild(std::size_t want) {
     std::size_t n = kMinSlots;
     while (n < want * 4) n *= 2;  // load 1/4 after a rebuild, 1/2 before the next

@@ -1,0 +1,280 @@
+// Passive capture off a DPDK mirror port (issue 10): how fast the span lane decodes and
+// classifies what net_pcap replays from memory (infinite_rx=1) of a capture of N concurrent SIP
+// calls, against dpdk-testpmd --forward-mode=rxonly on the same file in the same run.
+//
+//   span_dpdk_bench [--calls N] [--call-seconds S] [--seconds T] [--huge|--no-huge]
+//                   [--no-testpmd] [--keep]
+//
+// The capture is made by callrec-pcapgen's call generator (tools/callrec-pcapgen/calls_gen.hpp:
+// INVITE/100/180/200/ACK/BYE with SDP, RTP both ways every 20 ms, 10% re-INVITEs moving media,
+// 10% of INVITEs as two IPv4 fragments). The lane follows every call's endpoints (installed
+// up front, as the tracker does from SDP), so every RTP packet is classified to its stream.
+// One thread does what the daemon's mirror path does per burst, on the EAL main lcore:
+//   DpdkCapture::next_burst (rte_eth_rx_burst, up to 32) -> SpanLane::on_burst (decode all,
+//   prefetch endpoint slots and stream states, classify, IPv4 reassembly, copy RTP into the
+//   writer ring) -> flush; SIP messages are parsed (control/sip: the message, and SDP when
+//   there is a body), as the call tracker's first step.
+// A second thread drains the ring and counts (the lane's ceiling; the writers' cost is
+// bench/span_offline_bench.sh's). Figures: frames/s of the lane, cycles per frame in rx and
+// in the lane, and the ratio to testpmd's rxonly rate. Results: bench/RESULTS.md.
+//
+// Replay repeats the file: the SIP of every call comes again each pass (the lane sends it to
+// the parser each time) and RTP sequence numbers jump back; neither matters to classification.
+#include <x86intrin.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench/bench_util.hpp"
+#include "control/sip/sdp.hpp"
+#include "control/sip/sip_message.hpp"
+#include "dataplane/capture/capture.hpp"
+#include "dataplane/dpdk_source.hpp"
+#include "dataplane/span/span_lane.hpp"
+#include "fileio/packet_ring.hpp"
+#include "tools/callrec-pcapgen/calls_gen.hpp"
+
+namespace {
+
+using namespace callrec;  // NOLINT(google-build-using-namespace): a benchmark's main file
+using Clock = std::chrono::steady_clock;
+
+struct Args {
+  unsigned calls = 10000;
+  unsigned call_seconds = 1;
+  unsigned seconds = 5;
+  int huge = -1;  ///< -1: when the host has free hugepages
+  bool testpmd = true;
+  bool keep = false;
+};
+
+dataplane::decode::Endpoint ep(std::uint32_t ip, std::uint16_t port) {
+  dataplane::decode::Endpoint e;
+  e.addr.family = 4;
+  for (int i = 0; i < 4; ++i) e.addr.b[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(ip >> (24 - 8 * i));
+  e.port = port;
+  return e;
+}
+
+/// The call tracker's first step on every SIP message: parse it, and its SDP when it has one.
+class ParseSink final : public dataplane::SpanSink {
+ public:
+  std::uint64_t messages = 0, bad = 0, sdp = 0;
+  void on_sip(std::string_view msg, const dataplane::decode::Endpoint&, const dataplane::decode::Endpoint&,
+              std::uint64_t) override {
+    ++messages;
+    control::sip::Message m;
+    if (control::sip::parse_message(msg, m, false) != control::sip::ParseResult::kOk) {
+      ++bad;
+      return;
+    }
+    if (!m.body.empty()) {
+      control::sip::Sdp s;
+      if (control::sip::parse_sdp(m.body, s)) ++sdp;
+    }
+  }
+  std::size_t on_sip_stream(std::string_view bytes, bool, const dataplane::decode::Endpoint&,
+                            const dataplane::decode::Endpoint&, std::uint64_t) override {
+    return bytes.size();
+  }
+  void on_dtmf(fileio::StreamId, std::string_view, std::uint32_t, std::uint64_t) override {}
+};
+
+bool hugepages_free() {
+  const std::string s = bench::read_file("/proc/meminfo");
+  const auto p = s.find("HugePages_Free:");
+  return p != std::string::npos && std::strtoull(s.c_str() + p + 15, nullptr, 10) > 0;
+}
+
+void usage() {
+  std::fprintf(stderr,
+               "usage: span_dpdk_bench [--calls N] [--call-seconds S] [--seconds T] [--huge|--no-huge]\n"
+               "                       [--no-testpmd] [--keep]\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    auto val = [&]() -> unsigned {
+      if (i + 1 >= argc) {
+        usage();
+        std::exit(2);
+      }
+      return static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
+    };
+    if (k == "--calls") a.calls = val();
+    else if (k == "--call-seconds") a.call_seconds = val();
+    else if (k == "--seconds") a.seconds = val();
+    else if (k == "--huge") a.huge = 1;
+    else if (k == "--no-huge") a.huge = 0;
+    else if (k == "--no-testpmd") a.testpmd = false;
+    else if (k == "--keep") a.keep = true;
+    else {
+      usage();
+      return 2;
+    }
+  }
+  const bool huge = a.huge < 0 ? hugepages_free() : a.huge == 1;
+
+  // ---- the capture ---------------------------------------------------------------------------
+  const std::string dir = "/dev/shm/span-dpdk-bench." + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  const std::string pcap = dir + "/calls.pcap";
+  pcapgen::CallsOptions co;
+  co.calls = a.calls;
+  co.seconds = a.call_seconds;
+  co.ramp_s = 0.5;
+  std::vector<pcapgen::Call> calls;
+  pcapgen::CallsSummary sum;
+  std::string err = pcapgen::plan_calls(co, calls, sum);
+  if (err.empty()) err = pcapgen::write_calls_pcap(pcap, co, calls, sum);
+  if (!err.empty()) {
+    std::fprintf(stderr, "span_dpdk_bench: %s\n", err.c_str());
+    return 1;
+  }
+  std::printf("capture: %u calls x %u s: %llu frames (%llu RTP, %llu SIP, %llu fragments), %llu bytes\n", a.calls,
+              a.call_seconds, static_cast<unsigned long long>(sum.frames), static_cast<unsigned long long>(sum.rtp),
+              static_cast<unsigned long long>(sum.sip), static_cast<unsigned long long>(sum.fragments),
+              static_cast<unsigned long long>(sum.file_bytes));
+
+  // ---- the mirror port and the lane ------------------------------------------------------------
+  const unsigned mbufs = static_cast<unsigned>(sum.frames + 65536);
+  constexpr unsigned kMbufRoom = 1536 + 128;  // headroom + the largest frame (1,514-byte fragments)
+  const unsigned mem_mb = static_cast<unsigned>(static_cast<double>(mbufs) * (kMbufRoom + 384) / 1e6) + 1024;
+  dataplane::capture::DpdkCaptureOptions o;
+  o.eal_args = {"--no-pci", "--no-shconf", "--file-prefix=span-dpdk-bench-" + std::to_string(::getpid()), "-l", "0-1"};
+  if (huge) {
+    o.eal_args.insert(o.eal_args.begin(), "--in-memory");
+  } else {
+    o.eal_args.insert(o.eal_args.begin(), {"--no-huge", "-m", std::to_string(mem_mb)});
+  }
+  o.port = "net_pcap_span0,rx_pcap=" + pcap + ",infinite_rx=1";
+  o.mbufs = mbufs;
+  o.mbuf_data_room = kMbufRoom;
+  Status st;
+  auto cap = dataplane::capture::DpdkCapture::open(o, st);
+  if (!cap) {
+    std::fprintf(stderr, "span_dpdk_bench: %s\n", st.message().c_str());
+    return 1;
+  }
+  bench::pin_self(1);  // the lane's core (CPU 1; the ring consumer and testpmd's main on CPU 0)
+
+  fileio::RingMatrix rings(1, 1, 32u << 20);
+  dataplane::SpanLane lane{dataplane::SpanLaneOptions{}};
+  ParseSink sink;
+  lane.set_sink(&sink);
+  (void)lane.start(rings);
+  fileio::StreamId next = 1;
+  for (const auto& c : calls) {
+    const fileio::StreamId up = next++, down = next++;  // caller -> callee, callee -> caller
+    lane.add_stream(up, {}, 8000, down);
+    lane.add_stream(down, {}, 8000, up);
+    lane.set_endpoint(ep(c.callee_ip, c.callee_rtp), up, down, false);
+    lane.set_endpoint(ep(c.caller_ip, c.caller_rtp), down, up, false);
+    if (c.moved_port != 0) {
+      if (c.mover == 0)
+        lane.set_endpoint(ep(c.caller_ip, c.moved_port), down, up, false);
+      else
+        lane.set_endpoint(ep(c.callee_ip, c.moved_port), up, down, false);
+    }
+  }
+
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> consumed{0};
+  std::thread consumer([&] {
+    bench::pin_self(0);
+    std::array<fileio::RingRecord, 256> recs{};
+    std::uint64_t n = 0;
+    while (!stop.load(std::memory_order_relaxed)) {
+      const std::size_t k = rings.ring(0, 0).consume_bulk(recs, [](std::span<const fileio::RingRecord>) {});
+      n += k;
+      if (k == 0) _mm_pause();
+    }
+    while (rings.ring(0, 0).consume_bulk(recs, [](std::span<const fileio::RingRecord>) {}) != 0) {
+    }
+    consumed = n;
+  });
+
+  // ---- the measurement: warm-up 1 s, then T s ---------------------------------------------------
+  std::array<dataplane::capture::Frame, dataplane::capture::FrameBurst::kMax> fs;
+  std::uint64_t frames = 0, cyc_rx = 0, cyc_lane = 0, polls = 0;
+  auto run_for = [&](double seconds, bool count) {
+    const auto end = Clock::now() + std::chrono::duration<double>(seconds);
+    unsigned k = 0;
+    while (true) {
+      const std::uint64_t t0 = __rdtsc();
+      const unsigned n = cap->next_burst(fs.data(), static_cast<unsigned>(fs.size()));
+      const std::uint64_t t1 = __rdtsc();
+      if (n != 0) {
+        lane.on_burst({fs.data(), n});
+        lane.flush();
+      }
+      const std::uint64_t t2 = __rdtsc();
+      if (count) {
+        frames += n;
+        cyc_rx += t1 - t0;
+        cyc_lane += t2 - t1;
+        ++polls;
+      }
+      if ((++k & 255) == 0 && Clock::now() >= end) break;
+    }
+  };
+  run_for(1.0, false);
+  const auto d0 = lane.counter(dataplane::kS_rtp_delivered);
+  const auto u0 = lane.counter(dataplane::kS_rtp_unattributed);
+  const auto s0 = sink.messages;
+  const std::uint64_t tsc0 = __rdtsc();
+  const auto w0 = Clock::now();
+  run_for(a.seconds, true);
+  const double wall = std::chrono::duration<double>(Clock::now() - w0).count();
+  const double tsc_hz = static_cast<double>(__rdtsc() - tsc0) / wall;
+  stop = true;
+  consumer.join();
+  const auto delivered = lane.counter(dataplane::kS_rtp_delivered) - d0;
+  const auto unattributed = lane.counter(dataplane::kS_rtp_unattributed) - u0;
+  std::uint64_t missed = 0, nombuf = 0;
+  cap->nic_stats(missed, nombuf);
+  const double fps = static_cast<double>(frames) / wall;
+  const double per = frames == 0 ? 0 : 1.0 / static_cast<double>(frames);
+  std::printf("lane (rx_burst -> on_burst -> ring, SIP parsed): %.2f M frames/s over %.1f s; %.0f cycles/frame rx, "
+              "%.0f cycles/frame lane (TSC %.2f GHz); %llu RTP delivered, %llu unattributed, %llu SIP messages "
+              "(%llu bad), ring_full %llu\n",
+              fps / 1e6, wall, static_cast<double>(cyc_rx) * per, static_cast<double>(cyc_lane) * per, tsc_hz / 1e9,
+              static_cast<unsigned long long>(delivered), static_cast<unsigned long long>(unattributed),
+              static_cast<unsigned long long>(sink.messages - s0), static_cast<unsigned long long>(sink.bad),
+              static_cast<unsigned long long>(lane.counter(dataplane::kS_ring_full)));
+  cap.reset();
+  double tp = 0, load = 0;
+  if (a.testpmd) {
+    tp = bench::testpmd_rxonly_pps(pcap, mbufs, kMbufRoom, huge, a.seconds, false, load);
+    std::printf("testpmd rxonly: %.2f M frames/s (load %.1f); lane / testpmd = %.3f\n", tp / 1e6, load,
+                tp > 0 ? fps / tp : 0.0);
+  }
+  std::printf("RESULT {\"bench\":\"span_dpdk\",\"calls\":%u,\"frames_in_file\":%llu,\"huge\":%s,\"lane_fps\":%.0f,"
+              "\"cycles_rx\":%.0f,\"cycles_lane\":%.0f,\"testpmd_fps\":%.0f,\"lane_over_testpmd\":%.3f,"
+              "\"unattributed\":%llu,\"ring_full\":%llu}\n",
+              a.calls, static_cast<unsigned long long>(sum.frames), huge ? "true" : "false", fps,
+              static_cast<double>(cyc_rx) * per, static_cast<double>(cyc_lane) * per, tp, tp > 0 ? fps / tp : 0.0,
+              static_cast<unsigned long long>(unattributed),
+              static_cast<unsigned long long>(lane.counter(dataplane::kS_ring_full)));
+  std::printf("rerun: build/bench/span_dpdk_bench --calls %u --call-seconds %u --seconds %u%s\n", a.calls,
+              a.call_seconds, a.seconds, huge ? " --huge" : " --no-huge");
+  (void)polls;
+  (void)consumed;
+  (void)dataplane::dpdk_eal_cleanup();
+  if (!a.keep) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  return 0;
+}
