@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/decode/checksum.hpp"
 #include "dataplane/dpdk/rte.hpp"
 #include "dataplane/dpdk_source.hpp"
 #include "dataplane/end_marks.hpp"
@@ -46,7 +47,10 @@ constexpr unsigned kIdlePollsBeforeSleep = 1024;
 constexpr std::uint16_t kNoPort = 0xFFFF;
 constexpr auto kCommandRingWait = std::chrono::seconds(1);
 
-inline std::uint16_t rd16(const std::uint8_t* p) { return static_cast<std::uint16_t>((p[0] << 8) | p[1]); }
+// Byte order: fileio/rtp.hpp's, the project's one copy (in the std::uint8_t form of checksum.hpp).
+using decode::load_be16;
+using decode::store_be16;
+
 /// 32/16-bit field as stored (network byte order), for compares.
 inline std::uint32_t raw32(const std::uint8_t* p) {
   std::uint32_t v;
@@ -57,10 +61,6 @@ inline std::uint16_t raw16(const std::uint8_t* p) {
   std::uint16_t v;
   std::memcpy(&v, p, 2);
   return v;
-}
-inline void wr16(std::uint8_t* p, std::uint16_t v) {
-  p[0] = static_cast<std::uint8_t>(v >> 8);
-  p[1] = static_cast<std::uint8_t>(v);
 }
 
 /// The lcore that owns UDP port `port` (of every address). Multiplicative hash: RTP ports are

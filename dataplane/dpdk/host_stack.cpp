@@ -6,39 +6,12 @@
 #include <array>
 #include <cstring>
 
+#include "dataplane/decode/checksum.hpp"
 #include "dataplane/dpdk/dpdk_internal.hpp"
 
 namespace callrec::dataplane {
 
 namespace dpdk_detail {
-
-/// RFC 1071 checksum of [p, p+len).
-inline std::uint16_t inet_checksum(const std::uint8_t* p, std::size_t len) {
-  std::uint32_t sum = 0;
-  for (std::size_t i = 0; i + 1 < len; i += 2) sum += rd16(p + i);
-  if ((len & 1) != 0) sum += static_cast<std::uint32_t>(p[len - 1]) << 8;
-  while ((sum >> 16) != 0) sum = (sum & 0xFFFF) + (sum >> 16);
-  return static_cast<std::uint16_t>(~sum);
-}
-
-/// One's-complement sum of [p, p+len) as big-endian 16-bit words, not folded (len < 128 KiB).
-inline std::uint32_t sum16(std::uint32_t sum, const std::uint8_t* p, std::size_t len) {
-  for (std::size_t i = 0; i + 1 < len; i += 2) sum += rd16(p + i);
-  if ((len & 1) != 0) sum += static_cast<std::uint32_t>(p[len - 1]) << 8;
-  return sum;
-}
-
-/// ICMPv6 checksum (RFC 4443 2.3: IPv6 pseudo-header + message) of a message of `len` bytes.
-/// Over a message that carries its checksum, 0 means valid.
-inline std::uint16_t icmp6_checksum(const std::uint8_t* src, const std::uint8_t* dst, const std::uint8_t* icmp,
-                                    std::uint32_t len) {
-  std::uint32_t sum = sum16(0, src, 16);
-  sum = sum16(sum, dst, 16);
-  sum += (len >> 16) + (len & 0xFFFF) + IPPROTO_ICMPV6;
-  sum = sum16(sum, icmp, len);
-  while ((sum >> 16) != 0) sum = (sum & 0xFFFF) + (sum >> 16);
-  return static_cast<std::uint16_t>(~sum);
-}
 
 /// ff02::1:ff00:0/104, the solicited-node multicast prefix (RFC 4291 2.7.1).
 inline bool solicited_node(const std::uint8_t* a) {
@@ -93,10 +66,10 @@ void DpdkSource::Lcore::host(rte_mbuf* m) {
     rte_pktmbuf_free(m);
     return;
   }
-  std::uint16_t et = rd16(d + 12);
+  std::uint16_t et = load_be16(d + 12);
   std::uint32_t l3 = 14;
   while ((et == 0x8100 || et == 0x88A8) && l3 < 22 && len >= l3 + 4) {
-    et = rd16(d + l3 + 2);
+    et = load_be16(d + l3 + 2);
     l3 += 4;
   }
   auto ours = [this](std::uint32_t ip) {
@@ -107,12 +80,12 @@ void DpdkSource::Lcore::host(rte_mbuf* m) {
   };
   if (et == 0x0806 && len >= l3 + 28) {
     std::uint8_t* arp = d + l3;
-    const bool ethernet_ipv4 = rd16(arp) == 1 && rd16(arp + 2) == 0x0800 && arp[4] == 6 && arp[5] == 4;
+    const bool ethernet_ipv4 = load_be16(arp) == 1 && load_be16(arp + 2) == 0x0800 && arp[4] == 6 && arp[5] == 4;
     const std::uint32_t tpa = raw32(arp + 24);
-    if (ethernet_ipv4 && rd16(arp + 6) == 1 && ours(tpa)) {
+    if (ethernet_ipv4 && load_be16(arp + 6) == 1 && ours(tpa)) {
       std::memcpy(d, arp + 8, 6);            // eth dst = requester
       std::memcpy(d + 6, mac.data(), 6);     // eth src = us
-      wr16(arp + 6, 2);                      // op = reply
+      store_be16(arp + 6, 2);                 // op = reply
       std::memcpy(arp + 18, arp + 8, 10);    // tha, tpa = sha, spa
       std::memcpy(arp + 8, mac.data(), 6);   // sha = us
       std::memcpy(arp + 14, &tpa, 4);        // spa = the address asked for
@@ -125,21 +98,21 @@ void DpdkSource::Lcore::host(rte_mbuf* m) {
   if (et == 0x0800 && len >= l3 + 20) {
     std::uint8_t* ip = d + l3;
     const std::uint32_t ihl = (ip[0] & 0x0Fu) * 4;
-    const std::uint32_t tot = rd16(ip + 2);
+    const std::uint32_t tot = load_be16(ip + 2);
     const std::uint32_t dst = raw32(ip + 16);
     if (ip[9] == IPPROTO_ICMP && ihl >= 20 && tot >= ihl + 8 && l3 + tot <= len && ours(dst) &&
-        (rd16(ip + 6) & 0x3FFF) == 0 && ip[ihl] == 8 && ip[ihl + 1] == 0) {
+        (load_be16(ip + 6) & 0x3FFF) == 0 && ip[ihl] == 8 && ip[ihl + 1] == 0) {
       std::uint8_t* icmp = ip + ihl;
       std::memcpy(d, d + 6, 6);
       std::memcpy(d + 6, mac.data(), 6);
       std::memcpy(ip + 16, ip + 12, 4);  // dst = the pinger
       std::memcpy(ip + 12, &dst, 4);     // src = the address pinged
       ip[8] = 64;                        // TTL
-      wr16(ip + 10, 0);
-      wr16(ip + 10, inet_checksum(ip, ihl));
+      store_be16(ip + 10, 0);
+      store_be16(ip + 10, decode::inet_checksum(ip, ihl));
       icmp[0] = 0;  // echo reply
-      wr16(icmp + 2, 0);
-      wr16(icmp + 2, inet_checksum(icmp, tot - ihl));
+      store_be16(icmp + 2, 0);
+      store_be16(icmp + 2, decode::inet_checksum(icmp, tot - ihl));
       queue_host_tx(m, kIcmpReplies);
       return;
     }
@@ -165,7 +138,7 @@ void DpdkSource::Lcore::host6(rte_mbuf* m, std::uint32_t l3) {
     return;
   }
   std::uint8_t* ip = d + l3;
-  const std::uint32_t plen = rd16(ip + 4);
+  const std::uint32_t plen = load_be16(ip + 4);
   const std::uint8_t* src = ip + 8;
   const std::uint8_t* dst = ip + 24;
   const bool to_us = ours6(dst);
@@ -177,7 +150,8 @@ void DpdkSource::Lcore::host6(rte_mbuf* m, std::uint32_t l3) {
     std::uint8_t* icmp = ip + 40;
     if (plen >= 1 && icmp[0] == 135) {  // neighbour solicitation; RFC 4861 7.1.1 validity
       const bool dad = std::all_of(src, src + 16, [](std::uint8_t b) { return b == 0; });
-      bool valid = ip[7] == 255 && plen >= 24 && icmp[1] == 0 && icmp6_checksum(src, dst, icmp, plen) == 0 &&
+      bool valid = ip[7] == 255 && plen >= 24 && icmp[1] == 0 &&
+                   decode::inet6_checksum(src, dst, IPPROTO_ICMPV6, icmp, plen) == 0 &&
                    icmp[8] != 0xFF;  // target not multicast
       const std::uint8_t* slla = nullptr;
       for (std::uint32_t off = 24; valid && off < plen;) {
@@ -221,27 +195,27 @@ void DpdkSource::Lcore::host6(rte_mbuf* m, std::uint32_t l3) {
         std::memcpy(d + 6, mac.data(), 6);
         ip[0] = 0x60;  // version 6, traffic class 0, flow label 0
         ip[1] = ip[2] = ip[3] = 0;
-        wr16(ip + 4, 32);
+        store_be16(ip + 4, 32);
         ip[6] = IPPROTO_ICMPV6;
         ip[7] = 255;  // hop limit: ND must come from the link
         std::memcpy(ip + 8, target.data(), 16);
         std::memcpy(ip + 24, to_ip.data(), 16);
         icmp[0] = 136;
         icmp[1] = 0;
-        wr16(icmp + 2, 0);
+        store_be16(icmp + 2, 0);
         icmp[4] = dad ? 0x20 : 0x60;  // R=0, S, O=1
         icmp[5] = icmp[6] = icmp[7] = 0;
         std::memcpy(icmp + 8, target.data(), 16);
         icmp[24] = 2;  // target link-layer address option, 8 bytes
         icmp[25] = 1;
         std::memcpy(icmp + 26, mac.data(), 6);
-        wr16(icmp + 2, icmp6_checksum(ip + 8, ip + 24, icmp, 32));
+        store_be16(icmp + 2, decode::inet6_checksum(ip + 8, ip + 24, IPPROTO_ICMPV6, icmp, 32));
         queue_host_tx(m, kNdReplies);
         return;
       }
       not_ours = true;  // a valid solicitation for someone else's address
     } else if (to_us && plen >= 1 && icmp[0] == 128) {  // echo request
-      if (plen < 8 || icmp[1] != 0 || icmp6_checksum(src, dst, icmp, plen) != 0) {
+      if (plen < 8 || icmp[1] != 0 || decode::inet6_checksum(src, dst, IPPROTO_ICMPV6, icmp, plen) != 0) {
         ++c[kIcmp6Invalid];
         ++c[kDropped];
         rte_pktmbuf_free(m);
@@ -256,8 +230,8 @@ void DpdkSource::Lcore::host6(rte_mbuf* m, std::uint32_t l3) {
       std::memcpy(ip + 8, pinged.data(), 16);   // src = the address pinged
       ip[7] = 64;
       icmp[0] = 129;  // echo reply: identifier, sequence number and data stay
-      wr16(icmp + 2, 0);
-      wr16(icmp + 2, icmp6_checksum(ip + 8, ip + 24, icmp, plen));
+      store_be16(icmp + 2, 0);
+      store_be16(icmp + 2, decode::inet6_checksum(ip + 8, ip + 24, IPPROTO_ICMPV6, icmp, plen));
       queue_host_tx(m, kIcmp6Replies);
       return;
     }

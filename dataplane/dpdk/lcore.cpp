@@ -38,11 +38,11 @@ enum class Kind : std::uint8_t { kCandidate, kHost, kNotOurs, kDrop, kNotRtp };
 inline Kind classify(const std::uint8_t* d, std::uint32_t len, const std::uint32_t* addrs, unsigned n_addr,
                      Candidate& c) {
   if (len < 14) return Kind::kDrop;
-  std::uint16_t et = rd16(d + 12);
+  std::uint16_t et = load_be16(d + 12);
   std::uint32_t l3 = 14;
   while ((et == 0x8100 || et == 0x88A8) && l3 < 22) {
     if (len < l3 + 4) return Kind::kDrop;
-    et = rd16(d + l3 + 2);
+    et = load_be16(d + l3 + 2);
     l3 += 4;
   }
   if (et != 0x0800) return Kind::kHost;  // ARP, IPv6, LLDP ...: the host stack decides
@@ -50,7 +50,7 @@ inline Kind classify(const std::uint8_t* d, std::uint32_t len, const std::uint32
   const std::uint8_t* ip = d + l3;
   const std::uint32_t ihl = (ip[0] & 0x0Fu) * 4;
   if ((ip[0] >> 4) != 4 || ihl < 20) return Kind::kDrop;
-  const std::uint32_t tot = rd16(ip + 2);
+  const std::uint32_t tot = load_be16(ip + 2);
   if (tot < ihl || l3 + tot > len) return Kind::kDrop;  // truncated (or multi-segment)
   const std::uint32_t dst = raw32(ip + 16);
   unsigned a = 0;
@@ -59,12 +59,12 @@ inline Kind classify(const std::uint8_t* d, std::uint32_t len, const std::uint32
     const std::uint8_t first = ip[16];
     return (first >= 224 || dst == 0xFFFFFFFFU) ? Kind::kHost : Kind::kNotOurs;
   }
-  if (ip[9] != IPPROTO_UDP || (rd16(ip + 6) & 0x3FFF) != 0) return Kind::kHost;  // TCP, ICMP, fragments
+  if (ip[9] != IPPROTO_UDP || (load_be16(ip + 6) & 0x3FFF) != 0) return Kind::kHost;  // TCP, ICMP, fragments
   if (tot < ihl + 8) return Kind::kNotRtp;
   const std::uint8_t* udp = ip + ihl;
-  const std::uint32_t ulen = rd16(udp + 4);
+  const std::uint32_t ulen = load_be16(udp + 4);
   if (ulen < 8 || ulen > tot - ihl) return Kind::kNotRtp;
-  c.key = (a << 16) | rd16(udp + 2);
+  c.key = (a << 16) | load_be16(udp + 2);
   c.src_ip = raw32(ip + 12);
   c.src_port = raw16(udp);
   c.payload = udp + 8;
