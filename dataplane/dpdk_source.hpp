@@ -11,7 +11,7 @@
 // dpdk_telemetry_socket()) answers "/callrec/stats" with the DpdkStats counters of the live
 // sources, summed (usertools/dpdk-telemetry.py, or any SOCK_SEQPACKET client).
 //
-// No DPDK header is included here: everything rte_* lives in dataplane/dpdk_source.cpp.
+// No DPDK header is included here: everything rte_* lives in dataplane/dpdk/ (dpdk_internal.hpp).
 //
 // EAL, once per process
 // - rte_eal_init() can run only once in a process (DPDK cannot re-initialise after
@@ -277,8 +277,8 @@ class DpdkSource final : public Source {
 
   static constexpr std::size_t kKeptRemovedFlows = 4096;
 
-  struct Lcore;   // per-RX-lcore state (dpdk_source.cpp)
-  struct Port;    // rte objects owned by this source (dpdk_source.cpp)
+  struct Lcore;   // per-RX-lcore state (dataplane/dpdk/dpdk_internal.hpp)
+  struct Port;    // rte objects owned by this source (dataplane/dpdk/dpdk_internal.hpp)
 
  private:
   enum class State : std::uint8_t { kIdle, kRunning, kStopped };

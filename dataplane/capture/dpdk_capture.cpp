@@ -1,10 +1,5 @@
 // The DPDK mirror port of passive capture (built only with DPDK; the rest of callrec sees
 // capture.hpp). One RX queue in promiscuous mode, bursts of 32, mbufs freed one call later.
-#include <rte_eal.h>
-#include <rte_errno.h>
-#include <rte_ethdev.h>
-#include <rte_mbuf.h>
-
 #include <time.h>
 
 #include <algorithm>
@@ -15,6 +10,7 @@
 
 #include "dataplane/capture/capture.hpp"
 #include "dataplane/decode/decode.hpp"
+#include "dataplane/dpdk/rte.hpp"
 #include "dataplane/dpdk_source.hpp"
 
 namespace callrec::dataplane::capture {

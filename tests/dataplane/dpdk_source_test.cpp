@@ -40,6 +40,7 @@
 #include <thread>
 #include <vector>
 
+#include "dataplane/decode/checksum.hpp"
 #include "dataplane/dpdk_source.hpp"
 #include "fileio/packet_ring.hpp"
 #include "fileio/rtp.hpp"
@@ -715,14 +716,6 @@ bool in_netns(const std::string& ns, const std::function<void()>& fn) {
   return ok;
 }
 
-std::uint16_t icmp_checksum(const std::uint8_t* p, std::size_t n) {
-  std::uint32_t s = 0;
-  for (std::size_t i = 0; i + 1 < n; i += 2) s += static_cast<std::uint32_t>(p[i] << 8 | p[i + 1]);
-  if ((n & 1) != 0) s += static_cast<std::uint32_t>(p[n - 1]) << 8;
-  while ((s >> 16) != 0) s = (s & 0xFFFF) + (s >> 16);
-  return static_cast<std::uint16_t>(~s);
-}
-
 /// `ping -c count -W 1 dst` with a raw ICMP socket (no ping binary needed): echo replies seen.
 unsigned ping(const std::string& dst, unsigned count) {
   const int fd = ::socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP);
@@ -740,7 +733,7 @@ unsigned ping(const std::string& dst, unsigned count) {
     req[6] = static_cast<std::uint8_t>(seq >> 8);
     req[7] = static_cast<std::uint8_t>(seq);
     for (std::size_t i = 8; i < req.size(); ++i) req[i] = static_cast<std::uint8_t>(i);
-    const std::uint16_t c = icmp_checksum(req.data(), req.size());
+    const std::uint16_t c = decode::inet_checksum(req.data(), req.size());
     req[2] = static_cast<std::uint8_t>(c >> 8);
     req[3] = static_cast<std::uint8_t>(c);
     ::sendto(fd, req.data(), req.size(), 0, reinterpret_cast<const sockaddr*>(&to), sizeof to);
@@ -754,7 +747,7 @@ unsigned ping(const std::string& dst, unsigned count) {
       const std::size_t ihl = (buf[0] & 0x0FU) * 4;
       const std::uint8_t* icmp = buf.data() + ihl;
       const bool mine = icmp[0] == 0 && (icmp[4] << 8 | icmp[5]) == id && (icmp[6] << 8 | icmp[7]) == static_cast<int>(seq);
-      if (mine && icmp_checksum(icmp, static_cast<std::size_t>(n) - ihl) == 0 &&
+      if (mine && decode::inet_checksum(icmp, static_cast<std::size_t>(n) - ihl) == 0 &&
           std::memcmp(icmp + 8, req.data() + 8, req.size() - 8) == 0) {
         ++replies;
         break;

@@ -427,7 +427,7 @@ inline std::string write_calls_pcap(const std::string& path, const CallsOptions&
       const double v = 8000.0 * std::sin(2 * M_PI * j / kPeriods[t]);
       tone[t][j] = alaw(static_cast<int>(std::lround(v)));
     }
-    tone_sum[t] = detail::sum16(tone[t].data(), kPayload, 0);
+    tone_sum[t] = detail::inet_sum(0, tone[t].data(), kPayload);
   }
 
   const std::size_t l2 = o.vlan != 0 ? 18 : 14;
@@ -439,10 +439,10 @@ inline std::string write_calls_pcap(const std::string& path, const CallsOptions&
     std::memcpy(f, o.dst_mac.data(), 6);
     std::memcpy(f + 6, o.src_mac.data(), 6);
     if (o.vlan != 0) {
-      detail::put16(f + 12, 0x8100);
-      detail::put16(f + 14, o.vlan);
+      detail::store_be16(f + 12, 0x8100);
+      detail::store_be16(f + 14, o.vlan);
     }
-    detail::put16(f + l2 - 2, 0x0800);
+    detail::store_be16(f + l2 - 2, 0x0800);
   };
   auto record = [&](std::uint8_t* rec, std::uint64_t t_us, std::size_t len) {
     const std::uint64_t abs = kT0Us + t_us;
@@ -462,15 +462,15 @@ inline std::string write_calls_pcap(const std::string& path, const CallsOptions&
                   std::uint32_t src, std::uint32_t dst) {
     ip[0] = 0x45;
     ip[1] = tos;
-    detail::put16(ip + 2, static_cast<std::uint16_t>(total));
-    detail::put16(ip + 4, id);
-    detail::put16(ip + 6, frag);
+    detail::store_be16(ip + 2, static_cast<std::uint16_t>(total));
+    detail::store_be16(ip + 4, id);
+    detail::store_be16(ip + 6, frag);
     ip[8] = 64;
     ip[9] = 17;
-    detail::put16(ip + 10, 0);
-    detail::put32(ip + 12, src);
-    detail::put32(ip + 16, dst);
-    detail::put16(ip + 10, detail::fold(detail::sum16(ip, 20, 0)));
+    detail::store_be16(ip + 10, 0);
+    detail::store_be32(ip + 12, src);
+    detail::store_be32(ip + 16, dst);
+    detail::store_be16(ip + 10, detail::inet_checksum(ip, 20));
   };
 
   // A SIP datagram, fragmented when it does not fit a 1500-byte MTU.
@@ -481,18 +481,18 @@ inline std::string write_calls_pcap(const std::string& path, const CallsOptions&
     const std::uint32_t dst = sender == 0 ? c.callee_ip : c.caller_ip;
     const std::size_t udp_len = 8 + msg.size();
     dgram.resize(udp_len);
-    detail::put16(dgram.data(), 5060);
-    detail::put16(dgram.data() + 2, 5060);
-    detail::put16(dgram.data() + 4, static_cast<std::uint16_t>(udp_len));
-    detail::put16(dgram.data() + 6, 0);
+    detail::store_be16(dgram.data(), 5060);
+    detail::store_be16(dgram.data() + 2, 5060);
+    detail::store_be16(dgram.data() + 4, static_cast<std::uint16_t>(udp_len));
+    detail::store_be16(dgram.data() + 6, 0);
     std::memcpy(dgram.data() + 8, msg.data(), msg.size());
-    std::uint32_t s = detail::sum16(reinterpret_cast<const std::uint8_t*>(&dgram[0]), udp_len, 0);
+    std::uint32_t s = detail::inet_sum(0, reinterpret_cast<const std::uint8_t*>(&dgram[0]), udp_len);
     std::uint8_t pseudo[8];
-    detail::put32(pseudo, src);
-    detail::put32(pseudo + 4, dst);
-    s = detail::sum16(pseudo, 8, s) + 17U + static_cast<std::uint32_t>(udp_len);
-    const std::uint16_t ck = detail::fold(s);
-    detail::put16(dgram.data() + 6, ck == 0 ? 0xFFFF : ck);
+    detail::store_be32(pseudo, src);
+    detail::store_be32(pseudo + 4, dst);
+    s = detail::inet_sum(s, pseudo, 8) + 17U + static_cast<std::uint32_t>(udp_len);
+    const std::uint16_t ck = detail::inet_checksum(s);
+    detail::store_be16(dgram.data() + 6, ck == 0 ? 0xFFFF : ck);
     const std::uint16_t id = ip_id++;
     constexpr std::size_t kMaxIpPayload = 1480;  // 1500 - 20, a multiple of 8
     std::size_t off = 0;
@@ -578,22 +578,22 @@ inline std::string write_calls_pcap(const std::string& path, const CallsOptions&
       std::uint8_t* ip = f + l2;
       ipv4(ip, 0xB8, 20 + kUdpLen, ip_id++, 0x4000, src, dst);  // DSCP EF
       std::uint8_t* udp = ip + 20;
-      detail::put16(udp, sport);
-      detail::put16(udp + 2, dport);
-      detail::put16(udp + 4, static_cast<std::uint16_t>(kUdpLen));
-      detail::put16(udp + 6, 0);
+      detail::store_be16(udp, sport);
+      detail::store_be16(udp + 2, dport);
+      detail::store_be16(udp + 4, static_cast<std::uint16_t>(kUdpLen));
+      detail::store_be16(udp + 6, 0);
       std::uint8_t* rtp = udp + 8;
       rtp[0] = 0x80;
       rtp[1] = static_cast<std::uint8_t>((n == 0 ? 0x80 : 0) | 8);
-      detail::put16(rtp + 2, static_cast<std::uint16_t>(c.seq0[d] + n));
-      detail::put32(rtp + 4, static_cast<std::uint32_t>(c.ts0[d] + n * kPayload));
-      detail::put32(rtp + 8, c.ssrc[d]);
+      detail::store_be16(rtp + 2, static_cast<std::uint16_t>(c.seq0[d] + n));
+      detail::store_be32(rtp + 4, static_cast<std::uint32_t>(c.ts0[d] + n * kPayload));
+      detail::store_be32(rtp + 8, c.ssrc[d]);
       std::memcpy(rtp + 12, tone[c.tone[d]].data(), kPayload);
       std::uint32_t s = tone_sum[c.tone[d]];
-      s = detail::sum16(udp, 8 + 12, s);  // UDP header (checksum 0) + RTP header
-      s = detail::sum16(ip + 12, 8, s) + 17U + static_cast<std::uint32_t>(kUdpLen);
-      const std::uint16_t ck = detail::fold(s);
-      detail::put16(udp + 6, ck == 0 ? 0xFFFF : ck);
+      s = detail::inet_sum(s, udp, 8 + 12);  // UDP header (checksum 0) + RTP header
+      s = detail::inet_sum(s, ip + 12, 8) + 17U + static_cast<std::uint32_t>(kUdpLen);
+      const std::uint16_t ck = detail::inet_checksum(s);
+      detail::store_be16(udp + 6, ck == 0 ? 0xFFFF : ck);
       record(rec, t_us, frame_len);
       out.commit(16 + frame_len);
       ++sum.rtp;

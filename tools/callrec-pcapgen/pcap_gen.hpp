@@ -6,7 +6,8 @@
 // (strays) and packets to a port no stream uses (unknown).
 //
 // Header-only so that tools/callrec-pcapgen, tests/dataplane and bench/ share one generator
-// without a library of its own; it depends on nothing but the standard library and POSIX.
+// without a library of its own; it depends on the standard library, POSIX and the header-only
+// dataplane/decode/checksum.hpp (the Internet checksum and byte order).
 // Single-threaded; no global state.
 #include <arpa/inet.h>
 
@@ -20,6 +21,8 @@
 #include <numeric>
 #include <string>
 #include <vector>
+
+#include "dataplane/decode/checksum.hpp"
 
 namespace callrec::pcapgen {
 
@@ -139,25 +142,10 @@ inline std::string plan(const Options& o, std::vector<Stream>& out) {
 
 namespace detail {
 
-inline void put16(std::uint8_t* p, std::uint16_t v) {
-  p[0] = static_cast<std::uint8_t>(v >> 8);
-  p[1] = static_cast<std::uint8_t>(v);
-}
-inline void put32(std::uint8_t* p, std::uint32_t v) {
-  p[0] = static_cast<std::uint8_t>(v >> 24);
-  p[1] = static_cast<std::uint8_t>(v >> 16);
-  p[2] = static_cast<std::uint8_t>(v >> 8);
-  p[3] = static_cast<std::uint8_t>(v);
-}
-inline std::uint32_t sum16(const std::uint8_t* p, std::size_t n, std::uint32_t sum) {
-  for (std::size_t i = 0; i + 1 < n; i += 2) sum += static_cast<std::uint32_t>((p[i] << 8) | p[i + 1]);
-  if ((n & 1) != 0) sum += static_cast<std::uint32_t>(p[n - 1]) << 8;
-  return sum;
-}
-inline std::uint16_t fold(std::uint32_t sum) {
-  while ((sum >> 16) != 0) sum = (sum & 0xFFFF) + (sum >> 16);
-  return static_cast<std::uint16_t>(~sum);
-}
+using dataplane::decode::inet_checksum;
+using dataplane::decode::inet_sum;
+using dataplane::decode::store_be16;
+using dataplane::decode::store_be32;
 
 /// Builds one Ethernet/[VLAN]/IPv4/UDP frame around `udp_payload` into f; returns its length.
 inline std::size_t build_frame(const Options& o, std::uint32_t src_ip, std::uint16_t src_port, std::uint32_t dst_ip,
@@ -168,35 +156,35 @@ inline std::size_t build_frame(const Options& o, std::uint32_t src_ip, std::uint
   std::memcpy(f + 6, o.src_mac.data(), 6);
   off = 12;
   if (o.vlan != 0) {
-    put16(f + off, 0x8100);
-    put16(f + off + 2, o.vlan);
+    store_be16(f + off, 0x8100);
+    store_be16(f + off + 2, o.vlan);
     off += 4;
   }
-  put16(f + off, 0x0800);
+  store_be16(f + off, 0x0800);
   off += 2;
   std::uint8_t* ip = f + off;
   const std::size_t udp_len = 8 + plen;
   ip[0] = 0x45;
   ip[1] = 0xB8;  // DSCP EF, as phones mark RTP
-  put16(ip + 2, static_cast<std::uint16_t>(20 + udp_len));
-  put16(ip + 4, ip_id);
-  put16(ip + 6, 0x4000);  // DF
+  store_be16(ip + 2, static_cast<std::uint16_t>(20 + udp_len));
+  store_be16(ip + 4, ip_id);
+  store_be16(ip + 6, 0x4000);  // DF
   ip[8] = 64;
   ip[9] = 17;
-  put16(ip + 10, 0);
-  put32(ip + 12, src_ip);
-  put32(ip + 16, dst_ip);
-  put16(ip + 10, fold(sum16(ip, 20, 0)));
+  store_be16(ip + 10, 0);
+  store_be32(ip + 12, src_ip);
+  store_be32(ip + 16, dst_ip);
+  store_be16(ip + 10, inet_checksum(ip, 20));
   std::uint8_t* udp = ip + 20;
-  put16(udp, src_port);
-  put16(udp + 2, dst_port);
-  put16(udp + 4, static_cast<std::uint16_t>(udp_len));
-  put16(udp + 6, 0);
+  store_be16(udp, src_port);
+  store_be16(udp + 2, dst_port);
+  store_be16(udp + 4, static_cast<std::uint16_t>(udp_len));
+  store_be16(udp + 6, 0);
   std::memcpy(udp + 8, udp_payload, plen);
-  std::uint32_t sum = sum16(ip + 12, 8, 0) + 17U + static_cast<std::uint32_t>(udp_len);
-  sum = sum16(udp, udp_len, sum);
-  std::uint16_t c = fold(sum);
-  put16(udp + 6, c == 0 ? 0xFFFF : c);
+  std::uint32_t sum = inet_sum(0, ip + 12, 8) + 17U + static_cast<std::uint32_t>(udp_len);
+  sum = inet_sum(sum, udp, udp_len);
+  std::uint16_t c = inet_checksum(sum);
+  store_be16(udp + 6, c == 0 ? 0xFFFF : c);
   return off + 20 + udp_len;
 }
 
@@ -254,9 +242,9 @@ inline std::string write_pcap(const std::string& path, const Options& o, const s
       const std::uint32_t ts = s.first_ts + k * o.payload_bytes;
       rtp[0] = 0x80;
       rtp[1] = static_cast<std::uint8_t>((k == 0 ? 0x80 : 0) | (o.payload_type & 0x7F));
-      detail::put16(&rtp[2], seq);
-      detail::put32(&rtp[4], ts);
-      detail::put32(&rtp[8], s.ssrc);
+      detail::store_be16(&rtp[2], seq);
+      detail::store_be32(&rtp[4], ts);
+      detail::store_be32(&rtp[8], s.ssrc);
       for (unsigned j = 0; j < o.payload_bytes; ++j) rtp[12 + j] = payload_byte(s.id, seq, j);
       const std::uint64_t t_us = t0_us + std::uint64_t{k} * o.ptime_ms * 1000ULL + s.phase_us;
       emit(t_us, detail::build_frame(o, s.src_ip, s.src_port, s.dst_ip, s.dst_port, rtp.data(), rtp.size(), ip_id++,
