@@ -53,6 +53,7 @@ struct Args {
   int huge = -1;  ///< -1: when the host has free hugepages
   bool testpmd = true;
   bool keep = false;
+  bool inline_sip = true;  ///< --handoff-only: skip the SIP-inline measurement (profiling)
 };
 
 dataplane::decode::Endpoint ep(std::uint32_t ip, std::uint16_t port) {
@@ -121,7 +122,7 @@ bool hugepages_free() {
 void usage() {
   std::fprintf(stderr,
                "usage: span_dpdk_bench [--calls N] [--call-seconds S] [--seconds T] [--huge|--no-huge]\n"
-               "                       [--no-testpmd] [--keep]\n");
+               "                       [--no-testpmd] [--handoff-only] [--keep]\n");
 }
 
 }  // namespace
@@ -144,6 +145,7 @@ int main(int argc, char** argv) {
     else if (k == "--no-huge") a.huge = 0;
     else if (k == "--no-testpmd") a.testpmd = false;
     else if (k == "--keep") a.keep = true;
+    else if (k == "--handoff-only") a.inline_sip = false;
     else {
       usage();
       return 2;
@@ -195,7 +197,7 @@ int main(int argc, char** argv) {
   bench::pin_self(1);  // the lane's core (CPU 1; the ring consumer and testpmd's main on CPU 0)
 
   fileio::RingMatrix rings(1, 1, 32u << 20);
-  fileio::PacketRing sip_ring(8u << 20);
+  fileio::PacketRing sip_ring(32u << 20);
   dataplane::SpanLane lane{dataplane::SpanLaneOptions{}};
   SipSink inline_sink(nullptr), handoff_sink(&sip_ring);
   (void)lane.start(rings);
@@ -282,7 +284,7 @@ int main(int argc, char** argv) {
     f.sip = lane.counter(dataplane::kS_sip_udp) - s0;
     return f;
   };
-  const Figures fi = measure(inline_sink);
+  const Figures fi = a.inline_sip ? measure(inline_sink) : Figures{};
   const Figures fh = measure(handoff_sink);
   stop = true;
   consumer.join();

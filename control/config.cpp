@@ -1,5 +1,7 @@
 #include "control/config.hpp"
 
+#include <sched.h>
+
 #include <arpa/inet.h>
 #include <net/if.h>
 #include <netdb.h>
@@ -158,7 +160,7 @@ std::string check_advertise(const DaemonConfig& c) {
 
 std::string check_storage(const DaemonConfig& c) { return c.storage.empty() ? "must not be empty" : ""; }
 std::string check_rx_threads(const DaemonConfig& c) { return range_check(c.rx_threads, 1, 256); }
-std::string check_writers(const DaemonConfig& c) { return range_check(c.writers, 1, 256); }
+std::string check_writers(const DaemonConfig& c) { return range_check(c.writers, 0, 256); }
 std::string check_rtp_timeout(const DaemonConfig& c) { return range_check(c.rtp_timeout_s, 1, 86400); }
 std::string check_max_connections(const DaemonConfig& c) { return range_check(c.max_connections, 0, 1000000); }
 std::string check_per_address(const DaemonConfig& c) { return range_check(c.max_connections_per_address, 0, 1000000); }
@@ -336,7 +338,8 @@ const std::vector<Option>& options() {
       {"rx-threads", "rx_threads", "N", "packet receive threads (1..256)", "",
        [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.rx_threads); },
        [](const DaemonConfig& c) { return std::to_string(c.rx_threads); }, check_rx_threads},
-      {"writers", "writers", "N", "file writer threads (1..256)", "",
+      {"writers", "writers", "N",
+       "file writer threads (1..256; 0: auto, 1 for the daemon and 2 for --span-read on 2 or more CPUs)", "",
        [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.writers); },
        [](const DaemonConfig& c) { return std::to_string(c.writers); }, check_writers},
       {"rtp-timeout", "rtp_timeout", "SECONDS", "no RTP for this long stops the recording (1..86400)", "",
@@ -636,6 +639,15 @@ std::vector<std::string> split_list(std::string_view text) {
     text.remove_prefix(comma + 1);
   }
   return out;
+}
+
+unsigned writer_threads(const DaemonConfig& cfg, bool span_read) {
+  if (cfg.writers != 0) return cfg.writers;
+  if (!span_read) return 1;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const int cpus = ::sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+  return cpus >= 2 ? 2 : 1;
 }
 
 std::string_view source_name(SourceKind s) { return s == SourceKind::kDpdk ? "dpdk" : "kernel"; }

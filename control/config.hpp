@@ -53,7 +53,7 @@ struct DaemonConfig {
   std::filesystem::path storage = "/var/lib/callrec/recordings";
   std::filesystem::path catalog;                  ///< empty: <storage>/../catalog.db (validate())
   std::uint32_t rx_threads = 1;
-  std::uint32_t writers = 1;
+  std::uint32_t writers = 0;  ///< 0: auto (writer_threads())
   std::uint32_t rtp_timeout_s = 30;               ///< no RTP for this long ends the recording
   bool latch = false;                             ///< true: latch the first source (port) seen from the phone's address
   bool latch_any = false;                         ///< with latch: the first source from any address (weaker)
@@ -125,6 +125,11 @@ std::string usage(std::string_view program = "callrecd");
 std::string to_config_text(const DaemonConfig& cfg);
 
 std::string_view source_name(SourceKind s);
+
+/// Writer threads to start: --writers, or with 0 (auto) 1 for the daemon and, for --span-read
+/// (a reading thread that never waits on the network, so the writers are the limit), 2 when
+/// the process may run on 2 or more CPUs (bench/RESULTS.md: 10,000 calls read 1.1-1.3x faster).
+unsigned writer_threads(const DaemonConfig& cfg, bool span_read);
 
 /// Parses a CPU / lcore list such as "1-2,4" into sorted unique ids (each < 1024).
 Status parse_cpu_list(std::string_view text, std::vector<unsigned>& out);

@@ -250,7 +250,7 @@ Status Daemon::Impl::init() {
 
   const bool span = !cfg.span_interfaces.empty() || !cfg.span_dpdk.empty();
   fileio::WriterPoolOptions wo;
-  wo.writers = cfg.writers;
+  wo.writers = writer_threads(cfg, false);
   wo.producers = source->rx_threads() + (span ? 1 : 0);  // several sources feed one writer pool
   writers = std::make_unique<fileio::WriterPool>(wo);
   writers->start();

@@ -121,7 +121,7 @@ int run_span_read(const DaemonConfig& cfg, std::FILE* summary) {
     log_info("recovered %zu recording(s) left open by an earlier run", n);
 
   fileio::WriterPoolOptions wo;
-  wo.writers = cfg.writers;
+  wo.writers = writer_threads(cfg, true);
   wo.producers = 1;
   fileio::WriterPool writers(wo);
   writers.start();

@@ -64,7 +64,7 @@ TEST(Config, DefaultsAreValidAndResolved) {
   EXPECT_EQ(c.storage.string(), "/var/lib/callrec/recordings");
   EXPECT_EQ(c.catalog.string(), "/var/lib/callrec/catalog.db");
   EXPECT_EQ(c.rx_threads, 1u);
-  EXPECT_EQ(c.writers, 1u);
+  EXPECT_EQ(c.writers, 0u);  // auto
   EXPECT_EQ(c.rtp_timeout_s, 30u);
   EXPECT_FALSE(c.latch);
   EXPECT_EQ(c.max_connections, 0u);  // auto: from the descriptor limit
@@ -230,7 +230,7 @@ TEST(Config, BadValuesAreRejectedNamingTheOptionAndTheValue) {
       {{"--rx-threads", "abc"}, "--rx-threads abc: not a number"},
       {{"--rx-threads", "-1"}, "--rx-threads -1: not a number"},
       {{"--rx-threads", "99999999999"}, "--rx-threads 99999999999: out of range"},
-      {{"--writers", "1000"}, "--writers 1000: must be 1..256"},
+      {{"--writers", "1000"}, "--writers 1000: must be 0..256"},
       {{"--rtp-timeout", "0"}, "--rtp-timeout 0: must be 1..86400"},
       {{"--latch=maybe"}, "--latch maybe: expected true|false"},
       {{"--max-connections", "1000001"}, "--max-connections 1000001: must be 0..1000000"},
@@ -270,8 +270,8 @@ TEST(Config, ValidateChecksProgrammaticConfigsToo) {
   c.rtp_port_hi = 4000;
   EXPECT_EQ(validate(c).message(), "--rtp-ports 5000-4000: low port above high port");
   DaemonConfig w;
-  w.writers = 0;
-  EXPECT_EQ(validate(w).message(), "--writers 0: must be 1..256");
+  w.writers = 257;
+  EXPECT_EQ(validate(w).message(), "--writers 257: must be 0..256");
   DaemonConfig l;
   l.log_level = "verbose";
   EXPECT_EQ(validate(l).message(), "--log-level verbose: expected error|warn|info|debug");
@@ -350,7 +350,7 @@ TEST(ConfigFile, ErrorsNameFileLineAndKey) {
       {"[metrics]\nport = 1\n", "site.conf:2: unknown key 'metrics.port'"},
       {"\n\n\nrx_threads = many\n", "site.conf:4: rx_threads = many: not a number"},
       {"rtp_ports = 5000-4000\n", "site.conf:1: rtp_ports = 5000-4000: low port above high port"},
-      {"writers = 0\n", "site.conf:1: writers = 0: must be 1..256"},
+      {"writers = 300\n", "site.conf:1: writers = 300: must be 0..256"},
       {"latch =\n", "site.conf:1: latch: expected true|false"},
       {"# ok\nthis line has no equals sign\n", "site.conf:2: expected key = value"},
       {"[dpdk\n", "site.conf:1: expected [section]"},
@@ -529,5 +529,21 @@ TEST(Config, SiprecFlagsInAnyOrder) {
   }
 }
 
+}  // namespace
+}  // namespace callrec::control
+
+namespace callrec::control {
+namespace {
+TEST(Config, WriterThreadsAutoIsOneForTheDaemonAndTwoForSpanReadOnTwoCpus) {
+  DaemonConfig c;
+  EXPECT_EQ(writer_threads(c, false), 1u);
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  ASSERT_EQ(::sched_getaffinity(0, sizeof set, &set), 0);
+  EXPECT_EQ(writer_threads(c, true), CPU_COUNT(&set) >= 2 ? 2u : 1u);
+  c.writers = 3;  // an explicit count always wins
+  EXPECT_EQ(writer_threads(c, false), 3u);
+  EXPECT_EQ(writer_threads(c, true), 3u);
+}
 }  // namespace
 }  // namespace callrec::control
