@@ -107,13 +107,17 @@ class PacketRing {
   }
   std::unique_ptr<std::byte[]> buf_;
   std::size_t mask_;
+  // Each index the other side reads (head_, tail_) has a line of its own, and so has each
+  // side's private state: with head_local_ beside head_, every push wrote the line an idle
+  // consumer was polling, and the load of head_local_ took 80% of push's samples (a DPDK
+  // mirror lane against a spinning consumer, bench/RESULTS.md).
   // producer-owned
   alignas(kCacheLine) std::atomic<std::uint64_t> head_{0};  ///< published write position
-  std::uint64_t head_local_ = 0;                           ///< unpublished write position
+  alignas(kCacheLine) std::uint64_t head_local_ = 0;       ///< unpublished write position
   std::uint64_t tail_cache_ = 0;                           ///< producer's view of tail_
   // consumer-owned
   alignas(kCacheLine) std::atomic<std::uint64_t> tail_{0};  ///< released read position
-  std::uint64_t head_cache_ = 0;                           ///< consumer's view of head_
+  alignas(kCacheLine) std::uint64_t head_cache_ = 0;       ///< consumer's view of head_
   [[maybe_unused]] alignas(kCacheLine) char pad_[1] = {};  ///< keeps neighbours off the consumer line
 };
 

@@ -173,6 +173,7 @@ class SpanLane final : public Source {
     bool event_done = false;
     std::vector<decode::Endpoint> eps;  ///< endpoints pointing at this stream (for removal)
   };
+  static void prefetch_state(const StreamState* st);
   void on_decoded(decode::Packet& p, decode::Result r, std::uint64_t ts_ns);
   void on_datagram(const decode::Packet& p, std::uint64_t ts_ns);
   void on_tcp(const decode::Packet& p, std::uint64_t ts_ns);
