@@ -64,14 +64,13 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
+#include "dataplane/flow_registry.hpp"
 #include "dataplane/source.hpp"
 
 namespace callrec::dataplane {
@@ -275,31 +274,23 @@ class DpdkSource final : public Source {
     return options_.handoff == Handoff::kZeroCopy ? options_.zero_copy_credit : 0;
   }
 
-  static constexpr std::size_t kKeptRemovedFlows = 4096;
+  static constexpr std::size_t kKeptRemovedFlows = dataplane::kKeptRemovedFlows;
 
   struct Lcore;   // per-RX-lcore state (dataplane/dpdk/dpdk_internal.hpp)
   struct Port;    // rte objects owned by this source (dataplane/dpdk/dpdk_internal.hpp)
 
  private:
   enum class State : std::uint8_t { kIdle, kRunning, kStopped };
-  struct FlowEntry {
-    unsigned lcore = 0;
-    std::uint32_t slot = 0;
-    std::uint16_t port = 0;
-    std::uint8_t address = 0;  ///< kAllAddresses: every address
-  };
-  struct PendingFree {
-    std::uint64_t seq = 0;  ///< reusable once the lcore's commands_done reaches seq
-    std::uint32_t slot = 0;
-    StreamId stream = 0;
-  };
+  /// Owner = RX lcore index; a flow holds its port on one address or on all of them.
+  using Flows = FlowRegistry<>;
   struct Command;
 
   Status init();
   Status add_flow_locked(const FlowSpec& spec, unsigned address_index);
   Status post_locked(unsigned lcore, const Command& cmd);
   void reclaim_locked(unsigned lcore);
-  void remember_removed_locked(StreamId stream, FlowStats stats);
+  /// The counters of the flow in `e`'s slot (live until the lcore released the slot).
+  [[nodiscard]] FlowStats slot_stats(const Flows::Entry& e) const;
 
   Options options_;
   Status init_status_;
@@ -316,15 +307,10 @@ class DpdkSource final : public Source {
   // Control-side bookkeeping, guarded by control_mu_ (never taken by an lcore).
   mutable std::mutex control_mu_;
   State state_ = State::kIdle;
-  std::unordered_map<StreamId, FlowEntry> flows_;
-  /// Removed flows whose slot the lcore has not released yet (their counters are still live).
-  std::unordered_map<StreamId, FlowEntry> removing_;
-  std::unordered_map<std::uint32_t, StreamId> keys_;  ///< (address << 16 | port) -> stream
-  std::vector<std::vector<std::uint32_t>> free_slots_;      ///< per lcore
-  std::vector<std::deque<PendingFree>> pending_free_;       ///< per lcore, seq order
-  std::vector<std::uint64_t> commands_posted_;              ///< per lcore
-  std::unordered_map<StreamId, FlowStats> removed_;
-  std::deque<StreamId> removed_order_;
+  /// A removed flow's slot is reusable once its lcore acknowledged the remove (until then the
+  /// slot holds the flow's live counters, which flow_stats() reads).
+  Flows flows_;
+  std::vector<std::uint64_t> commands_posted_;  ///< per lcore
   std::atomic<std::uint64_t> end_marks_lost_{0};
   std::atomic<std::uint64_t> zero_copy_leaked_{0};
   std::atomic<std::uint64_t> stop_discarded_{0};

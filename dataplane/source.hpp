@@ -88,7 +88,10 @@ class Source {
   /// Control thread. Counters beyond SourceStats that only this kind of source has (the kernel
   /// source has none). Names are stable: they are metric names.
   [[nodiscard]] virtual std::vector<SourceCounter> counters() const { return {}; }
-  /// Control thread. Counters of an installed flow; nullopt once removed or unknown.
+  /// Control thread. Counters of a flow: live while installed; once removed (remove_flow() or
+  /// stop()), its final counters while the source still remembers it (the kernel and DPDK
+  /// sources keep the last kKeptRemovedFlows = 4096 removed flows, dataplane/flow_registry.hpp);
+  /// nullopt for an unknown or forgotten stream.
   [[nodiscard]] virtual std::optional<FlowStats> flow_stats(StreamId stream) const = 0;
   /// Number of RX threads (= producers of the writer pool).
   [[nodiscard]] virtual unsigned rx_threads() const = 0;

@@ -211,6 +211,17 @@ struct Flow {
 
 using udp_detail::Flow;
 
+namespace udp_detail {
+
+/// A flow's counters as its RX thread last published them (final once it closed the socket).
+FlowStats published_stats(const FlowRegistry<std::shared_ptr<UdpSource::FlowCounters>>::Entry& e) {
+  const UdpSource::FlowCounters& c = *e.payload;
+  return FlowStats{c.packets.load(std::memory_order_relaxed), c.wrong_source.load(std::memory_order_relaxed),
+                   c.policed.load(std::memory_order_relaxed)};
+}
+
+}  // namespace udp_detail
+
 struct UdpSource::Command {
   enum class Kind : std::uint8_t { kAdd, kRemove };
   Kind kind = Kind::kAdd;
@@ -450,7 +461,7 @@ UdpSource::UdpSource(Options options) : options_(std::move(options)) {
     init_status_ = Status(EAFNOSUPPORT, "udp source: bind address is neither IPv4 nor IPv6");
   }
 
-  free_slots_.resize(o.rx_threads);
+  flows_ = Flows(Flows::Options{o.rx_threads, o.max_flows_per_thread, Flows::SlotReuse::kImmediate, kKeptRemovedFlows});
   commands_posted_.assign(o.rx_threads, 0);
   for (unsigned t = 0; t < o.rx_threads; ++t) {
     auto th = std::make_unique<RxThread>();
@@ -477,8 +488,6 @@ UdpSource::UdpSource(Options options) : options_(std::move(options)) {
       h.msg_iov = &th->iovs[i];
       h.msg_iovlen = 1;
     }
-    free_slots_[t].reserve(o.max_flows_per_thread);
-    for (std::uint32_t s = o.max_flows_per_thread; s > 0; --s) free_slots_[t].push_back(s - 1);
 
     if (init_status_) {
       th->epfd = ::epoll_create1(EPOLL_CLOEXEC);
@@ -553,8 +562,8 @@ void UdpSource::stop() {
     if (th->thread.joinable()) th->thread.join();
   }
   std::lock_guard lock(control_mu_);
-  flows_.clear();
-  ports_.clear();
+  // The RX threads have closed every socket: the counters are final.
+  flows_.forget_all(udp_detail::published_stats);
   closing_ports_.clear();
 }
 
@@ -565,7 +574,7 @@ unsigned UdpSource::pick_thread_locked(StreamId stream) const {
   unsigned best = home;
   for (unsigned k = 1; k < n; ++k) {
     const unsigned t = (home + k) % n;
-    if (free_slots_[t].size() > free_slots_[best].size()) best = t;
+    if (flows_.free_slots(t) > flows_.free_slots(best)) best = t;
   }
   return best;
 }
@@ -603,17 +612,18 @@ Status UdpSource::add_flow(const FlowSpec& spec) {
   if (!init_status_) return init_status_;
   const std::string what = "udp port " + std::to_string(spec.local_port);
   if (state_ == State::kStopped) return Status::error(what + ": udp source stopped");
-  if (flows_.contains(spec.stream)) {
+  if (flows_.find(spec.stream) != nullptr) {
     return Status(EEXIST, what + ": stream " + std::to_string(spec.stream) + " already has a flow");
   }
   if (spec.local_port != 0) {
-    if (const auto it = ports_.find(spec.local_port); it != ports_.end()) {
-      return Status(EADDRINUSE, what + ": already used by stream " + std::to_string(it->second));
+    if (const auto user = flows_.port_user(spec.local_port)) {
+      return Status(EADDRINUSE, what + ": already used by stream " + std::to_string(*user));
     }
     if (Status s = wait_port_closed_locked(spec.local_port); !s) return s;
   }
   const unsigned t = pick_thread_locked(spec.stream);
-  if (free_slots_[t].empty()) {
+  const std::optional<std::uint32_t> slot = flows_.next_slot(t);
+  if (!slot) {
     return Status(ENOSPC, what + ": flow table of RX thread " + std::to_string(t) + " is full (" +
                               std::to_string(options_.max_flows_per_thread) + " flows)");
   }
@@ -676,33 +686,36 @@ Status UdpSource::add_flow(const FlowSpec& spec) {
     port = ntohs(s6.sin6_port);
   }
 
-  const std::uint32_t slot = free_slots_[t].back();
-  free_slots_[t].pop_back();
   auto counters = std::make_shared<FlowCounters>();
   flow.fd = fd;
   flow.counters = counters;
-  flows_.emplace(spec.stream, FlowEntry{t, slot, port, std::move(counters)});
-  ports_[port] = spec.stream;
-  post_command_locked(t, Command{Command::Kind::kAdd, slot, std::move(flow)});
+  flows_.add(spec.stream, Flows::Entry{t, *slot, port, 0, 1, std::move(counters)});
+  post_command_locked(t, Command{Command::Kind::kAdd, *slot, std::move(flow)});
   return Status::ok();
 }
 
 void UdpSource::remove_flow(StreamId stream) {
   std::lock_guard lock(control_mu_);
-  const auto it = flows_.find(stream);
-  if (it == flows_.end()) return;
-  FlowEntry& e = it->second;
-  // The slot can be reused at once: a later add to it is queued behind this remove.
-  free_slots_[e.thread].push_back(e.slot);
-  ports_.erase(e.port);
-  post_command_locked(e.thread, Command{Command::Kind::kRemove, e.slot, Flow{}});
-  closing_ports_[e.port] = ClosingPort{e.thread, commands_posted_[e.thread]};
+  const Flows::Entry* e = flows_.find(stream);
+  if (e == nullptr) return;
+  const unsigned t = e->owner;
+  const std::uint16_t port = e->local_port;
+  post_command_locked(t, Command{Command::Kind::kRemove, e->slot, Flow{}});
+  closing_ports_[port] = ClosingPort{t, commands_posted_[t]};
   if (closing_ports_.size() > 1024) {  // forget ports whose sockets are closed by now
     std::erase_if(closing_ports_, [this](const auto& kv) {
       return threads_[kv.second.thread]->commands_done.load(std::memory_order_acquire) >= kv.second.seq;
     });
   }
-  flows_.erase(it);  // the RX thread keeps its reference to the counters until it closes
+  // The slot and port are free at once (a later add is queued behind this remove); the
+  // counters stay readable, live until the RX thread has closed the socket, then final.
+  flows_.remove(stream, commands_posted_[t]);
+  reclaim_locked(t);
+}
+
+void UdpSource::reclaim_locked(unsigned thread) {
+  // acquire: pairs with drain_commands()'s release; the removed flows' counters are final.
+  flows_.reclaim(thread, threads_[thread]->commands_done.load(std::memory_order_acquire), udp_detail::published_stats);
 }
 
 SourceStats UdpSource::stats() const {
@@ -713,17 +726,13 @@ SourceStats UdpSource::stats() const {
 
 std::optional<FlowStats> UdpSource::flow_stats(StreamId stream) const {
   std::lock_guard lock(control_mu_);
-  const auto it = flows_.find(stream);
-  if (it == flows_.end()) return std::nullopt;
-  const FlowCounters& c = *it->second.counters;
-  return FlowStats{c.packets.load(std::memory_order_relaxed), c.wrong_source.load(std::memory_order_relaxed),
-                   c.policed.load(std::memory_order_relaxed)};
+  return flows_.flow_stats(stream, udp_detail::published_stats);
 }
 
 std::uint16_t UdpSource::local_port(StreamId stream) const {
   std::lock_guard lock(control_mu_);
-  const auto it = flows_.find(stream);
-  return it == flows_.end() ? 0 : it->second.port;
+  const Flows::Entry* e = flows_.find(stream);
+  return e == nullptr ? 0 : e->local_port;
 }
 
 }  // namespace callrec::dataplane

@@ -5,7 +5,8 @@
 // - Control thread(s): add_flow / remove_flow / flow_stats / local_port / stats. add_flow opens
 //   and binds the flow's socket synchronously (so "port in use" is returned to the caller), then
 //   hands {fd, flow} to one RX thread as a message. The control side never touches an RX
-//   thread's flow table; it only keeps its own bookkeeping (stream -> thread, slot, port).
+//   thread's flow table; it only keeps its own bookkeeping (dataplane/flow_registry.hpp:
+//   stream -> thread, slot, port, counters; final counters of recently removed flows).
 // - RX thread p (producer p of the RingMatrix): owns an epoll set, a preallocated flow table
 //   indexed by slot, its receive buffers and its counters. Loop: commands (once per
 //   iteration, only when flagged) -> epoll_wait (10 ms) -> recvmmsg bursts per ready socket
@@ -32,6 +33,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dataplane/flow_registry.hpp"
 #include "dataplane/source.hpp"
 
 namespace callrec::dataplane {
@@ -92,10 +94,11 @@ class UdpSource final : public Source {
   [[nodiscard]] unsigned rx_threads() const override { return static_cast<unsigned>(threads_.size()); }
   [[nodiscard]] std::string name() const override { return "udp"; }
 
-  /// Counters of an installed flow, as last published by its RX thread (after each service of
-  /// its socket). packets = RTP packets accepted from the right source (delivered, or dropped
-  /// because the ring was full); wrong_source = strays dropped; policed = over the rate. nullopt once remove_flow() or
-  /// stop() was called, or for an unknown stream (per the Source contract).
+  /// Counters of a flow, as last published by its RX thread (after each service of its
+  /// socket). packets = RTP packets accepted from the right source (delivered, or dropped
+  /// because the ring was full); wrong_source = strays dropped; policed = over the rate. Live
+  /// while installed, final once removed or stopped (kept for the last kKeptRemovedFlows
+  /// removed flows, per the Source contract). nullopt: unknown stream.
   [[nodiscard]] std::optional<FlowStats> flow_stats(StreamId stream) const override;
   /// The local UDP port of an installed flow (useful when FlowSpec::local_port was 0); 0 if
   /// the stream is not installed.
@@ -108,12 +111,8 @@ class UdpSource final : public Source {
 
  private:
   enum class State : std::uint8_t { kIdle, kRunning, kStopped };
-  struct FlowEntry {
-    unsigned thread = 0;
-    std::uint32_t slot = 0;
-    std::uint16_t port = 0;
-    std::shared_ptr<FlowCounters> counters;
-  };
+  /// Owner = RX thread; payload = the flow's published counters (shared with the RX thread).
+  using Flows = FlowRegistry<std::shared_ptr<FlowCounters>>;
 
   /// A port whose socket the RX thread has not closed yet (its remove command is queued).
   struct ClosingPort {
@@ -125,6 +124,7 @@ class UdpSource final : public Source {
   void post_command_locked(unsigned thread, Command&& cmd);
   Status wait_port_closed_locked(std::uint16_t port);
   unsigned pick_thread_locked(StreamId stream) const;
+  void reclaim_locked(unsigned thread);
 
   Options options_;
   Status init_status_;
@@ -134,11 +134,10 @@ class UdpSource final : public Source {
   // Control-side bookkeeping, guarded by control_mu_ (never taken by RX threads).
   mutable std::mutex control_mu_;
   State state_ = State::kIdle;
-  std::unordered_map<StreamId, FlowEntry> flows_;
-  std::unordered_map<std::uint16_t, StreamId> ports_;
+  /// Slots are reusable at once: an add to the slot is queued behind the remove.
+  Flows flows_;
   std::unordered_map<std::uint16_t, ClosingPort> closing_ports_;
-  std::vector<std::vector<std::uint32_t>> free_slots_;  ///< per thread
-  std::vector<std::uint64_t> commands_posted_;          ///< per thread
+  std::vector<std::uint64_t> commands_posted_;  ///< per thread
 };
 
 }  // namespace callrec::dataplane

@@ -397,13 +397,8 @@ Status DpdkSource::init() {
     l.dirty_list.reserve(kMaxBurst);
     lcores_.push_back(std::move(lp));
   }
-  free_slots_.resize(n);
-  pending_free_.resize(n);
+  flows_ = Flows(Flows::Options{n, o.max_flows_per_lcore, Flows::SlotReuse::kAcknowledged, kKeptRemovedFlows});
   commands_posted_.assign(n, 0);
-  for (unsigned i = 0; i < n; ++i) {
-    free_slots_[i].reserve(o.max_flows_per_lcore);
-    for (std::uint32_t s = o.max_flows_per_lcore; s > 0; --s) free_slots_[i].push_back(s - 1);
-  }
   return Status::ok();
 }
 
@@ -497,44 +492,19 @@ void DpdkSource::stop() {
   if (port_->started) rte_eth_dev_stop(port_id_);
   port_->started = false;
   // Every flow has its end mark (or was counted lost); keep final counters.
-  for (auto& [stream, e] : removing_) {
-    const Flow& f = lcores_[e.lcore]->flows[e.slot];
-    remember_removed_locked(stream, {f.packets.load(std::memory_order_relaxed), f.wrong_source.load(std::memory_order_relaxed), f.policed.load(std::memory_order_relaxed)});
-  }
-  for (auto& [stream, e] : flows_) {
-    const Flow& f = lcores_[e.lcore]->flows[e.slot];
-    remember_removed_locked(stream, {f.packets.load(std::memory_order_relaxed), f.wrong_source.load(std::memory_order_relaxed), f.policed.load(std::memory_order_relaxed)});
-  }
-  removing_.clear();
-  flows_.clear();
-  keys_.clear();
-  for (auto& q : pending_free_) q.clear();
+  flows_.forget_all([this](const Flows::Entry& e) { return slot_stats(e); });
 }
 
-void DpdkSource::remember_removed_locked(StreamId stream, FlowStats stats) {
-  if (removed_.insert_or_assign(stream, stats).second) removed_order_.push_back(stream);
-  while (removed_order_.size() > kKeptRemovedFlows) {
-    removed_.erase(removed_order_.front());
-    removed_order_.pop_front();
-  }
+FlowStats DpdkSource::slot_stats(const Flows::Entry& e) const {
+  const Flow& f = lcores_[e.owner]->flows[e.slot];
+  return {f.packets.load(std::memory_order_relaxed), f.wrong_source.load(std::memory_order_relaxed),
+          f.policed.load(std::memory_order_relaxed)};
 }
 
 void DpdkSource::reclaim_locked(unsigned lcore) {
-  auto& q = pending_free_[lcore];
-  if (q.empty()) return;
-  Lcore& l = *lcores_[lcore];
-  // acquire: pairs with drain_commands()'s release; the slot's final counters are visible.
-  const std::uint64_t done = l.commands_done.load(std::memory_order_acquire);
-  while (!q.empty() && q.front().seq <= done) {
-    const PendingFree pf = q.front();
-    q.pop_front();
-    if (const auto it = removing_.find(pf.stream); it != removing_.end() && it->second.lcore == lcore && it->second.slot == pf.slot) {
-      const Flow& f = l.flows[pf.slot];
-      remember_removed_locked(pf.stream, {f.packets.load(std::memory_order_relaxed), f.wrong_source.load(std::memory_order_relaxed), f.policed.load(std::memory_order_relaxed)});
-      removing_.erase(it);
-    }
-    free_slots_[lcore].push_back(pf.slot);
-  }
+  // acquire: pairs with drain_commands()'s release; the slots' final counters are visible.
+  const std::uint64_t done = lcores_[lcore]->commands_done.load(std::memory_order_acquire);
+  flows_.reclaim(lcore, done, [this](const Flows::Entry& e) { return slot_stats(e); });
 }
 
 Status DpdkSource::post_locked(unsigned lcore, const Command& cmd) {
@@ -577,16 +547,14 @@ Status DpdkSource::add_flow_locked(const FlowSpec& spec, unsigned address_index)
   const std::string what = "dpdk udp port " + std::to_string(spec.local_port);
   if (state_ == State::kStopped) return Status::error(what + ": dpdk source stopped");
   if (spec.local_port == 0) return Status(EINVAL, what + ": the dpdk source needs an explicit port");
-  if (flows_.contains(spec.stream)) {
+  if (flows_.find(spec.stream) != nullptr) {
     return Status(EEXIST, what + ": stream " + std::to_string(spec.stream) + " already has a flow");
   }
   const auto n_addr = static_cast<unsigned>(addresses_.size());
   const unsigned a_lo = address_index == kAllAddresses ? 0 : address_index;
   const unsigned a_hi = address_index == kAllAddresses ? n_addr : address_index + 1;
-  for (unsigned a = a_lo; a < a_hi; ++a) {
-    if (const auto it = keys_.find((a << 16) | spec.local_port); it != keys_.end()) {
-      return Status(EADDRINUSE, what + ": already used by stream " + std::to_string(it->second));
-    }
+  if (const auto user = flows_.port_user(spec.local_port, a_lo, a_hi)) {
+    return Status(EADDRINUSE, what + ": already used by stream " + std::to_string(*user));
   }
   Command cmd;
   cmd.kind = Command::kAdd;
@@ -615,42 +583,36 @@ Status DpdkSource::add_flow_locked(const FlowSpec& spec, unsigned address_index)
   }
   const unsigned owner = owner_of(spec.local_port, static_cast<unsigned>(lcores_.size()));
   reclaim_locked(owner);
-  if (free_slots_[owner].empty()) {
+  const std::optional<std::uint32_t> slot = flows_.next_slot(owner);
+  if (!slot) {
     return Status(ENOSPC, what + ": flow table of RX lcore " + std::to_string(lcores_[owner]->lcore_id) + " is full (" +
                               std::to_string(options_.max_flows_per_lcore) + " flows)");
   }
-  cmd.slot = free_slots_[owner].back();
+  cmd.slot = *slot;
   if (Status s = post_locked(owner, cmd); !s) return s;
-  free_slots_[owner].pop_back();
-  flows_.emplace(spec.stream, FlowEntry{owner, cmd.slot, spec.local_port, cmd.address});
-  removing_.erase(spec.stream);  // a re-used stream id: flow_stats() now means the new flow
-  removed_.erase(spec.stream);
-  for (unsigned a = a_lo; a < a_hi; ++a) keys_[(a << 16) | spec.local_port] = spec.stream;
+  // A re-used stream id: the registry forgets its removed flow, flow_stats() now means this one.
+  flows_.add(spec.stream, Flows::Entry{owner, cmd.slot, spec.local_port, static_cast<std::uint16_t>(a_lo),
+                                       static_cast<std::uint16_t>(a_hi), {}});
   return Status::ok();
 }
 
 void DpdkSource::remove_flow(StreamId stream) {
   std::lock_guard lock(control_mu_);
-  const auto it = flows_.find(stream);
-  if (it == flows_.end()) return;
-  const FlowEntry e = it->second;
+  const Flows::Entry* e = flows_.find(stream);
+  if (e == nullptr) return;
+  const unsigned lcore = e->owner;
   Command cmd;
   cmd.kind = Command::kRemove;
-  cmd.slot = e.slot;
+  cmd.slot = e->slot;
   cmd.stream = stream;
-  if (Status s = post_locked(e.lcore, cmd); !s) {
+  if (Status s = post_locked(lcore, cmd); !s) {
     // The lcore is stalled for a second: nothing sane is left to do but report it.
     std::fprintf(stderr, "callrec dpdk: remove_flow(%u): %s\n", stream, s.message().c_str());
     return;
   }
-  const auto n_addr = static_cast<unsigned>(addresses_.size());
-  const unsigned a_lo = e.address == kAllAddresses ? 0 : e.address;
-  const unsigned a_hi = e.address == kAllAddresses ? n_addr : e.address + 1U;
-  for (unsigned a = a_lo; a < a_hi; ++a) keys_.erase((a << 16) | e.port);
-  pending_free_[e.lcore].push_back({commands_posted_[e.lcore], e.slot, stream});
-  removing_[stream] = e;
-  flows_.erase(it);
-  reclaim_locked(e.lcore);
+  // The keys are free at once; the slot once the lcore has applied the remove.
+  flows_.remove(stream, commands_posted_[lcore]);
+  reclaim_locked(lcore);
 }
 
 SourceStats DpdkSource::stats() const { return dpdk_stats().source; }
@@ -768,18 +730,8 @@ std::vector<unsigned> DpdkSource::rx_cpus() const {
 
 std::optional<FlowStats> DpdkSource::flow_stats(StreamId stream) const {
   std::lock_guard lock(control_mu_);
-  const FlowEntry* e = nullptr;
-  if (const auto it = flows_.find(stream); it != flows_.end()) {
-    e = &it->second;
-  } else if (const auto rit = removing_.find(stream); rit != removing_.end()) {
-    e = &rit->second;  // slot not released yet: its counters are the flow's
-  }
-  if (e != nullptr) {
-    const Flow& f = lcores_[e->lcore]->flows[e->slot];
-    return FlowStats{f.packets.load(std::memory_order_relaxed), f.wrong_source.load(std::memory_order_relaxed), f.policed.load(std::memory_order_relaxed)};
-  }
-  if (const auto it = removed_.find(stream); it != removed_.end()) return it->second;
-  return std::nullopt;
+  // Installed, or removed with its slot not released yet: the slot's counters are the flow's.
+  return flows_.flow_stats(stream, [this](const Flows::Entry& e) { return slot_stats(e); });
 }
 
 DpdkMemory DpdkSource::memory() const {

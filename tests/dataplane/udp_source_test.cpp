@@ -456,7 +456,8 @@ TEST(UdpSource, RemoveFlowDrainsSocketThenOneEndMark) {
   for (std::size_t i = 0; i < 200; ++i) ASSERT_EQ(got[i].bytes, sent[i]);
   EXPECT_EQ(got.back().kind, RecordKind::kEndOfStream);
   EXPECT_TRUE(got.back().bytes.empty());
-  EXPECT_FALSE(src.flow_stats(8));  // removed
+  ASSERT_TRUE(src.flow_stats(8));  // removed: its final counters are kept
+  EXPECT_EQ(src.flow_stats(8)->packets, 200U);
   ASSERT_TRUE(wait_until([&] { return src.stats().delivered == 200; }));
 
   src.stop();  // the flow is gone: stop adds no second mark
@@ -478,7 +479,7 @@ TEST(UdpSource, RemoveRunningFlowEndMarkFollowsLastPacket) {
   EXPECT_TRUE(src.flow_stats(9));  // installed (the last packets may still be queued in the socket)
   src.remove_flow(9);
   EXPECT_EQ(src.local_port(9), 0);
-  EXPECT_FALSE(src.flow_stats(9));
+  EXPECT_TRUE(src.flow_stats(9));  // removed: still answers (live until the socket is closed)
   std::vector<Record> got;
   ASSERT_TRUE(wait_until([&] {
     drain(rings, got);
@@ -487,10 +488,55 @@ TEST(UdpSource, RemoveRunningFlowEndMarkFollowsLastPacket) {
   ASSERT_EQ(got.size(), 301U);
   for (std::size_t i = 0; i < 300; ++i) ASSERT_EQ(got[i].bytes, sent[i]);
   EXPECT_EQ(got.back().kind, RecordKind::kEndOfStream);
-  src.remove_flow(9);  // unknown now: ignored
+  ASSERT_TRUE(src.flow_stats(9));
+  EXPECT_EQ(src.flow_stats(9)->packets, 300U);  // final: the end mark follows the last count
+  src.remove_flow(9);  // not installed any more: ignored
   src.stop();
   drain(rings, got);
   EXPECT_EQ(count_kind(got, 9, RecordKind::kEndOfStream), 1U);
+  ASSERT_TRUE(src.flow_stats(9));
+  EXPECT_EQ(src.flow_stats(9)->packets, 300U);
+}
+
+TEST(UdpSource, FlowStatsOfRemovedFlowsAreFinalAndForgottenWhenTheStreamIsReused) {
+  RingMatrix rings(1, 1, 1 << 20);
+  UdpSource src(options());
+  ASSERT_TRUE(src.start(rings));
+  Client phone("127.0.0.1");
+  ASSERT_TRUE(src.add_flow(flow_spec(12)));
+  const std::uint16_t port = src.local_port(12);
+  std::vector<std::vector<std::byte>> sent;
+  for (std::uint16_t i = 0; i < 10; ++i) sent.push_back(make_rtp(i, 12, 160));
+  send_paced(src, 12, phone, "127.0.0.1", port, sent);
+  ASSERT_TRUE(wait_until([&] { return src.flow_stats(12)->packets == 10; }));
+  src.remove_flow(12);
+  std::vector<Record> got;
+  ASSERT_TRUE(wait_until([&] {
+    drain(rings, got);
+    return count_kind(got, 12, RecordKind::kEndOfStream) == 1;
+  }));
+  // More removes on the thread: the first one's counters are kept, final (read live while its
+  // remove is not acknowledged, from the kept copy afterwards).
+  ASSERT_TRUE(src.add_flow(flow_spec(13)));
+  src.remove_flow(13);
+  ASSERT_TRUE(wait_until([&] {
+    drain(rings, got);
+    return count_kind(got, 13, RecordKind::kEndOfStream) == 1;
+  }));
+  ASSERT_TRUE(src.flow_stats(12));
+  EXPECT_EQ(src.flow_stats(12)->packets, 10U);
+  EXPECT_EQ(src.flow_stats(12)->wrong_source, 0U);
+  ASSERT_TRUE(src.flow_stats(13));
+  EXPECT_EQ(src.flow_stats(13)->packets, 0U);
+  // The stream id used again: its counters are the new flow's.
+  ASSERT_TRUE(src.add_flow(flow_spec(12)));
+  ASSERT_TRUE(src.flow_stats(12));
+  EXPECT_EQ(src.flow_stats(12)->packets, 0U);
+  EXPECT_NE(src.local_port(12), 0);
+  src.stop();
+  ASSERT_TRUE(src.flow_stats(12));  // stopped: the final counters
+  EXPECT_EQ(src.flow_stats(12)->packets, 0U);
+  EXPECT_FALSE(src.flow_stats(14));  // never added
 }
 
 TEST(UdpSource, FiveHundredFlowsOnTwoRxThreads) {
@@ -626,7 +672,9 @@ TEST(UdpSource, StopEndsEveryInstalledFlow) {
   ASSERT_EQ(got.size(), 10U);
   for (StreamId s = 50; s < 60; ++s) EXPECT_EQ(count_kind(got, s, RecordKind::kEndOfStream), 1U);
   EXPECT_EQ(src.end_marks_lost(), 0U);
-  EXPECT_FALSE(src.flow_stats(50));
+  ASSERT_TRUE(src.flow_stats(50));  // stopped: the final counters are kept
+  EXPECT_EQ(src.flow_stats(50)->packets, 0U);
+  EXPECT_FALSE(src.flow_stats(61));
   EXPECT_FALSE(src.add_flow(flow_spec(61)));
   src.stop();  // idempotent
 }
