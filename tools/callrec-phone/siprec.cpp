@@ -22,6 +22,7 @@
 #include "control/config.hpp"
 #include "control/sip/sdp.hpp"
 #include "siprec_msg.hpp"
+#include "tx_drain.hpp"
 
 namespace callrec::phone {
 namespace {
@@ -1153,41 +1154,33 @@ void SipClient::conn_flush(std::uint32_t ci) {
   Conn& c = conns_[ci];
   const bool wanted = c.want_write || c.ssl_wants_write;
   c.ssl_wants_write = false;
-  while (c.tx_off < c.tx.size()) {
-    const char* p = c.tx.data() + c.tx_off;
-    const std::size_t left = c.tx.size() - c.tx_off;
+  std::string error;
+  const Drain d = drain_tx(c.tx, c.tx_off, [&](const char* p, std::size_t left) -> long {
     if (c.ssl != nullptr) {
       ERR_clear_error();
       const int n = SSL_write(c.ssl, p, static_cast<int>(std::min<std::size_t>(left, 1 << 30)));
-      if (n > 0) {
-        c.tx_off += static_cast<std::size_t>(n);
-        continue;
-      }
+      if (n > 0) return n;
       const int e = SSL_get_error(c.ssl, n);
       if (e == SSL_ERROR_WANT_WRITE) {
         c.ssl_wants_write = true;
-        break;
+        return 0;
       }
-      if (e == SSL_ERROR_WANT_READ) break;
-      count_error("tls write: " + openssl_error());
-    } else {
-      const ssize_t n = ::send(c.fd, p, left, MSG_NOSIGNAL);
-      if (n > 0) {
-        c.tx_off += static_cast<std::size_t>(n);
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-      count_error("sip tcp send: " + errno_name(errno));
+      if (e == SSL_ERROR_WANT_READ) return 0;
+      error = "tls write: " + openssl_error();
+      return -1;
     }
+    for (;;) {
+      const ssize_t n = ::send(c.fd, p, left, MSG_NOSIGNAL);
+      if (n > 0) return n;
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+      error = "sip tcp send: " + errno_name(errno);
+      return -1;
+    }
+  });
+  if (d == Drain::kFailed) {
+    count_error(error);
     ::shutdown(c.fd, SHUT_RDWR);
-    c.tx.clear();
-    c.tx_off = 0;
-    break;
-  }
-  if (c.tx_off >= c.tx.size()) {
-    c.tx.clear();
-    c.tx_off = 0;
   }
   c.want_write = !c.tx.empty();
   if ((c.want_write || c.ssl_wants_write) != wanted) conn_interest(ci);

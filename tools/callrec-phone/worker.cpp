@@ -18,6 +18,7 @@
 
 #include "control/config.hpp"
 #include "fileio/rtp.hpp"
+#include "tx_drain.hpp"
 
 namespace callrec::phone {
 namespace {
@@ -675,23 +676,20 @@ void Worker::flush_tx(std::uint32_t pidx) {
   // send error shuts the socket down and the read path reports the loss on the next event.
   Phone& p = phones_[pidx];
   const bool wanted = p.want_write;
-  while (p.tx_off < p.tx.size()) {
-    const ssize_t n = ::send(p.fd, p.tx.data() + p.tx_off, p.tx.size() - p.tx_off, MSG_NOSIGNAL);
-    if (n > 0) {
-      p.tx_off += static_cast<std::size_t>(n);
-      continue;
+  int err = 0;
+  const Drain d = drain_tx(p.tx, p.tx_off, [&](const char* data, std::size_t n) -> long {
+    for (;;) {
+      const ssize_t k = ::send(p.fd, data, n, MSG_NOSIGNAL);
+      if (k > 0) return k;
+      if (k < 0 && errno == EINTR) continue;
+      if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+      err = errno;
+      return -1;
     }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    count_error("tcp_send: " + errno_name(errno));
+  });
+  if (d == Drain::kFailed) {
+    count_error("tcp_send: " + errno_name(err));
     ::shutdown(p.fd, SHUT_RDWR);
-    p.tx.clear();
-    p.tx_off = 0;
-    break;
-  }
-  if (p.tx_off >= p.tx.size()) {
-    p.tx.clear();
-    p.tx_off = 0;
   }
   p.want_write = !p.tx.empty();
   if (p.want_write != wanted) update_epoll(p);
