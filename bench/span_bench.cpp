@@ -124,15 +124,20 @@ struct LaneFixture {
   dataplane::SpanLane lane;
 };
 
-void BM_LaneRtp(benchmark::State& state) {
-  const auto calls = static_cast<unsigned>(state.range(0));
-  LaneFixture fx(calls);
-  // One frame per call direction, visited in a scattered order (as the wire interleaves calls).
+/// One frame per call direction (up to 4,096), in a scattered order (as the wire interleaves calls).
+std::vector<Frame> scattered_frames(unsigned calls) {
   std::vector<Frame> frames;
   for (unsigned i = 0; i < std::min(calls, 4096u); ++i) {
     const unsigned k = (i * 2654435761u) % calls;
     frames.push_back(udp_frame(0x0A000000 + k, 40000, 0x0B000000 + k, 50000, 172));
   }
+  return frames;
+}
+
+void BM_LaneRtp(benchmark::State& state) {
+  const auto calls = static_cast<unsigned>(state.range(0));
+  LaneFixture fx(calls);
+  const std::vector<Frame> frames = scattered_frames(calls);
   std::uint64_t ts = 1'700'000'000'000'000'000ull, n = 0;
   for (auto _ : state) {
     const auto& f = frames[n % frames.size()];
@@ -155,11 +160,7 @@ BENCHMARK(BM_LaneRtp)->Arg(100)->Arg(10000)->Arg(100000);
 void BM_LaneRtpBurst(benchmark::State& state) {
   const auto calls = static_cast<unsigned>(state.range(0));
   LaneFixture fx(calls);
-  std::vector<Frame> frames;
-  for (unsigned i = 0; i < std::min(calls, 4096u); ++i) {
-    const unsigned k = (i * 2654435761u) % calls;
-    frames.push_back(udp_frame(0x0A000000 + k, 40000, 0x0B000000 + k, 50000, 172));
-  }
+  const std::vector<Frame> frames = scattered_frames(calls);
   dataplane::capture::FrameBurst burst;
   std::uint64_t ts = 1'700'000'000'000'000'000ull, n = 0;
   for (auto _ : state) {

@@ -506,12 +506,6 @@ void Daemon::Impl::span_drain(dataplane::capture::FrameSource& c) {
   // A bounded batch per event-loop pass: the control protocol is served between batches. The
   // lane takes the frames in bursts, as it does from capture files.
   dataplane::capture::Frame f;
-  auto run_burst = [this] {
-    if (span_burst.empty()) return;
-    span_lane->on_burst(span_burst.frames());
-    span_burst.clear();
-    span_lane->flush();
-  };
   for (unsigned i = 0; i < 8192; ++i) {
     const int rc = c.next(f);
     if (rc == 0) break;
@@ -519,13 +513,10 @@ void Daemon::Impl::span_drain(dataplane::capture::FrameSource& c) {
       log_error("span: capture: %s", c.error().c_str());
       break;
     }
-    if (!span_burst.add(f)) {
-      run_burst();
-      if (!span_burst.add(f)) span_lane->on_burst({&f, 1});  // larger than the arena: on its own
-    }
-    if (span_burst.full()) run_burst();
+    span_lane->gather(span_burst, f);
+    if (span_burst.full()) span_lane->run_burst(span_burst);
   }
-  run_burst();
+  span_lane->run_burst(span_burst);
 }
 
 void Daemon::Impl::span_drain_dpdk() {

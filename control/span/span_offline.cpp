@@ -162,12 +162,6 @@ int run_span_read(const DaemonConfig& cfg, std::FILE* summary) {
   // Frames go to the lane in bursts (its lookups overlap their memory misses), cut at every
   // tick so that timeouts fire at the same packet as live.
   dataplane::capture::FrameBurst burst;
-  auto run_burst = [&] {
-    if (burst.empty()) return;
-    lane.on_burst(burst.frames());
-    burst.clear();
-    lane.flush();
-  };
   for (const std::string& path : cfg.span_read) {
     Status st;
     std::unique_ptr<dataplane::capture::FrameSource> src = dataplane::capture::open_file(path, st);
@@ -196,14 +190,11 @@ int run_span_read(const DaemonConfig& cfg, std::FILE* summary) {
       if (f.ts_ns > now_ns) now_ns = f.ts_ns;
       if (first_ns == 0) first_ns = now_ns;
       f.ts_ns = now_ns;
-      if (!burst.add(f)) {
-        run_burst();
-        if (!burst.add(f)) lane.on_burst({&f, 1});  // larger than the whole arena: on its own
-      }
+      lane.gather(burst, f);
       ++n;
       // The frame that reaches a tick is processed before it, as one frame at a time would be.
       const bool tick = now_ns >= next_tick_ns;
-      if (tick || burst.full()) run_burst();
+      if (tick || burst.full()) lane.run_burst(burst);
       if (tick) {
         tracker.tick(now_ns);
         lane.expire(now_ns);
@@ -220,7 +211,7 @@ int run_span_read(const DaemonConfig& cfg, std::FILE* summary) {
         }
       }
     }
-    run_burst();
+    lane.run_burst(burst);
   }
   tracker.end_all("capture_end", now_ns);
   lane.flush();

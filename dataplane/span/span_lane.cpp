@@ -240,6 +240,19 @@ void SpanLane::on_burst(std::span<const capture::Frame> frames) {
   }
 }
 
+void SpanLane::gather(capture::FrameBurst& burst, const capture::Frame& f) {
+  if (burst.add(f)) return;
+  run_burst(burst);
+  if (!burst.add(f)) on_burst({&f, 1});  // larger than the arena: on its own
+}
+
+void SpanLane::run_burst(capture::FrameBurst& burst) {
+  if (burst.empty()) return;
+  on_burst(burst.frames());
+  burst.clear();
+  flush();
+}
+
 void SpanLane::on_decoded(decode::Packet& p, decode::Result r, std::uint64_t ts_ns) {
   if (r == decode::Result::kFragment) {
     const std::span<const std::byte> whole = ip_.add(p, ts_ns);

@@ -141,6 +141,12 @@ class SpanLane final : public Source {
   /// classified and delivered in order (a SIP message in the burst that moves an endpoint is
   /// seen by the packets after it: the prefetches are only hints).
   void on_burst(std::span<const capture::Frame> frames);
+  /// Gathers `f` into `burst` (a copy), handing the burst over first when it has no room, and
+  /// `f` alone when it is larger than the whole arena. The caller runs run_burst() when the
+  /// burst is full and whenever it must see the frames processed (a tick, the end of input).
+  void gather(capture::FrameBurst& burst, const capture::Frame& f);
+  /// on_burst() of what `burst` holds, then clears it and flushes the rings.
+  void run_burst(capture::FrameBurst& burst);
   /// Makes pushed packets visible to the writers (call after each burst).
   void flush();
   /// Expires reassembly state by packet time (about once a second of packet time).
