@@ -368,8 +368,14 @@ const std::vector<Option>& options() {
 #ifndef CALLREC_HAVE_DPDK
          if (!c.span_dpdk.empty()) return "this build has no DPDK support (libdpdk was not found)";
 #endif
+         if (!c.span_dpdk.empty() && !c.span_interfaces.empty())
+           return "one mirror kind per daemon: --span-interface (libpcap) or --span-dpdk, not both";
          return {};
        }},
+      {"span-lanes", "span_lanes", "N", "passive capture off --span-dpdk: poll-mode lanes, each a thread of its own; lane 0 reads the port and spreads the frames to the others by a symmetric hash of their address pair (1..64)", "",
+       [](DaemonConfig& c, std::string_view v) { return parse_unsigned(v, c.span_lanes); },
+       [](const DaemonConfig& c) { return std::to_string(c.span_lanes); },
+       [](const DaemonConfig& c) { return range_check(c.span_lanes, 1, 64); }},
       {"span-filter", "span_filter", "BPF", "capture filter for --span-interface (tcpdump syntax)", "everything",
        [](DaemonConfig& c, std::string_view v) { return set_string(c.span_filter, v); },
        [](const DaemonConfig& c) { return c.span_filter; }, no_check},

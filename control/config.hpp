@@ -79,6 +79,7 @@ struct DaemonConfig {
   std::vector<std::string> span_read;        ///< capture files: record every call in them, then exit
   std::vector<std::string> span_interfaces;  ///< live mirror interfaces (libpcap, promiscuous)
   std::string span_dpdk;                     ///< a DPDK port as the mirror port (EAL: --dpdk-eal)
+  std::uint32_t span_lanes = 1;              ///< poll-mode lanes (threads) of the DPDK mirror
   std::string span_filter;                   ///< BPF for the live interfaces (empty: everything)
   std::uint32_t span_buffer_mb = 64;         ///< kernel capture ring per interface
   std::uint32_t span_max_calls = 200000;     ///< calls followed at once (oldest evicted)

@@ -26,6 +26,7 @@
 #include "control/span/call_tracker.hpp"
 #include "control/siprec/siprec_server.hpp"
 #include "dataplane/capture/capture.hpp"
+#include "dataplane/span/lane_group.hpp"
 #include "dataplane/span/span_lane.hpp"
 #include "fileio/catalog.hpp"
 #include "fileio/writer_pool.hpp"
@@ -167,15 +168,17 @@ struct Daemon::Impl {
   std::unique_ptr<UploadServer> upload;
   std::unique_ptr<siprec::SiprecServer> siprec;  ///< --siprec-listen / --siprec-tls-listen
   std::unique_ptr<HttpServer> http;
-  // Passive capture off mirror interfaces (--span-interface): one lane on the control thread,
-  // fed by libpcap, its own producer in the writers' ring matrix.
+  // Passive capture. Off mirror interfaces (--span-interface): one lane on the control thread,
+  // fed by libpcap, its own producer in the writers' ring matrix. Off a DPDK port
+  // (--span-dpdk): --span-lanes poll-mode lanes on threads of their own (SpanLaneGroup), each
+  // its own producer; the tracker on the control thread takes their SIP every millisecond.
   std::unique_ptr<dataplane::SpanLane> span_lane;
+  std::unique_ptr<dataplane::capture::DpdkCapture> span_dpdk;  ///< --span-dpdk (its lanes poll it)
+  std::unique_ptr<dataplane::SpanLaneGroup> span_group;        ///< --span-dpdk's lanes
   std::unique_ptr<span::CallTracker> span_tracker;
   std::vector<std::unique_ptr<dataplane::capture::LiveCapture>> span_caps;
-  std::unique_ptr<dataplane::capture::DpdkCapture> span_dpdk;  ///< --span-dpdk, polled every ms
   dataplane::capture::FrameBurst span_burst;  ///< frames gathered for SpanLane::on_burst
   void span_drain(dataplane::capture::FrameSource& c);
-  void span_drain_dpdk();
   int sigfd = -1;
   int storage_lock = -1, catalog_lock = -1;  ///< instance locks, held for the process's life
   bool shutting_down = false;
@@ -248,16 +251,18 @@ Status Daemon::Impl::init() {
   if (Status st = parse_endpoint(cfg.listen, listen_addr); !st) return st;
   if (Status st = make_source(listen_addr); !st) return st;
 
-  const bool span = !cfg.span_interfaces.empty() || !cfg.span_dpdk.empty();
+  const bool span_pcap = !cfg.span_interfaces.empty(), span_mirror = !cfg.span_dpdk.empty();
+  const bool span = span_pcap || span_mirror;
   fileio::WriterPoolOptions wo;
   wo.writers = writer_threads(cfg, false);
-  wo.producers = source->rx_threads() + (span ? 1 : 0);  // several sources feed one writer pool
+  // several sources feed one writer pool, each on producers of its own
+  wo.producers = source->rx_threads() + (span_pcap ? 1 : 0) + (span_mirror ? cfg.span_lanes : 0);
   writers = std::make_unique<fileio::WriterPool>(wo);
   writers->start();
   if (Status st = source->start(writers->rings()); !st) {
     return cfg.source == SourceKind::kDpdk ? Status(st.code(), "--source dpdk: " + st.message()) : st;
   }
-  if (span) {
+  if (span_pcap) {
     dataplane::SpanLaneOptions lo;
     lo.producer = source->rx_threads();
     lo.lossless = false;  // live: a full ring drops (counted) rather than stall the control thread
@@ -265,6 +270,35 @@ Status Daemon::Impl::init() {
     lo.limits.max_tcp_streams = cfg.span_max_tcp_streams;
     span_lane = std::make_unique<dataplane::SpanLane>(lo);
     if (Status st = span_lane->start(writers->rings()); !st) return st;
+  }
+  if (span_mirror) {
+    dataplane::capture::DpdkCaptureOptions dopts;
+    std::string word;
+    for (char ch : cfg.dpdk.eal + " ") {
+      if (ch == ' ' || ch == '\t') {
+        if (!word.empty()) dopts.eal_args.push_back(word);
+        word.clear();
+      } else {
+        word += ch;
+      }
+    }
+    dopts.port = cfg.span_dpdk;
+    dopts.lanes = cfg.span_lanes;
+    Status st;
+    span_dpdk = dataplane::capture::DpdkCapture::open(dopts, st);
+    if (!span_dpdk) return st;
+    dataplane::LaneGroupOptions go;
+    go.lanes = cfg.span_lanes;
+    go.first_producer = source->rx_threads();
+    go.limits.max_datagrams = cfg.span_max_fragments;
+    go.limits.max_tcp_streams = cfg.span_max_tcp_streams;
+    go.idle_sleep_us = cfg.dpdk.idle_sleep_us;
+    dataplane::capture::DpdkCapture* cap = span_dpdk.get();
+    span_group = std::make_unique<dataplane::SpanLaneGroup>(
+        go, [cap](unsigned lane, dataplane::capture::Frame* out, unsigned max) { return cap->lane_burst(lane, out, max); },
+        [cap](unsigned) { cap->register_lane_thread(); });
+    if (Status gst = span_group->start(writers->rings()); !gst) return gst;
+    log_info("span: capturing on DPDK port %s, %u lane(s)", span_dpdk->port().c_str(), cfg.span_lanes);
   }
 
   PortAllocatorOptions po;
@@ -276,8 +310,9 @@ Status Daemon::Impl::init() {
 
   sessions = std::make_unique<SessionManager>(session_config(cfg), catalog, *writers, *source, *ports);
   if (span) {
-    span_tracker = std::make_unique<span::CallTracker>(tracker_options(cfg), *sessions, *span_lane);
-    span_lane->set_sink(span_tracker.get());
+    dataplane::SpanControl& lanes = span_group ? static_cast<dataplane::SpanControl&>(*span_group) : *span_lane;
+    span_tracker = std::make_unique<span::CallTracker>(tracker_options(cfg), *sessions, lanes);
+    if (span_lane) span_lane->set_sink(span_tracker.get());
     for (const std::string& iface : cfg.span_interfaces) {
       dataplane::capture::LiveOptions lo;
       lo.interface = iface;
@@ -292,25 +327,9 @@ Status Daemon::Impl::init() {
                cfg.span_filter.c_str());
       span_caps.push_back(std::move(cap));
     }
-    if (!cfg.span_dpdk.empty()) {
-      dataplane::capture::DpdkCaptureOptions dopts;
-      std::string word;
-      for (char ch : cfg.dpdk.eal + " ") {
-        if (ch == ' ' || ch == '\t') {
-          if (!word.empty()) dopts.eal_args.push_back(word);
-          word.clear();
-        } else {
-          word += ch;
-        }
-      }
-      dopts.port = cfg.span_dpdk;
-      Status st;
-      span_dpdk = dataplane::capture::DpdkCapture::open(dopts, st);
-      if (!span_dpdk) return st;
-      // No descriptor to wait on: polled from the control thread every millisecond.
-      loop.add_timer(std::chrono::milliseconds(1), [this] { span_drain_dpdk(); }, true);
-      log_info("span: capturing on DPDK port %s", span_dpdk->port().c_str());
-    }
+    if (span_group)  // the lanes' SIP, digits and stream statistics, every millisecond
+      loop.add_timer(std::chrono::milliseconds(1), [this] { span_group->poll_events(*span_tracker); }, true);
+
   }
 
   if (Status st = loop.add_fd(writers->event_fd(), EPOLLIN, [this](std::uint32_t) {
@@ -519,28 +538,18 @@ void Daemon::Impl::span_drain(dataplane::capture::FrameSource& c) {
   span_lane->run_burst(span_burst);
 }
 
-void Daemon::Impl::span_drain_dpdk() {
-  // The mirror port's bursts go to the lane as they come, straight out of their mbufs (held
-  // until the next burst); 8192 frames at most per pass, as span_drain.
-  std::array<dataplane::capture::Frame, dataplane::capture::FrameBurst::kMax> fs;
-  for (unsigned i = 0; i < 8192 / fs.size(); ++i) {
-    const unsigned n = span_dpdk->next_burst(fs.data(), static_cast<unsigned>(fs.size()));
-    if (n == 0) break;
-    span_lane->on_burst({fs.data(), n});
-    span_lane->flush();
-  }
-}
-
 void Daemon::Impl::on_tick() {
   if (span_tracker) {
     // Live: packet time is the capture clock, which is this host's real-time clock.
     const auto now_ns = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
     for (auto& c : span_caps) span_drain(*c);
-    if (span_dpdk) span_drain_dpdk();
+    if (span_group) span_group->poll_events(*span_tracker);
     span_tracker->tick(now_ns);
-    span_lane->expire(now_ns);
-    span_lane->flush();
+    if (span_lane) {
+      span_lane->expire(now_ns);
+      span_lane->flush();
+    }
   }
   sessions->tick(std::chrono::steady_clock::now());
   // Writes a full disk kept from the catalog are retried; its reserve file comes back with space.
@@ -558,9 +567,12 @@ void Daemon::Impl::shutdown() {
   shutting_down = true;
   if (upload) upload->stop_listening();
   if (span_tracker) {
+    // The lanes stop reading and report every stream first: the catalog rows are complete.
+    if (span_group && !span_group->quiesce(*span_tracker, std::chrono::seconds(2)))
+      log_error("span: a lane did not answer within 2 s; its last statistics may be missing");
     span_tracker->end_all("shutdown", static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count()));
-    span_lane->flush();
+    if (span_lane) span_lane->flush();
   }
   if (sessions) {
     sessions->stop_all("shutdown");
@@ -577,8 +589,8 @@ void Daemon::Impl::shutdown() {
 
 std::vector<dataplane::SourceCounter> Daemon::Impl::span_counters() const {
   std::vector<dataplane::SourceCounter> out;
-  if (!span_lane) return out;
-  out = span_lane->counters();
+  if (!span_tracker) return out;
+  out = span_group ? span_group->counters() : span_lane->counters();
   for (unsigned i = 0; i < span::kTrackerCounterCount; ++i)
     out.push_back({"span_" + std::string(span::kTrackerCounterInfo[i].name), std::string(span::kTrackerCounterInfo[i].help),
                    span_tracker->counter(static_cast<span::TrackerCounter>(i)), false});
@@ -598,6 +610,10 @@ std::vector<dataplane::SourceCounter> Daemon::Impl::span_counters() const {
     span_dpdk->nic_stats(missed, nombuf);
     out.push_back({"span_dpdk_imissed", "frames the --span-dpdk NIC dropped: its RX ring was full", missed, false});
     out.push_back({"span_dpdk_rx_nombuf", "frames the --span-dpdk port dropped: no mbuf", nombuf, false});
+    out.push_back({"span_dpdk_spread_dropped", "frames lane 0 could not hand to another lane: its ring was full",
+                   span_dpdk->spread_dropped(), false});
+    out.push_back({"span_dpdk_spread_waits", "times lane 0 left the port unread: another lane's ring was full",
+                   span_dpdk->spread_waits(), false});
   }
   out.push_back({"span_kernel_received", "frames the kernel captured for --span-interface (pcap_stats)", recv, false});
   out.push_back({"span_kernel_dropped", "frames the kernel dropped: capture buffer full (pcap_stats)", drop, false});
@@ -826,7 +842,9 @@ int Daemon::run() {
   if (Status st = d.init(); !st) {
     log_error("%s", st.message().c_str());
     if (d.source) d.source->stop();
+    if (d.span_group) d.span_group->stop();
     if (d.writers) d.writers->stop();
+    d.span_group.reset();
     d.span_dpdk.reset();
     d.release_source();
     return 1;
@@ -843,6 +861,8 @@ int Daemon::run() {
   }
   d.source->stop();   // end marks for anything still installed
   if (d.span_lane) d.span_lane->stop();
+  if (d.span_group) d.span_group->stop();  // the lanes' end marks, then their threads end
+  d.span_group.reset();
   d.span_dpdk.reset();  // port stopped and closed before EAL goes
   d.writers->stop();  // final flush of every file
   d.events.clear();

@@ -223,7 +223,7 @@ StartResult SessionManager::start(const StartParams& p) {
     w.flush_interval = cfg_.flush_interval;
     w.free_space = cfg_.free_space;
     w.packet_clock = true;
-    writers_.open_stream(s.id, w, p.observe[i].assembler);
+    writers_.open_stream(s.id, w, p.observe[i].assembler, p.source != nullptr ? p.source->end_marks_per_stream() : 1);
     s.info.stream = static_cast<std::uint32_t>(i);
     s.info.role = p.observe[i].role;
     s.has_info = true;

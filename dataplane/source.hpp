@@ -95,6 +95,9 @@ class Source {
   [[nodiscard]] virtual std::optional<FlowStats> flow_stats(StreamId stream) const = 0;
   /// Number of RX threads (= producers of the writer pool).
   [[nodiscard]] virtual unsigned rx_threads() const = 0;
+  /// End marks each stream of this source gets (one per RX thread that may carry it: the lanes
+  /// of a passive mirror each push one; a flow of the upload sources lives on one thread).
+  [[nodiscard]] virtual unsigned end_marks_per_stream() const { return 1; }
   [[nodiscard]] virtual std::string name() const = 0;
 };
 

@@ -126,6 +126,7 @@ struct Command {
   StreamId stream = 0;
   WriterOptions wopts;
   AssemblerOptions aopts;
+  std::uint32_t end_marks = 1;  ///< kOpen: end marks that finish the stream (one per producer)
 };
 
 /// Writer -> control-thread events: a mutex-protected vector plus an eventfd to wake the
@@ -260,6 +261,7 @@ class alignas(64) Writer {
     std::uint64_t last_packet_ns = 0;
     bool failed = false;                    ///< a kError was emitted; packets are dropped
     bool active = false;                    ///< traffic since the last kStats
+    std::uint32_t ends_left = 1;            ///< end marks still to come (one per producer of it)
     std::uint32_t closed_reported = 0;      ///< segments whose kSegmentClosed was emitted
     std::uint64_t dropped_after_error = 0;  ///< packets dropped because the stream failed
     StreamRecorder rec;
@@ -449,6 +451,12 @@ void Writer::on_record(const RingRecordHeader& h, std::span<const std::byte> dat
   }
   Stream& s = *sp;
   if (h.kind == static_cast<std::uint16_t>(RecordKind::kEndOfStream)) [[unlikely]] {
+    // A stream several producers feed (the lanes of a DPDK mirror) ends at the last of their
+    // marks: each follows that producer's last packet of it.
+    if (s.ends_left > 1) {
+      --s.ends_left;
+      return;
+    }
     finish(s);
     return;
   }
@@ -509,6 +517,7 @@ void Writer::open(Command& cmd) {
   auto s = std::make_unique<Stream>(id, std::move(cmd.wopts), std::move(cmd.aopts),
                                     std::span<std::byte>(srtp_scratch_.get(), StreamRecorder::kSrtpScratchBytes));
   Stream* sp = s.get();
+  sp->ends_left = cmd.end_marks;
   if (!sp->rec.srtp_error().empty()) {
     // Rare (once per stream open, the key was checked when the call was set up): every packet
     // of the stream will count as srtp_failed.
@@ -661,8 +670,8 @@ unsigned WriterPool::writers() const { return impl_->rings.writers(); }
 
 RingMatrix& WriterPool::rings() { return impl_->rings; }
 
-void WriterPool::open_stream(StreamId id, WriterOptions wopts, AssemblerOptions aopts) {
-  impl_->owner(id).enqueue(Command{Command::Kind::kOpen, id, std::move(wopts), aopts});
+void WriterPool::open_stream(StreamId id, WriterOptions wopts, AssemblerOptions aopts, std::uint32_t end_marks) {
+  impl_->owner(id).enqueue(Command{Command::Kind::kOpen, id, std::move(wopts), aopts, std::max(1u, end_marks)});
 }
 
 void WriterPool::pause_stream(StreamId id) { impl_->owner(id).enqueue(Command{Command::Kind::kPause, id, {}, {}}); }

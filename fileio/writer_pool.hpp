@@ -77,8 +77,9 @@ class WriterPool {
   /// The producer -> writer rings (handed to the dataplane source).
   RingMatrix& rings();
 
-  /// Control thread. The stream must be open before its first packet is pushed.
-  void open_stream(StreamId id, WriterOptions wopts, AssemblerOptions aopts = {});
+  /// Control thread. The stream must be open before its first packet is pushed. end_marks:
+  /// how many producers push an end mark for it (the stream is finished by the last one).
+  void open_stream(StreamId id, WriterOptions wopts, AssemblerOptions aopts = {}, std::uint32_t end_marks = 1);
   void pause_stream(StreamId id);
   void resume_stream(StreamId id);
   /// Closes a stream without waiting for an in-band end mark (no producer owns it).

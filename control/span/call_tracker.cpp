@@ -60,7 +60,7 @@ bool method_is(std::string_view m, std::string_view name) { return sip::iequals(
 
 }  // namespace
 
-CallTracker::CallTracker(TrackerOptions o, SessionManager& sessions, dataplane::SpanLane& lane)
+CallTracker::CallTracker(TrackerOptions o, SessionManager& sessions, dataplane::SpanControl& lane)
     : o_(std::move(o)), sessions_(sessions), lane_(lane) {}
 
 CallTracker::~CallTracker() = default;
@@ -509,7 +509,7 @@ void CallTracker::end(Call& c, const std::string& reason, std::uint64_t ts_ns) {
     by_rec_.erase(h);
     bool any_media = false;
     for (unsigned i = 0; i < 2; ++i) {
-      const dataplane::SpanStreamStats* st = lane_.stream_stats(c.streams[i]);
+      const std::optional<dataplane::SpanStreamStats> st = lane_.stats_of(c.streams[i]);
       fileio::StreamRow row;
       row.role = i == 0 ? "caller" : "callee";
       const Party& sender = c.party[i];
@@ -521,7 +521,7 @@ void CallTracker::end(Call& c, const std::string& reason, std::uint64_t ts_ns) {
         if (!flags.empty()) flags += ',';
         flags += f;
       };
-      if (st != nullptr && st->packets > 0) {
+      if (st && st->packets > 0) {
         any_media = true;
         ++c_[kT_directions_recorded];
         row.src = format_endpoint(st->src.addr, st->src.port);
@@ -533,7 +533,7 @@ void CallTracker::end(Call& c, const std::string& reason, std::uint64_t ts_ns) {
         if (sender.has_media && !(st->src.addr == sender.media.addr)) flag("nat");
         if (st->moved) flag("moved");
       } else {
-        if (st != nullptr) {
+        if (st) {
           row.rtcp = st->rtcp;
           row.dtmf = st->dtmf;
         }
@@ -609,7 +609,7 @@ void CallTracker::tick(std::uint64_t now_ns) {
     if (c->bye_ns != 0) continue;  // ending after its BYE tail
     std::uint64_t last = c->last_sip_ns;
     for (fileio::StreamId s : c->streams)
-      if (const dataplane::SpanStreamStats* st = s != 0 ? lane_.stream_stats(s) : nullptr)
+      if (const std::optional<dataplane::SpanStreamStats> st = s != 0 ? lane_.stats_of(s) : std::nullopt)
         last = std::max(last, st->last_ns);
     std::uint64_t limit = o_.media_timeout_ns;
     if (c->state != State::kAnswered) limit = o_.ringing_timeout_ns;

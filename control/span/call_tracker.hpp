@@ -16,7 +16,8 @@
 // flood of them (Call-ID churn) costs bounded memory and no catalog rows.
 //
 // Bounded: at most max_calls calls and max_pending unanswered INVITEs, oldest evicted first
-// (counted). Thread: the lane's (SpanSink callbacks) = the control thread.
+// (counted). Thread: the control thread (SpanSink callbacks: the lane's when it runs on the
+// control thread, SpanLaneGroup::poll_events() when the lanes have threads of their own).
 #include <array>
 #include <list>
 #include <memory>
@@ -27,7 +28,7 @@
 #include "control/session_manager.hpp"
 #include "control/sip/sdp.hpp"
 #include "control/sip/sip_message.hpp"
-#include "dataplane/span/span_lane.hpp"
+#include "dataplane/span/span_control.hpp"
 
 namespace callrec::control::span {
 
@@ -93,7 +94,7 @@ struct TrackerOptions {
 
 class CallTracker final : public dataplane::SpanSink, public RecordingOwner {
  public:
-  CallTracker(TrackerOptions o, SessionManager& sessions, dataplane::SpanLane& lane);
+  CallTracker(TrackerOptions o, SessionManager& sessions, dataplane::SpanControl& lanes);
   ~CallTracker() override;
 
   // SpanSink
@@ -163,7 +164,7 @@ class CallTracker final : public dataplane::SpanSink, public RecordingOwner {
 
   TrackerOptions o_;
   SessionManager& sessions_;
-  dataplane::SpanLane& lane_;
+  dataplane::SpanControl& lane_;  ///< one lane on this thread, or the lanes of a DPDK mirror
   std::array<std::uint64_t, kTrackerCounterCount> c_{};
   std::unordered_map<std::string, std::unique_ptr<Call>> calls_;
   std::list<Call*> trying_;   ///< unanswered INVITEs, oldest first

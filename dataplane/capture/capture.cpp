@@ -355,6 +355,11 @@ std::unique_ptr<DpdkCapture> DpdkCapture::open(const DpdkCaptureOptions&, Status
 }
 DpdkCapture::~DpdkCapture() = default;
 int DpdkCapture::next(Frame&) { return 0; }
+unsigned DpdkCapture::lane_burst(unsigned, Frame*, unsigned) { return 0; }
+void DpdkCapture::register_lane_thread() {}
+unsigned DpdkCapture::lanes() const { return 1; }
+std::uint64_t DpdkCapture::spread_dropped() const { return 0; }
+std::uint64_t DpdkCapture::spread_waits() const { return 0; }
 void DpdkCapture::nic_stats(std::uint64_t& missed, std::uint64_t& nombuf) const { missed = nombuf = 0; }
 #endif
 

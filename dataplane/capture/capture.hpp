@@ -114,11 +114,16 @@ struct DpdkCaptureOptions {
   std::string port;
   unsigned mbufs = 8191;
   unsigned mbuf_data_room = 0;  ///< bytes per mbuf incl. headroom; 0: RTE_MBUF_DEFAULT_BUF_SIZE
+  /// Lanes polling the port (lane_burst()): lane 0 reads the RX queue and spreads the frames by a
+  /// symmetric hash of their address pair (dataplane/span/spread.hpp) through one ring per
+  /// other lane; mbufs travel, bytes are not copied.
+  unsigned lanes = 1;
+  unsigned lane_ring = 2048;  ///< frames a lane's ring holds (power of two)
 };
 
-/// A DPDK port in promiscuous mode as a mirror port: one RX queue, polled by the caller (the
-/// daemon's control thread, every millisecond, like the libpcap capture). Frames carry the host's
-/// clock at the burst (no NIC timestamps). Only in builds with DPDK (open() says so otherwise).
+/// A DPDK port in promiscuous mode as a mirror port: one RX queue, polled by the caller's lanes
+/// (SpanLaneGroup: lane threads of their own). Frames carry the host's clock at the RX burst (no
+/// NIC timestamps). Only in builds with DPDK (open() says so otherwise).
 class DpdkCapture final : public FrameSource {
  public:
   static std::unique_ptr<DpdkCapture> open(const DpdkCaptureOptions& o, Status& st);
@@ -126,7 +131,18 @@ class DpdkCapture final : public FrameSource {
   int next(Frame& f) override;
   /// Up to `max` (<= 32) frames of one rx burst, straight out of their mbufs (no copy: they
   /// stay valid until the next call of next_burst or next). 0: nothing received.
-  unsigned next_burst(Frame* out, unsigned max);
+  unsigned next_burst(Frame* out, unsigned max) { return lane_burst(0, out, max); }
+  /// next_burst() for lane `lane` (its thread only): lane 0 polls the NIC and keeps its share,
+  /// the others take what lane 0 handed them. Frames stay valid until the lane's next call.
+  unsigned lane_burst(unsigned lane, Frame* out, unsigned max);
+  /// Lane threads call this first: the thread becomes an EAL thread (its own mempool cache).
+  void register_lane_thread();
+  [[nodiscard]] unsigned lanes() const;
+  /// Frames lane 0 could not hand to a lane: its ring was full (lane 0 reads the NIC only when
+  /// every lane's ring has room for a burst, so this stays 0; a lane that falls behind shows
+  /// as spread_waits() and, when the NIC's ring overflows meanwhile, as its imissed).
+  [[nodiscard]] std::uint64_t spread_dropped() const;
+  [[nodiscard]] std::uint64_t spread_waits() const;
   [[nodiscard]] bool eof() const override { return false; }
   [[nodiscard]] std::string error() const override { return {}; }
   /// NIC counters: imissed (the NIC's ring was full), rx_nombuf (no mbuf).

@@ -1,5 +1,8 @@
 // The DPDK mirror port of passive capture (built only with DPDK; the rest of callrec sees
 // capture.hpp). One RX queue in promiscuous mode, bursts of 32, mbufs freed one call later.
+// With several lanes, lane 0 reads the queue and hands each other lane its frames (by a
+// symmetric hash of the address pair) through an SP/SC rte_ring of mbufs; the RX time travels
+// in the mbuf's timestamp field (DPDK's dynamic field for it).
 #include <time.h>
 
 #include <algorithm>
@@ -12,6 +15,7 @@
 #include "dataplane/decode/decode.hpp"
 #include "dataplane/dpdk/rte.hpp"
 #include "dataplane/dpdk_source.hpp"
+#include "dataplane/span/spread.hpp"
 
 namespace callrec::dataplane::capture {
 
@@ -24,23 +28,34 @@ struct DpdkCapture::Impl {
   rte_mbuf* held = nullptr;  ///< the frame handed out by the last next()
   std::uint64_t ts_ns = 0;
   std::array<std::byte, 16384> linear{};  ///< a chained mbuf is copied here (next())
-  std::array<rte_mbuf*, 32> out{};          ///< mbufs handed out by the last next_burst()
-  unsigned burst_held = 0;
-  std::vector<std::byte> linear_burst;      ///< chained mbufs of a burst, 16 KiB each
-  void release();
+  /// One per lane, each touched by its lane's thread only (lane 0: the RX queue too).
+  struct alignas(64) Lane {
+    std::array<rte_mbuf*, 32> out{};  ///< mbufs handed out by the last lane_burst()
+    unsigned held = 0;
+    std::vector<std::byte> linear;    ///< chained mbufs of a burst, 16 KiB each
+    rte_ring* ring = nullptr;         ///< lanes > 0: frames lane 0 spread to this lane
+    std::atomic<std::uint64_t> dropped{0};  ///< lane 0 found the ring full (cannot happen: it waits)
+    std::atomic<std::uint64_t> waits{0};    ///< lane 0 waited for room in this lane's ring
+  };
+  std::vector<std::unique_ptr<Lane>> lanes;
+  int ts_offset = -1;  ///< the mbuf timestamp dynamic field (lanes > 1)
+  decode::Counters spread_scratch;
+  void release(Lane& l) {
+    if (l.held != 0) {
+      rte_pktmbuf_free_bulk(l.out.data(), l.held);
+      l.held = 0;
+    }
+  }
+  /// Frees what the last next() or lane 0's lane_burst() handed out.
+  void release() {
+    if (held) {
+      rte_pktmbuf_free(held);
+      held = nullptr;
+    }
+    release(*lanes[0]);
+  }
+  unsigned frames(Lane& l, unsigned count, Frame* out, std::uint64_t ts_ns);
 };
-
-/// Frees what the last next() or next_burst() handed out.
-void DpdkCapture::Impl::release() {
-  if (held) {
-    rte_pktmbuf_free(held);
-    held = nullptr;
-  }
-  if (burst_held != 0) {
-    rte_pktmbuf_free_bulk(out.data(), burst_held);
-    burst_held = 0;
-  }
-}
 
 namespace {
 std::uint64_t realtime_ns() {
@@ -74,7 +89,11 @@ std::unique_ptr<DpdkCapture> DpdkCapture::open(const DpdkCaptureOptions& o, Stat
   const std::string pool_name = "span_cap" + std::to_string(instance.fetch_add(1));
   const int socket = rte_eth_dev_socket_id(m.pid);
   const auto room = static_cast<std::uint16_t>(o.mbuf_data_room != 0 ? o.mbuf_data_room : RTE_MBUF_DEFAULT_BUF_SIZE);
-  m.pool = rte_pktmbuf_pool_create(pool_name.c_str(), o.mbufs, 256, 0, room,
+  // Enough mbufs for the NIC ring, every lane's ring and burst, and the per-lcore caches.
+  const unsigned lanes_wanted = std::clamp(o.lanes, 1u, 64u);
+  const unsigned mbufs = std::max(o.mbufs, 2048 + (lanes_wanted - 1) * std::max(64u, rte_align32pow2(o.lane_ring)) +
+                                               lanes_wanted * (32 + 256));
+  m.pool = rte_pktmbuf_pool_create(pool_name.c_str(), mbufs, 256, 0, room,
                                    socket < 0 ? static_cast<int>(SOCKET_ID_ANY) : socket);
   if (m.pool == nullptr) return fail("mbuf pool", -rte_errno);
   rte_eth_conf conf{};
@@ -86,7 +105,21 @@ std::unique_ptr<DpdkCapture> DpdkCapture::open(const DpdkCaptureOptions& o, Stat
   if (const int rc = rte_eth_tx_queue_setup(m.pid, 0, ntx, sock, nullptr); rc != 0) return fail("tx queue", rc);
   if (const int rc = rte_eth_dev_start(m.pid); rc != 0) return fail("start", rc);
   m.started = true;
-  (void)rte_eth_promiscuous_enable(m.pid);  // a mirror port sees frames for every MAC (PMDs without it: all)
+  (void)rte_eth_promiscuous_enable(m.pid);
+  const unsigned lanes = std::clamp(o.lanes, 1u, 64u);
+  for (unsigned i = 0; i < lanes; ++i) {
+    m.lanes.push_back(std::make_unique<Impl::Lane>());
+    if (i == 0) continue;
+    const std::string rn = pool_name + "_l" + std::to_string(i);
+    m.lanes[i]->ring = rte_ring_create(rn.c_str(), std::max(64u, rte_align32pow2(o.lane_ring)),
+                                       socket < 0 ? static_cast<int>(SOCKET_ID_ANY) : socket,
+                                       RING_F_SP_ENQ | RING_F_SC_DEQ);
+    if (m.lanes[i]->ring == nullptr) return fail("lane ring", -rte_errno);
+  }
+  if (lanes > 1) {
+    std::uint64_t flag = 0;
+    if (rte_mbuf_dyn_rx_timestamp_register(&m.ts_offset, &flag) != 0) m.ts_offset = -1;
+  }  // a mirror port sees frames for every MAC (PMDs without it: all)
   st = Status::ok();
   return c;
 }
@@ -94,7 +127,14 @@ std::unique_ptr<DpdkCapture> DpdkCapture::open(const DpdkCaptureOptions& o, Stat
 DpdkCapture::~DpdkCapture() {
   if (!impl_) return;
   Impl& m = *impl_;
-  m.release();
+  if (!m.lanes.empty()) m.release();
+  for (auto& l : m.lanes) {
+    m.release(*l);
+    if (l->ring == nullptr) continue;
+    rte_mbuf* mb = nullptr;
+    while (rte_ring_sc_dequeue(l->ring, reinterpret_cast<void**>(&mb)) == 0) rte_pktmbuf_free(mb);
+    rte_ring_free(l->ring);
+  }
   for (unsigned i = m.pos; i < m.n; ++i) rte_pktmbuf_free(m.burst[i]);
   if (m.started) {
     (void)rte_eth_dev_stop(m.pid);
@@ -104,37 +144,109 @@ DpdkCapture::~DpdkCapture() {
   dpdk_release_port(m.pid);
 }
 
-unsigned DpdkCapture::next_burst(Frame* out, unsigned max) {
-  Impl& m = *impl_;
-  m.release();
-  max = std::min<unsigned>(max, static_cast<unsigned>(m.out.size()));
-  unsigned n = 0;
-  if (m.pos < m.n) {  // frames left by next() calls go first, in order
-    n = std::min(max, m.n - m.pos);
-    std::copy_n(m.burst.data() + m.pos, n, m.out.data());
-    m.pos += n;
-  } else {
-    n = rte_eth_rx_burst(m.pid, 0, m.out.data(), static_cast<std::uint16_t>(max));
-    if (n == 0) return 0;
-    m.ts_ns = realtime_ns();
-  }
-  m.burst_held = n;
-  for (unsigned i = 0; i < n; ++i) {
-    rte_mbuf* mb = m.out[i];
+/// Frames of the first n mbufs of l.out (their bytes in place; a chained mbuf is copied).
+unsigned DpdkCapture::Impl::frames(Lane& l, unsigned count, Frame* out, std::uint64_t ts) {
+  l.held = count;
+  for (unsigned i = 0; i < count; ++i) {
+    rte_mbuf* mb = l.out[i];
     const std::uint32_t len = rte_pktmbuf_pkt_len(mb);
     if (mb->nb_segs == 1) [[likely]] {
       out[i].data = {rte_pktmbuf_mtod(mb, const std::byte*), rte_pktmbuf_data_len(mb)};
     } else {
       constexpr std::size_t kSlot = 16384;
-      if (m.linear_burst.empty()) m.linear_burst.resize(kSlot * m.out.size());
+      if (l.linear.empty()) l.linear.resize(kSlot * l.out.size());
       const std::uint32_t c = std::min<std::uint32_t>(len, static_cast<std::uint32_t>(kSlot));
-      const void* p = rte_pktmbuf_read(mb, 0, c, m.linear_burst.data() + kSlot * i);
+      const void* p = rte_pktmbuf_read(mb, 0, c, l.linear.data() + kSlot * i);
       out[i].data = {static_cast<const std::byte*>(p), c};
     }
     out[i].link = decode::kLinkEthernet;
-    out[i].ts_ns = m.ts_ns;
+    out[i].ts_ns = ts_offset >= 0 && ts == 0 ? *RTE_MBUF_DYNFIELD(mb, ts_offset, rte_mbuf_timestamp_t*) : ts;
     out[i].orig_len = len;
   }
+  return count;
+}
+
+unsigned DpdkCapture::lane_burst(unsigned lane, Frame* out, unsigned max) {
+  Impl& m = *impl_;
+  if (lane >= m.lanes.size()) return 0;
+  Impl::Lane& l = *m.lanes[lane];
+  max = std::min<unsigned>(max, static_cast<unsigned>(l.out.size()));
+  if (lane != 0) {  // what lane 0 spread to this lane
+    m.release(l);
+    const unsigned n = rte_ring_sc_dequeue_burst(l.ring, reinterpret_cast<void**>(l.out.data()), max, nullptr);
+    if (n == 0) return 0;
+    return m.frames(l, n, out, m.ts_offset >= 0 ? 0 : realtime_ns());
+  }
+  m.release();
+  if (m.pos < m.n) {  // frames left by next() calls go first, in order
+    const unsigned n = std::min(max, m.n - m.pos);
+    std::copy_n(m.burst.data() + m.pos, n, l.out.data());
+    m.pos += n;
+    return m.frames(l, n, out, m.ts_ns);
+  }
+  const unsigned lanes = static_cast<unsigned>(m.lanes.size());
+  if (lanes == 1) {
+    const unsigned n = rte_eth_rx_burst(m.pid, 0, l.out.data(), static_cast<std::uint16_t>(max));
+    if (n == 0) return 0;
+    m.ts_ns = realtime_ns();
+    return m.frames(l, n, out, m.ts_ns);
+  }
+  // A lane that fell behind stops the reading (its ring has no room for a whole burst): the
+  // frames wait in the NIC's ring, and what it cannot hold is the NIC's imissed, the one count
+  // of frames lost to speed (a replayed capture, net_pcap, then loses nothing).
+  for (unsigned t = 1; t < lanes; ++t)
+    if (rte_ring_free_count(m.lanes[t]->ring) < max) {
+      m.lanes[t]->waits.fetch_add(1, std::memory_order_relaxed);
+      return 0;
+    }
+  std::array<rte_mbuf*, 32> rx;
+  const unsigned n = rte_eth_rx_burst(m.pid, 0, rx.data(), static_cast<std::uint16_t>(max));
+  if (n == 0) return 0;
+  m.ts_ns = realtime_ns();
+  // Spread: this lane keeps its share, the others get theirs in one enqueue each.
+  static thread_local std::array<std::array<rte_mbuf*, 32>, 64> stage;  // lane 0's thread
+  std::array<unsigned, 64> staged{};
+  unsigned own = 0;
+  for (unsigned i = 0; i < n; ++i) {
+    rte_mbuf* mb = rx[i];
+    if (m.ts_offset >= 0) *RTE_MBUF_DYNFIELD(mb, m.ts_offset, rte_mbuf_timestamp_t*) = m.ts_ns;
+    const unsigned t = mb->nb_segs == 1
+                           ? spread_lane(decode::kLinkEthernet,
+                                         {rte_pktmbuf_mtod(mb, const std::byte*), rte_pktmbuf_data_len(mb)}, lanes,
+                                         m.spread_scratch)
+                           : 0;  // chained (jumbo) frames stay here
+    if (t == 0) l.out[own++] = mb;
+    else stage[t][staged[t]++] = mb;
+  }
+  for (unsigned t = 1; t < lanes; ++t) {
+    if (staged[t] == 0) continue;
+    Impl::Lane& dst = *m.lanes[t];
+    const unsigned sent =
+        rte_ring_sp_enqueue_burst(dst.ring, reinterpret_cast<void* const*>(stage[t].data()), staged[t], nullptr);
+    if (sent < staged[t]) {
+      rte_pktmbuf_free_bulk(stage[t].data() + sent, staged[t] - sent);
+      dst.dropped.fetch_add(staged[t] - sent, std::memory_order_relaxed);
+    }
+  }
+  if (own == 0) return 0;
+  return m.frames(l, own, out, m.ts_ns);
+}
+
+void DpdkCapture::register_lane_thread() {
+  if (rte_lcore_id() == LCORE_ID_ANY) (void)rte_thread_register();
+}
+
+unsigned DpdkCapture::lanes() const { return static_cast<unsigned>(impl_->lanes.size()); }
+
+std::uint64_t DpdkCapture::spread_dropped() const {
+  std::uint64_t n = 0;
+  for (const auto& l : impl_->lanes) n += l->dropped.load(std::memory_order_relaxed);
+  return n;
+}
+
+std::uint64_t DpdkCapture::spread_waits() const {
+  std::uint64_t n = 0;
+  for (const auto& l : impl_->lanes) n += l->waits.load(std::memory_order_relaxed);
   return n;
 }
 

@@ -37,7 +37,12 @@ inline bool pt_in(const std::array<std::uint64_t, 2>& set, unsigned pt) {
 
 }  // namespace
 
-SpanLane::SpanLane(SpanLaneOptions o) : opts_(o), ip_(o.limits, rc_), tcp_(o.limits, rc_) {}
+SpanLane::SpanLane(SpanLaneOptions o) : opts_(o), ip_(o.limits, rc_), tcp_(o.limits, rc_) {
+  if (opts_.hold_ns != 0) {
+    hold_.resize(std::max<std::size_t>(opts_.hold_packets, 1));
+    hold_bytes_.resize(std::max<std::size_t>(opts_.hold_bytes, 2048));
+  }
+}
 SpanLane::~SpanLane() = default;
 
 Status SpanLane::start(fileio::RingMatrix& rings) {
@@ -79,6 +84,7 @@ void SpanLane::set_endpoint(const decode::Endpoint& ep, StreamId to_stream, Stre
     auto& v = it->second.eps;
     if (std::find(v.begin(), v.end(), ep) == v.end()) v.push_back(ep);
   }
+  rescue_ = true;
   if (e.to_st == nullptr) e.to = 0;  // a stream not followed (anymore) gets nothing
   if (e.from_st == nullptr) e.from = 0;
   if (e.to == 0 && e.from == 0) {
@@ -107,6 +113,7 @@ void SpanLane::remove_flow(StreamId s) {
   if (it == streams_.end()) return;
   for (const decode::Endpoint& ep : it->second.eps) clear_endpoint(ep, s);
   streams_.erase(it);
+  if (opts_.track_updates) std::erase(updated_, s);
   // The end mark must reach the writer even on a live capture whose ring is full: wait for it.
   if (rings_ == nullptr) return;
   fileio::PacketRing& ring = rings_->ring(opts_.producer, rings_->writer_for(s));
@@ -120,6 +127,22 @@ void SpanLane::remove_flow(StreamId s) {
 const SpanStreamStats* SpanLane::stream_stats(StreamId s) const {
   auto it = streams_.find(s);
   return it == streams_.end() ? nullptr : &it->second.st;
+}
+
+std::optional<SpanStreamStats> SpanLane::stats_of(StreamId s) const {
+  const SpanStreamStats* st = stream_stats(s);
+  if (st == nullptr) return std::nullopt;
+  return *st;
+}
+
+void SpanLane::take_updates(std::vector<std::pair<StreamId, SpanStreamStats>>& out) {
+  for (StreamId s : updated_) {
+    auto it = streams_.find(s);
+    if (it == streams_.end()) continue;  // removed since
+    it->second.updated = false;
+    out.emplace_back(s, it->second.st);
+  }
+  updated_.clear();
 }
 
 std::optional<FlowStats> SpanLane::flow_stats(StreamId s) const {
@@ -159,6 +182,16 @@ std::vector<SourceCounter> SpanLane::counters() const {
   return out;
 }
 
+void SpanLane::counter_values(std::vector<std::uint64_t>& out) const {
+  out.clear();
+  for (unsigned i = 0; i < decode::kCounterCount; ++i) out.push_back(dc_.v[i]);
+  for (unsigned i = 0; i < decode::kReassemblyCounterCount; ++i) out.push_back(rc_.v[i]);
+  for (unsigned i = 0; i < kSpanCounterCount; ++i) out.push_back(sc_[i]);
+  out.push_back(eps_.size());
+  out.push_back(ip_.pending());
+  out.push_back(tcp_.streams());
+}
+
 bool SpanLane::push(StreamId s, fileio::RecordKind kind, std::uint64_t ts_ns, std::span<const std::byte> data) {
   fileio::PacketRing& ring = rings_->ring(opts_.producer, rings_->writer_for(s));
   dirty_ = true;
@@ -185,6 +218,84 @@ void SpanLane::flush() {
 void SpanLane::expire(std::uint64_t now_ns) {
   ip_.expire(now_ns);
   tcp_.expire(now_ns);
+  while (hold_count_ != 0 && hold_[hold_head_].ts_ns + opts_.hold_ns < now_ns) drop_held_front();
+}
+
+void SpanLane::drop_held_front() {
+  Held& h = hold_[hold_head_];
+  if (h.live) {
+    h.live = false;
+    --hold_live_;
+    ++sc_[kS_rtp_unattributed];  // nobody claimed it
+  }
+  hold_head_ = hold_head_ + 1 == hold_.size() ? 0 : hold_head_ + 1;
+  if (--hold_count_ == 0) hold_wr_ = 0;
+}
+
+void SpanLane::hold(const decode::Packet& p, std::uint64_t ts_ns) {
+  const std::size_t len = p.payload.size();
+  const std::size_t cap = hold_bytes_.size();
+  if (len > cap / 4) {  // not a voice packet anyway
+    ++sc_[kS_rtp_unattributed];
+    return;
+  }
+  std::size_t at = 0;
+  for (;;) {
+    if (hold_count_ == hold_.size()) {
+      drop_held_front();
+      continue;
+    }
+    if (hold_count_ == 0) {
+      at = 0;
+      break;
+    }
+    const std::size_t front = hold_[hold_head_].off;
+    if (hold_wr_ >= front) {  // in use: [front, wr)
+      if (len <= cap - hold_wr_) {
+        at = hold_wr_;
+        break;
+      }
+      if (len < front) {
+        at = 0;
+        break;
+      }
+    } else if (hold_wr_ + len < front) {  // in use: [front, cap) and [0, wr)
+      at = hold_wr_;
+      break;
+    }
+    drop_held_front();  // the oldest makes room
+  }
+  std::memcpy(hold_bytes_.data() + at, p.payload.data(), len);
+  hold_wr_ = at + len;
+  std::size_t slot = hold_head_ + hold_count_;
+  if (slot >= hold_.size()) slot -= hold_.size();
+  hold_[slot] = Held{ts_ns, {p.src, p.sport}, {p.dst, p.dport}, at, static_cast<std::uint32_t>(len), true};
+  ++hold_count_;
+  ++hold_live_;
+  ++sc_[kS_rtp_held];
+}
+
+void SpanLane::rescue_held() {
+  if (!rescue_) return;
+  rescue_ = false;
+  if (hold_live_ == 0 || eps_.empty()) return;
+  std::size_t i = hold_head_;
+  for (std::size_t n = 0; n < hold_count_; ++n, i = i + 1 == hold_.size() ? 0 : i + 1) {
+    Held& h = hold_[i];
+    if (!h.live) continue;
+    decode::Packet p;
+    p.proto = 17;
+    p.src = h.src.addr;
+    p.sport = h.src.port;
+    p.dst = h.dst.addr;
+    p.dport = h.dst.port;
+    p.payload = {hold_bytes_.data() + h.off, h.len};
+    if (!attribute(p, h.ts_ns)) continue;
+    h.live = false;
+    --hold_live_;
+    ++sc_[kS_rtp_rescued];
+  }
+  while (hold_count_ != 0 && !hold_[hold_head_].live) drop_held_front();
 }
 
 void SpanLane::on_frame(std::uint32_t link, std::span<const std::byte> frame, std::uint64_t ts_ns) {
@@ -266,8 +377,8 @@ void SpanLane::on_decoded(decode::Packet& p, decode::Result r, std::uint64_t ts_
   }
 }
 
-void SpanLane::on_datagram(const decode::Packet& p, std::uint64_t ts_ns) {
-  if (!eps_.empty()) {
+bool SpanLane::attribute(const decode::Packet& p, std::uint64_t ts_ns) {
+  {
     StreamId s = 0;
     StreamState* st = nullptr;
     bool by_source = false, rtcp = false;
@@ -281,25 +392,30 @@ void SpanLane::on_datagram(const decode::Packet& p, std::uint64_t ts_ns) {
       rtcp = f->rtcp;
       by_source = true;
     }
-    if (st != nullptr) {
-      if (rtcp) {
-        ++st->st.rtcp;
-        ++sc_[kS_rtcp];
-      } else {
-        deliver(s, *st, p, by_source, ts_ns);
-      }
-      return;
+    if (st == nullptr) return false;
+    if (rtcp) {
+      ++st->st.rtcp;
+      ++sc_[kS_rtcp];
+      touch(s, *st);
+    } else {
+      deliver(s, *st, p, by_source, ts_ns);
     }
+    return true;
   }
+}
+
+void SpanLane::on_datagram(const decode::Packet& p, std::uint64_t ts_ns) {
+  if (!eps_.empty() && attribute(p, ts_ns)) return;
   const std::string_view text = as_text(p.payload);
   if (decode::looks_like_sip(text)) {
     ++sc_[kS_sip_udp];
     if (sink_) sink_->on_sip(text, {p.src, p.sport}, {p.dst, p.dport}, ts_ns);
     return;
   }
-  if (p.payload.size() >= 12 && (std::to_integer<unsigned>(p.payload[0]) >> 6) == 2)
-    ++sc_[kS_rtp_unattributed];
-  else
+  if (p.payload.size() >= 12 && (std::to_integer<unsigned>(p.payload[0]) >> 6) == 2) {
+    if (opts_.hold_ns != 0) hold(p, ts_ns);
+    else ++sc_[kS_rtp_unattributed];
+  } else
     ++sc_[kS_udp_other];
 }
 
@@ -331,6 +447,7 @@ void SpanLane::deliver(StreamId s, StreamState& ss, const decode::Packet& p, boo
   if (pt >= 72 && pt <= 76) {  // RTCP (SR, RR, SDES, BYE, APP) multiplexed on the RTP port
     ++ss.st.rtcp;
     ++sc_[kS_rtcp];
+    touch(s, ss);
     return;
   }
   if (ss.st.packets != 0 && !(ss.st.src == src) && ss.sibling != 0 &&
@@ -360,6 +477,7 @@ void SpanLane::deliver(StreamId s, StreamState& ss, const decode::Packet& p, boo
   }
   ++st.packets;
   st.last_ns = ts_ns;
+  touch(s, ss);
   if (by_source) {
     st.by_source = true;
     ++sc_[kS_rtp_by_source];
@@ -384,6 +502,7 @@ void SpanLane::dtmf(StreamId s, StreamState& ss, std::span<const std::byte> rtp,
   ss.in_event = false;
   ss.event_ts = v->timestamp;
   ++ss.st.dtmf;
+  touch(s, ss);
   static constexpr const char* kDigits[16] = {"0", "1", "2", "3", "4", "5", "6", "7",
                                               "8", "9", "*", "#", "A", "B", "C", "D"};
   char other[8];

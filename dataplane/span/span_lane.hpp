@@ -33,6 +33,7 @@
 #include "dataplane/decode/reassembly.hpp"
 #include "dataplane/source.hpp"
 #include "dataplane/span/endpoint_table.hpp"
+#include "dataplane/span/span_control.hpp"
 
 namespace callrec::dataplane {
 
@@ -46,6 +47,8 @@ namespace callrec::dataplane {
   _(ring_full, "RTP dropped: writer ring full (live capture only; files wait)")                 \
   _(sip_udp, "SIP messages in UDP datagrams")                                                  \
   _(rtp_unattributed, "RTP-looking datagrams of no followed call")                             \
+  _(rtp_held, "RTP of no call yet held for a moment (lanes on threads: its SDP may be on its way)") \
+  _(rtp_rescued, "held RTP delivered once the SDP of its call reached the lane")               \
   _(udp_other, "other UDP datagrams (DNS, SNMP, MGCP ...)")                                    \
   _(tcp_other, "TCP segments that are not SIP")                                                \
   _(non_udp_tcp, "IP packets of other protocols, non-IP frames, undecodable frames")
@@ -62,41 +65,22 @@ inline constexpr std::array<decode::CounterInfo, kSpanCounterCount> kSpanCounter
 #undef CALLREC_SPAN_INFO
 }};
 
-/// Where SIP and in-call events go (the call tracker). Called on the lane's thread.
-class SpanSink {
- public:
-  virtual ~SpanSink() = default;
-  /// One UDP datagram that starts like a SIP message.
-  virtual void on_sip(std::string_view msg, const decode::Endpoint& src, const decode::Endpoint& dst,
-                      std::uint64_t ts_ns) = 0;
-  /// New in-order bytes of a followed TCP stream (SIP over TCP): the sink frames messages from
-  /// the front and returns how many bytes it consumed (complete messages and skipped garbage).
-  /// lost: bytes were skipped before `bytes` (the sink resynchronises on a start line).
-  virtual std::size_t on_sip_stream(std::string_view bytes, bool lost, const decode::Endpoint& src,
-                                    const decode::Endpoint& dst, std::uint64_t ts_ns) = 0;
-  /// A telephone-event ended (digit '0'-'9', '*', '#', 'A'-'D', or "E<n>" for others).
-  virtual void on_dtmf(StreamId stream, std::string_view digit, std::uint32_t duration_ms, std::uint64_t ts_ns) = 0;
-};
-
-/// What the lane knows of one followed stream (the catalog's streams row is made from it).
-struct SpanStreamStats {
-  std::uint64_t packets = 0;  ///< RTP pushed to the writer
-  std::uint64_t rtcp = 0;
-  std::uint64_t dtmf = 0;     ///< digits
-  std::uint64_t first_ns = 0, last_ns = 0;  ///< packet time (Unix ns) of first/last RTP
-  decode::Endpoint src;       ///< source of the latest RTP packet
-  decode::Endpoint dst;       ///< destination of the first RTP packet
-  bool by_source = false;     ///< some packets were attributed by their source endpoint
-  bool moved = false;         ///< packets came from more than one source
-};
-
 struct SpanLaneOptions {
   unsigned producer = 0;  ///< this lane's producer index in the ring matrix
   bool lossless = false;  ///< capture files: wait for ring space instead of dropping
   decode::ReassemblyLimits limits;
+  /// Lanes on threads of their own (SpanLaneGroup) learn of a call's SDP a moment after its
+  /// RTP may have started: RTP-looking datagrams of no followed call are held this long (packet
+  /// time), at most hold_packets of them in hold_bytes, and delivered by rescue_held() when
+  /// an endpoint of theirs is set. 0: not held (the tracker runs on the lane's thread).
+  std::uint64_t hold_ns = 0;
+  std::size_t hold_packets = 16384;
+  std::size_t hold_bytes = 4u << 20;
+  /// Keep a list of the streams whose statistics changed (take_updates()).
+  bool track_updates = false;
 };
 
-class SpanLane final : public Source {
+class SpanLane final : public SpanControl {
  public:
   explicit SpanLane(SpanLaneOptions o);
   ~SpanLane() override;
@@ -111,6 +95,8 @@ class SpanLane final : public Source {
   void remove_flow(StreamId stream) override;
   [[nodiscard]] SourceStats stats() const override;
   [[nodiscard]] std::vector<SourceCounter> counters() const override;
+  /// The values of counters(), in its order, without building names (a lane thread publishes them).
+  void counter_values(std::vector<std::uint64_t>& out) const;
   [[nodiscard]] std::optional<FlowStats> flow_stats(StreamId stream) const override;
   [[nodiscard]] unsigned rx_threads() const override { return 1; }
   [[nodiscard]] std::string name() const override { return "span"; }
@@ -124,13 +110,20 @@ class SpanLane final : public Source {
   /// c= lines that name a relay or a gateway instead of the party make both flows of a call
   /// match one party's endpoint, and the pair tells them apart.
   void add_stream(StreamId s, const std::array<std::uint64_t, 2>& dtmf_pts, std::uint32_t dtmf_clock = 8000,
-                  StreamId sibling = 0);
+                  StreamId sibling = 0) override;
   /// Packets to `ep` belong to `to_stream`, packets from `ep` to `from_stream` (0: none).
   /// rtcp: the endpoint is an RTCP port (packets counted on the stream, not recorded).
-  void set_endpoint(const decode::Endpoint& ep, StreamId to_stream, StreamId from_stream, bool rtcp);
+  void set_endpoint(const decode::Endpoint& ep, StreamId to_stream, StreamId from_stream, bool rtcp) override;
   /// Forgets `ep` if it still points at `stream` (to or from).
-  void clear_endpoint(const decode::Endpoint& ep, StreamId stream);
+  void clear_endpoint(const decode::Endpoint& ep, StreamId stream) override;
   [[nodiscard]] const SpanStreamStats* stream_stats(StreamId s) const;
+  [[nodiscard]] std::optional<SpanStreamStats> stats_of(StreamId s) const override;
+  /// Delivers the held datagrams (SpanLaneOptions::hold_ns) that the endpoints set since the
+  /// last call attribute to a stream, oldest first (call after a batch of set_endpoint()).
+  void rescue_held();
+  /// Appends the streams whose statistics changed since the last call (track_updates).
+  void take_updates(std::vector<std::pair<StreamId, SpanStreamStats>>& out);
+  [[nodiscard]] std::size_t held() const { return hold_live_; }
 
   // ---- input ---------------------------------------------------------------------------
   /// One captured frame. ts_ns: capture time, Unix ns (the packet clock of everything).
@@ -149,7 +142,8 @@ class SpanLane final : public Source {
   void run_burst(capture::FrameBurst& burst);
   /// Makes pushed packets visible to the writers (call after each burst).
   void flush();
-  /// Expires reassembly state by packet time (about once a second of packet time).
+  /// Expires reassembly state and held datagrams by packet time (about once a second of
+  /// packet time; lanes that hold datagrams: every few milliseconds).
   void expire(std::uint64_t now_ns);
 
   [[nodiscard]] const decode::Counters& decode_counters() const { return dc_; }
@@ -177,11 +171,22 @@ class SpanLane final : public Source {
     bool in_event = false;
     std::uint32_t event_ts = 0;  ///< RTP timestamp of the event being reported (dedup of E retransmits)
     bool event_done = false;
+    bool updated = false;  ///< listed in updated_ (track_updates)
     std::vector<decode::Endpoint> eps;  ///< endpoints pointing at this stream (for removal)
   };
   static void prefetch_state(const StreamState* st);
   void on_decoded(decode::Packet& p, decode::Result r, std::uint64_t ts_ns);
   void on_datagram(const decode::Packet& p, std::uint64_t ts_ns);
+  /// Delivers (or counts as RTCP) a datagram of a followed endpoint; false: no followed endpoint.
+  bool attribute(const decode::Packet& p, std::uint64_t ts_ns);
+  void hold(const decode::Packet& p, std::uint64_t ts_ns);
+  void drop_held_front();
+  void touch(StreamId s, StreamState& ss) {
+    if (opts_.track_updates && !ss.updated) {
+      ss.updated = true;
+      updated_.push_back(s);
+    }
+  }
   void on_tcp(const decode::Packet& p, std::uint64_t ts_ns);
   void deliver(StreamId s, StreamState& ss, const decode::Packet& p, bool by_source, std::uint64_t ts_ns);
   void dtmf(StreamId s, StreamState& ss, std::span<const std::byte> rtp, std::uint64_t ts_ns);
@@ -199,6 +204,20 @@ class SpanLane final : public Source {
   std::unordered_map<StreamId, StreamState> streams_;
   std::uint64_t frames_ = 0, bytes_ = 0;
   bool dirty_ = false;
+  std::vector<StreamId> updated_;  ///< streams whose stats changed (track_updates)
+  /// Held datagrams: a ring of entries over a ring of bytes (each datagram contiguous).
+  struct Held {
+    std::uint64_t ts_ns = 0;
+    decode::Endpoint src, dst;
+    std::size_t off = 0;
+    std::uint32_t len = 0;
+    bool live = false;
+  };
+  std::vector<Held> hold_;
+  std::vector<std::byte> hold_bytes_;
+  std::size_t hold_head_ = 0, hold_count_ = 0, hold_live_ = 0;  ///< oldest entry, entries, live ones
+  std::size_t hold_wr_ = 0, hold_used_ = 0;                     ///< byte ring: next write, bytes in use
+  bool rescue_ = false;  ///< an endpoint was set since the last rescue_held()
 };
 
 }  // namespace callrec::dataplane
