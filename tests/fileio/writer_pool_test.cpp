@@ -366,6 +366,46 @@ TEST_F(WriterPoolTest, UnknownStreamIsCountedAndCloseNowFinalizes) {
   ASSERT_TRUE(wait_stats(pool, [](const WriterPoolStats& st) { return st.unknown_stream == 6; }));
 }
 
+// A stream that several producers feed (the lanes of a DPDK mirror: its media may move to an
+// address pair another lane carries) ends at the last of their end marks: packets a second
+// producer pushes after the first producer's mark are still recorded.
+TEST_F(WriterPoolTest, AStreamOfSeveralProducersEndsAtTheirLastEndMark) {
+  WriterPoolOptions po;
+  po.writers = 1;
+  po.producers = 3;
+  WriterPool pool(po);
+  pool.start();
+  RingMatrix& rings = pool.rings();
+  constexpr StreamId kS = 21;
+  pool.open_stream(kS, wopts(kS), {}, 3);
+  std::vector<Bytes> expect;
+  std::uint16_t q = 0;
+  for (unsigned p = 0; p < 3; ++p) {
+    PacketRing& ring = rings.ring(p, rings.writer_for(kS));
+    for (int k = 0; k < 4; ++k, ++q) {
+      push(ring, kS, RecordKind::kPacket, rx_ns(q), make_packet(kS, q));
+      expect.push_back(make_packet(kS, q));
+    }
+    push(ring, kS, RecordKind::kEndOfStream, 0, {});
+    ring.publish();
+    // Not closed before the last producer's mark (each producer's records are in before the next
+    // producer starts: the writer has taken them when its packet count says so).
+    ASSERT_TRUE(wait_stats(pool, [&](const WriterPoolStats& st) { return st.packets == (p + 1) * 5; }));
+    std::vector<WriterEvent> ev;
+    pool.poll_events(ev);
+    if (p < 2) {
+      EXPECT_EQ(count(ev, WriterEventKind::kStreamClosed, kS), 0u) << "closed after producer " << p;
+    }
+    if (p == 2) {
+      ASSERT_TRUE(collect(pool, ev, closed(1)));
+      const WriterEvent* seg = find(ev, WriterEventKind::kSegmentClosed, kS);
+      ASSERT_NE(seg, nullptr);
+      expect_record_file(seg->seg.path, expect);
+    }
+  }
+  EXPECT_EQ(pool.stats().unknown_stream, 0u);
+}
+
 TEST_F(WriterPoolTest, StatsEventsForActiveStreams) {
   WriterPoolOptions po;
   po.stats_interval = 50ms;
