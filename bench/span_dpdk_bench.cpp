@@ -22,6 +22,7 @@
 // the parser each time) and RTP sequence numbers jump back; neither matters to classification.
 #include <x86intrin.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -37,6 +38,7 @@
 #include "control/sip/sip_message.hpp"
 #include "dataplane/capture/capture.hpp"
 #include "dataplane/dpdk_source.hpp"
+#include "dataplane/span/lane_group.hpp"
 #include "dataplane/span/span_lane.hpp"
 #include "fileio/packet_ring.hpp"
 #include "tools/callrec-pcapgen/calls_gen.hpp"
@@ -54,6 +56,7 @@ struct Args {
   bool testpmd = true;
   bool keep = false;
   bool inline_sip = true;  ///< --handoff-only: skip the SIP-inline measurement (profiling)
+  unsigned lanes = 0;      ///< --lanes N: the daemon's SpanLaneGroup on N lanes instead of the bare lane
 };
 
 dataplane::decode::Endpoint ep(std::uint32_t ip, std::uint16_t port) {
@@ -122,7 +125,102 @@ bool hugepages_free() {
 void usage() {
   std::fprintf(stderr,
                "usage: span_dpdk_bench [--calls N] [--call-seconds S] [--seconds T] [--huge|--no-huge]\n"
-               "                       [--no-testpmd] [--handoff-only] [--keep]\n");
+               "                       [--no-testpmd] [--handoff-only] [--lanes N] [--keep]\n");
+}
+
+/// --lanes N: the daemon's DPDK mirror path, SpanLaneGroup on N lane threads (lane i on CPU
+/// (i + 1) mod CPUs; lane 0 reads the port and spreads by address pair), this thread as the
+/// control thread: SIP of every lane parsed here (poll_events), the writer rings drained here.
+int run_lanes(const Args& a, std::unique_ptr<dataplane::capture::DpdkCapture>& owned, const std::vector<pcapgen::Call>& calls,
+              const std::string& pcap, unsigned mbufs, unsigned room, bool huge, const pcapgen::CallsSummary& sum,
+              const std::string& dir) {
+  dataplane::capture::DpdkCapture& cap = *owned;
+  const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+  fileio::RingMatrix rings(a.lanes, 1, 32u << 20);
+  dataplane::LaneGroupOptions go;
+  go.lanes = a.lanes;
+  dataplane::SpanLaneGroup g(
+      go, [&cap](unsigned l, dataplane::capture::Frame* out, unsigned max) { return cap.lane_burst(l, out, max); },
+      [&cap, cpus](unsigned l) {
+        cap.register_lane_thread();
+        bench::pin_self(static_cast<int>((l + 1) % cpus));
+      });
+  SipSink sink(nullptr);
+  if (Status st = g.start(rings); !st) {
+    std::fprintf(stderr, "span_dpdk_bench: %s\n", st.message().c_str());
+    return 1;
+  }
+  // Every call's endpoints, as the tracker installs them from SDP (through the command rings).
+  fileio::StreamId next = 1;
+  for (const auto& c : calls) {
+    const fileio::StreamId up = next++, down = next++;
+    g.add_stream(up, {}, 8000, down);
+    g.add_stream(down, {}, 8000, up);
+    g.set_endpoint(ep(c.callee_ip, c.callee_rtp), up, down, false);
+    g.set_endpoint(ep(c.caller_ip, c.caller_rtp), down, up, false);
+    if (c.moved_port != 0) {
+      if (c.mover == 0)
+        g.set_endpoint(ep(c.caller_ip, c.moved_port), down, up, false);
+      else
+        g.set_endpoint(ep(c.callee_ip, c.moved_port), up, down, false);
+    }
+  }
+
+  std::array<fileio::RingRecord, 256> recs{};
+  auto counter = [&](const char* name) {
+    for (const auto& c : g.counters())
+      if (c.name == name) return c.value;
+    return std::uint64_t{0};
+  };
+  auto control_for = [&](double seconds) {
+    const auto end = Clock::now() + std::chrono::duration<double>(seconds);
+    while (Clock::now() < end) {
+      std::size_t k = 0;
+      for (unsigned p = 0; p < a.lanes; ++p)
+        k += rings.ring(p, 0).consume_bulk(recs, [](std::span<const fileio::RingRecord>) {});
+      k += g.poll_events(sink);
+      if (k == 0) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  };
+  control_for(1.0);  // warm-up
+  const std::uint64_t f0 = g.frames(), d0 = counter("span_rtp_delivered"), w0 = cap.spread_waits();
+  const auto t0 = Clock::now();
+  control_for(a.seconds);
+  const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+  const std::uint64_t frames = g.frames() - f0, delivered = counter("span_rtp_delivered") - d0;
+  const std::uint64_t waits = cap.spread_waits() - w0;
+  (void)g.quiesce(sink, std::chrono::seconds(2));
+  g.stop();
+  std::vector<std::uint64_t> per_lane;
+  for (unsigned l = 0; l < a.lanes; ++l) per_lane.push_back(counter(("span_lane" + std::to_string(l) + "_frames").c_str()));
+  const double fps = static_cast<double>(frames) / wall;
+  std::printf("%u lanes (SpanLaneGroup, SIP parsed on the control thread): %.2f M frames/s; %llu RTP delivered, "
+              "%llu unattributed, %llu SIP parsed (bad %llu); lane 0 waited for a lane's ring %llu times; frames by lane:",
+              a.lanes, fps / 1e6, static_cast<unsigned long long>(delivered),
+              static_cast<unsigned long long>(counter("span_rtp_unattributed")),
+              static_cast<unsigned long long>(sink.parse.messages), static_cast<unsigned long long>(sink.parse.bad),
+              static_cast<unsigned long long>(waits));
+  for (std::uint64_t n : per_lane) std::printf(" %llu", static_cast<unsigned long long>(n));
+  std::printf("\n");
+  owned.reset();  // the port is closed before testpmd runs
+  double tp = 0, load = 0;
+  if (a.testpmd) {
+    tp = bench::testpmd_rxonly_pps(pcap, mbufs, room, huge, a.seconds, false, load);
+    std::printf("testpmd rxonly: %.2f M frames/s (load %.1f); %u lanes / testpmd: %.3f\n", tp / 1e6, load, a.lanes,
+                tp > 0 ? fps / tp : 0.0);
+  }
+  std::printf("RESULT {\"bench\":\"span_dpdk_lanes\",\"lanes\":%u,\"calls\":%u,\"frames_in_file\":%llu,\"huge\":%s,"
+              "\"lanes_fps\":%.0f,\"testpmd_fps\":%.0f,\"lanes_over_testpmd\":%.3f}\n",
+              a.lanes, a.calls, static_cast<unsigned long long>(sum.frames), huge ? "true" : "false", fps, tp,
+              tp > 0 ? fps / tp : 0.0);
+  std::printf("rerun: build/bench/span_dpdk_bench --lanes %u --calls %u --call-seconds %u --seconds %u%s\n", a.lanes,
+              a.calls, a.call_seconds, a.seconds, huge ? " --huge" : " --no-huge");
+  (void)dataplane::dpdk_eal_cleanup();
+  if (!a.keep) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  return 0;
 }
 
 }  // namespace
@@ -146,6 +244,7 @@ int main(int argc, char** argv) {
     else if (k == "--no-testpmd") a.testpmd = false;
     else if (k == "--keep") a.keep = true;
     else if (k == "--handoff-only") a.inline_sip = false;
+    else if (k == "--lanes") a.lanes = std::clamp(val(), 1u, 64u);
     else {
       usage();
       return 2;
@@ -188,12 +287,14 @@ int main(int argc, char** argv) {
   o.port = "net_pcap_span0,rx_pcap=" + pcap + ",infinite_rx=1";
   o.mbufs = mbufs;
   o.mbuf_data_room = kMbufRoom;
+  o.lanes = std::max(1u, a.lanes);
   Status st;
   auto cap = dataplane::capture::DpdkCapture::open(o, st);
   if (!cap) {
     std::fprintf(stderr, "span_dpdk_bench: %s\n", st.message().c_str());
     return 1;
   }
+  if (a.lanes >= 1) return run_lanes(a, cap, calls, pcap, mbufs, kMbufRoom, huge, sum, dir);
   bench::pin_self(1);  // the lane's core (CPU 1; the ring consumer and testpmd's main on CPU 0)
 
   fileio::RingMatrix rings(1, 1, 32u << 20);

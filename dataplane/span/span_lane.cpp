@@ -112,8 +112,7 @@ void SpanLane::remove_flow(StreamId s) {
   auto it = streams_.find(s);
   if (it == streams_.end()) return;
   for (const decode::Endpoint& ep : it->second.eps) clear_endpoint(ep, s);
-  streams_.erase(it);
-  if (opts_.track_updates) std::erase(updated_, s);
+  streams_.erase(it);  // an id left in updated_ is skipped by take_updates()
   // The end mark must reach the writer even on a live capture whose ring is full: wait for it.
   if (rings_ == nullptr) return;
   fileio::PacketRing& ring = rings_->ring(opts_.producer, rings_->writer_for(s));
