@@ -534,6 +534,33 @@ TEST(Config, SiprecFlagsInAnyOrder) {
 
 namespace callrec::control {
 namespace {
+TEST(Config, SpanLanesAndOneMirrorKind) {
+  {
+    DaemonConfig c;
+    EXPECT_EQ(c.span_lanes, 1u);
+    std::vector<const char*> argv{"callrecd", "--span-lanes", "4"};
+    ASSERT_TRUE(apply_flags(static_cast<int>(argv.size()), argv.data(), c));
+    EXPECT_EQ(c.span_lanes, 4u);
+    EXPECT_TRUE(validate(c)) << validate(c).message();
+  }
+  for (const char* bad : {"0", "65"}) {
+    DaemonConfig c;
+    std::vector<const char*> argv{"callrecd", "--span-lanes", bad};
+    const Status st = apply_flags(static_cast<int>(argv.size()), argv.data(), c);
+    const Status v = st ? validate(c) : st;
+    ASSERT_FALSE(v) << bad;
+    EXPECT_NE(v.message().find("--span-lanes"), std::string::npos) << v.message();
+  }
+#ifdef CALLREC_HAVE_DPDK
+  DaemonConfig c;
+  std::vector<const char*> argv{"callrecd", "--span-interface", "eth1", "--span-dpdk", "net_null0"};
+  const Status st = apply_flags(static_cast<int>(argv.size()), argv.data(), c);
+  const Status v = st ? validate(c) : st;
+  ASSERT_FALSE(v);
+  EXPECT_NE(v.message().find("one mirror kind per daemon"), std::string::npos) << v.message();
+#endif
+}
+
 TEST(Config, WriterThreadsAutoIsOneForTheDaemonAndTwoForSpanReadOnTwoCpus) {
   DaemonConfig c;
   EXPECT_EQ(writer_threads(c, false), 1u);
