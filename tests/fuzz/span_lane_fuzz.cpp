@@ -6,6 +6,11 @@
 // the same records to the writer rings in the same order, report the same sink calls and end
 // with the same counters; anything else aborts, as does any sanitizer report.
 //
+// A third lane holds RTP of no call (as the lanes of a DPDK mirror do while a call's SDP is on its
+// way), in a hold small enough to wrap and overflow; endpoints are set as the frames go, held
+// packets rescued after each frame and expired by packet time: its counters must balance (held =
+// rescued + dropped + still held) and nothing may be held after the final expiry.
+//
 // Input: byte 0 picks the link type, byte 1 seeds the burst sizes, the rest is frames separated
 // by the 4-byte marker F0 0D CA FE (decode_fuzz's format).
 #include <array>
@@ -58,11 +63,20 @@ class Sink final : public dataplane::SpanSink {
   }
 };
 
+dataplane::SpanLaneOptions holding() {
+  dataplane::SpanLaneOptions o;
+  o.hold_ns = 100'000'000;  // 5 frames of the fuzzer's packet clock
+  o.hold_packets = 16;
+  o.hold_bytes = 4096;      // datagrams over 1 KiB are not held; wraps every few packets
+  o.track_updates = true;
+  return o;
+}
+
 struct Lane {
-  fileio::RingMatrix rings{1, 2, 256u << 10};  // small: a run allocates two of these
-  dataplane::SpanLane lane{dataplane::SpanLaneOptions{}};
+  fileio::RingMatrix rings{1, 2, 256u << 10};  // small: a run allocates three of these
+  dataplane::SpanLane lane;
   Sink sink;
-  Lane() {
+  explicit Lane(dataplane::SpanLaneOptions o = {}) : lane(o) {
     sink.lane = &lane;
     lane.set_sink(&sink);
     check(lane.start(rings).is_ok());
@@ -132,6 +146,35 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     burst.lane.on_burst({fs.data() + at, n});
     at += n;
   }
+
+  // The holding lane: frame at a time, the endpoints of every fifth frame set only after it
+  // passed (its RTP came before its SDP), a rescue after each frame, expiry by packet time.
+  Lane held(holding());
+  std::vector<std::pair<Endpoint, fileio::StreamId>> late;
+  auto balanced = [&] {
+    const auto h = held.lane.counter(dataplane::kS_rtp_held), r = held.lane.counter(dataplane::kS_rtp_rescued);
+    check(held.lane.held() <= 16);
+    check(h >= r + held.lane.held());
+    check(h - r - held.lane.held() <= held.lane.counter(dataplane::kS_rtp_unattributed));
+  };
+  for (std::size_t i = 0; i < frames.size(); ++i) {
+    const std::uint64_t ts = 1'000'000'000ull + 20'000'000ull * i;
+    held.lane.on_frame(link, frames[i], ts);
+    dataplane::decode::Packet p;
+    dataplane::decode::Counters c;
+    if (i % 5 == 0 && dataplane::decode::decode_frame(link, frames[i], p, c) == dataplane::decode::Result::kUdp)
+      held.lane.set_endpoint(Endpoint{p.dst, p.dport}, static_cast<fileio::StreamId>(i % 4 + 1), 0, false);
+    held.lane.rescue_held();
+    if (i % 7 == 6) held.lane.expire(ts);
+    balanced();
+    (void)held.drain();
+    std::vector<std::pair<fileio::StreamId, dataplane::SpanStreamStats>> updates;
+    held.lane.take_updates(updates);
+    for (const auto& [s, st] : updates) check(s >= 1 && s <= 4 && st.packets + st.rtcp + st.dtmf > 0);
+  }
+  held.lane.expire(~std::uint64_t{0} >> 1);
+  check(held.lane.held() == 0);
+  balanced();
 
   check(one.drain() == burst.drain());
   check(one.sink.log == burst.sink.log);
