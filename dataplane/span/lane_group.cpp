@@ -172,10 +172,14 @@ Status SpanLaneGroup::add_flow(const FlowSpec&) {
 void SpanLaneGroup::command(std::span<const std::byte> cmd, StreamId stream) {
   for (auto& l : lanes_) {
     const std::uint64_t deadline = mono_now() + 2'000'000'000ull;
-    while (!l->cmds.push(stream, fileio::RecordKind::kPacket, 0, cmd)) {
+    for (bool waited = false; !l->cmds.push(stream, fileio::RecordKind::kPacket, 0, cmd);) {
       l->cmds.publish();
-      ++c_[kLG_command_waits];
-      if (!started_ || mono_now() > deadline) break;  // a lane that is gone takes nothing
+      if (!waited) ++c_[kLG_command_waits];
+      waited = true;
+      if (!started_ || mono_now() > deadline) {  // a lane that is gone or stuck takes nothing
+        ++c_[kLG_commands_dropped];
+        break;
+      }
       ::sched_yield();
     }
     l->cmds.publish();

@@ -62,7 +62,8 @@ using LaneInit = std::function<void(unsigned lane)>;
   _(events_dropped, "lane -> control events dropped: the control thread fell behind")        \
   _(sip_truncated, "SIP messages longer than a lane event (64 KiB) handed on truncated")      \
   _(tcp_partial_dropped, "partial SIP messages of TCP streams dropped (over the cap)")       \
-  _(command_waits, "times the control thread waited for room in a lane's command ring")
+  _(command_waits, "times the control thread waited for room in a lane's command ring")        \
+  _(commands_dropped, "commands a lane did not take within 2 s (a stuck lane): that lane misses them")
 
 enum LaneGroupCounter : unsigned {
 #define CALLREC_LG_ENUM(name, help) kLG_##name,
