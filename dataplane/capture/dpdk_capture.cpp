@@ -55,6 +55,16 @@ struct DpdkCapture::Impl {
     release(*lanes[0]);
   }
   unsigned frames(Lane& l, unsigned count, Frame* out, std::uint64_t ts_ns);
+  /// Times for a burst of n frames just received: the host's clock, made strictly increasing
+  /// frame by frame (base, base + 1 ns ...), so that packet time orders frames as they came
+  /// even within a burst (the lanes match RTP held for a moment against the SIP before it).
+  std::uint64_t stamp(unsigned frames_in_burst) {
+    const std::uint64_t base = std::max(realtime_now(), last_stamp + 1);
+    last_stamp = base + (frames_in_burst == 0 ? 0 : frames_in_burst - 1);
+    return base;
+  }
+  std::uint64_t last_stamp = 0;
+  static std::uint64_t realtime_now();
 };
 
 namespace {
@@ -65,6 +75,8 @@ std::uint64_t realtime_ns() {
 }
 std::string rte_err(int e) { return rte_strerror(e < 0 ? -e : e); }
 }  // namespace
+
+std::uint64_t DpdkCapture::Impl::realtime_now() { return realtime_ns(); }
 
 std::unique_ptr<DpdkCapture> DpdkCapture::open(const DpdkCaptureOptions& o, Status& st) {
   std::vector<std::string> args = o.eal_args;
@@ -160,7 +172,7 @@ unsigned DpdkCapture::Impl::frames(Lane& l, unsigned count, Frame* out, std::uin
       out[i].data = {static_cast<const std::byte*>(p), c};
     }
     out[i].link = decode::kLinkEthernet;
-    out[i].ts_ns = ts_offset >= 0 && ts == 0 ? *RTE_MBUF_DYNFIELD(mb, ts_offset, rte_mbuf_timestamp_t*) : ts;
+    out[i].ts_ns = ts_offset >= 0 && ts == 0 ? *RTE_MBUF_DYNFIELD(mb, ts_offset, rte_mbuf_timestamp_t*) : ts + i;
     out[i].orig_len = len;
   }
   return count;
@@ -175,21 +187,20 @@ unsigned DpdkCapture::lane_burst(unsigned lane, Frame* out, unsigned max) {
     m.release(l);
     const unsigned n = rte_ring_sc_dequeue_burst(l.ring, reinterpret_cast<void**>(l.out.data()), max, nullptr);
     if (n == 0) return 0;
-    return m.frames(l, n, out, m.ts_offset >= 0 ? 0 : realtime_ns());
+    return m.frames(l, n, out, m.ts_offset >= 0 ? 0 : m.stamp(n));  // no timestamp field: close enough
   }
   m.release();
   if (m.pos < m.n) {  // frames left by next() calls go first, in order
     const unsigned n = std::min(max, m.n - m.pos);
     std::copy_n(m.burst.data() + m.pos, n, l.out.data());
     m.pos += n;
-    return m.frames(l, n, out, m.ts_ns);
+    return m.frames(l, n, out, m.ts_ns + (m.pos - n));
   }
   const unsigned lanes = static_cast<unsigned>(m.lanes.size());
   if (lanes == 1) {
     const unsigned n = rte_eth_rx_burst(m.pid, 0, l.out.data(), static_cast<std::uint16_t>(max));
     if (n == 0) return 0;
-    m.ts_ns = realtime_ns();
-    return m.frames(l, n, out, m.ts_ns);
+    return m.frames(l, n, out, m.stamp(n));
   }
   // A lane that fell behind stops the reading (its ring has no room for a whole burst): the
   // frames wait in the NIC's ring, and what it cannot hold is the NIC's imissed, the one count
@@ -202,14 +213,14 @@ unsigned DpdkCapture::lane_burst(unsigned lane, Frame* out, unsigned max) {
   std::array<rte_mbuf*, 32> rx;
   const unsigned n = rte_eth_rx_burst(m.pid, 0, rx.data(), static_cast<std::uint16_t>(max));
   if (n == 0) return 0;
-  m.ts_ns = realtime_ns();
+  const std::uint64_t base = m.stamp(n);
   // Spread: this lane keeps its share, the others get theirs in one enqueue each.
   static thread_local std::array<std::array<rte_mbuf*, 32>, 64> stage;  // lane 0's thread
   std::array<unsigned, 64> staged{};
   unsigned own = 0;
   for (unsigned i = 0; i < n; ++i) {
     rte_mbuf* mb = rx[i];
-    if (m.ts_offset >= 0) *RTE_MBUF_DYNFIELD(mb, m.ts_offset, rte_mbuf_timestamp_t*) = m.ts_ns;
+    if (m.ts_offset >= 0) *RTE_MBUF_DYNFIELD(mb, m.ts_offset, rte_mbuf_timestamp_t*) = base + i;
     const unsigned t = mb->nb_segs == 1
                            ? spread_lane(decode::kLinkEthernet,
                                          {rte_pktmbuf_mtod(mb, const std::byte*), rte_pktmbuf_data_len(mb)}, lanes,
@@ -229,7 +240,7 @@ unsigned DpdkCapture::lane_burst(unsigned lane, Frame* out, unsigned max) {
     }
   }
   if (own == 0) return 0;
-  return m.frames(l, own, out, m.ts_ns);
+  return m.frames(l, own, out, m.ts_offset >= 0 ? 0 : base);
 }
 
 void DpdkCapture::register_lane_thread() {
@@ -257,7 +268,7 @@ int DpdkCapture::next(Frame& f) {
     m.n = rte_eth_rx_burst(m.pid, 0, m.burst.data(), static_cast<std::uint16_t>(m.burst.size()));
     m.pos = 0;
     if (m.n == 0) return 0;
-    m.ts_ns = realtime_ns();
+    m.ts_ns = m.stamp(m.n);
   }
   rte_mbuf* mb = m.burst[m.pos++];
   m.held = mb;
@@ -270,7 +281,7 @@ int DpdkCapture::next(Frame& f) {
     f.data = {static_cast<const std::byte*>(p), n};
   }
   f.link = decode::kLinkEthernet;
-  f.ts_ns = m.ts_ns;
+  f.ts_ns = m.ts_ns + (m.pos - 1);
   f.orig_len = len;
   return 1;
 }

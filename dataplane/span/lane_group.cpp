@@ -25,6 +25,7 @@ struct CmdBody {
   Cmd type = Cmd::kAdd;
   bool rtcp = false;
   std::uint32_t clock = 0;
+  std::uint64_t ts = ~std::uint64_t{0};  ///< packet time of the SIP message behind it (none: now)
   StreamId a = 0, b = 0;  ///< kAdd: sibling; kSet: to, from
   std::array<std::uint64_t, 2> pts{};
   decode::Endpoint ep;
@@ -200,6 +201,7 @@ void SpanLaneGroup::add_stream(StreamId s, const std::array<std::uint64_t, 2>& d
 void SpanLaneGroup::set_endpoint(const decode::Endpoint& ep, StreamId to_stream, StreamId from_stream, bool rtcp) {
   CmdBody c;
   c.type = Cmd::kSet;
+  c.ts = event_ts_;
   c.rtcp = rtcp;
   c.a = to_stream;
   c.b = from_stream;
@@ -210,6 +212,7 @@ void SpanLaneGroup::set_endpoint(const decode::Endpoint& ep, StreamId to_stream,
 void SpanLaneGroup::clear_endpoint(const decode::Endpoint& ep, StreamId stream) {
   CmdBody c;
   c.type = Cmd::kClear;
+  c.ts = event_ts_;
   c.a = stream;
   c.ep = ep;
   command(bytes_of(c), 0);
@@ -218,6 +221,7 @@ void SpanLaneGroup::clear_endpoint(const decode::Endpoint& ep, StreamId stream) 
 void SpanLaneGroup::remove_flow(StreamId s) {
   CmdBody c;
   c.type = Cmd::kRemove;
+  c.ts = event_ts_;
   command(bytes_of(c), s);
   auto it = stats_.find(s);
   if (it == stats_.end()) return;
@@ -254,9 +258,22 @@ void SpanLaneGroup::apply(Lane& l, std::span<const std::byte> cmd, StreamId stre
   SpanLane& lane = *l.lane;
   switch (c.type) {
     case Cmd::kAdd: lane.add_stream(stream, c.pts, c.clock, c.a); break;
-    case Cmd::kSet: lane.set_endpoint(c.ep, c.a, c.b, c.rtcp); break;
-    case Cmd::kClear: lane.clear_endpoint(c.ep, c.a); break;
-    case Cmd::kRemove: lane.remove_flow(stream); break;
+    case Cmd::kSet:
+      lane.rescue_held(c.ts);
+      lane.set_endpoint(c.ep, c.a, c.b, c.rtcp);
+      break;
+    // Held RTP older than the SIP message behind a change is matched against the endpoints as
+    // they were before it (a re-INVITE's old media path, an endpoint another call announces
+    // next, packets sent just before a BYE): what the lane would have done had the SDP come in
+    // time. The rest waits for the next change, or for the pass after the batch.
+    case Cmd::kClear:
+      lane.rescue_held(c.ts);
+      lane.clear_endpoint(c.ep, c.a);
+      break;
+    case Cmd::kRemove:
+      lane.rescue_held(c.ts);
+      lane.remove_flow(stream);
+      break;
     case Cmd::kQuiesce: {
       l.quiescing = true;
       lane.flush();
@@ -382,6 +399,7 @@ std::size_t SpanLaneGroup::poll_events(SpanSink& sink) {
   // two lanes when a proxy is in the middle).
   std::stable_sort(evs.begin(), evs.end(), [](const Event& a, const Event& b) { return a.ts < b.ts; });
   for (Event& e : evs) {
+    event_ts_ = e.ts;  // what the sink changes now, it changes at this packet time
     switch (e.h.type) {
       case Ev::kSip: sink.on_sip(e.body, e.h.src, e.h.dst, e.ts); break;
       case Ev::kDtmf: sink.on_dtmf(e.stream, e.body, e.h.duration_ms, e.ts); break;
@@ -431,6 +449,7 @@ std::size_t SpanLaneGroup::poll_events(SpanSink& sink) {
       case Ev::kQuiesced: break;
     }
   }
+  event_ts_ = ~std::uint64_t{0};
   return evs.size();
 }
 

@@ -130,6 +130,8 @@ class SpanLaneGroup final : public SpanControl {
   bool started_ = false;
   // control side
   std::array<std::uint64_t, kLaneGroupCounterCount> c_{};
+  /// Packet time of the event the sink is handling (commands carry it); none outside poll_events.
+  std::uint64_t event_ts_ = ~std::uint64_t{0};
   std::unordered_map<StreamId, std::vector<SpanStreamStats>> stats_;  ///< per stream, per lane
   std::map<StreamId, FlowStats> removed_;                             ///< last removed streams
   std::list<StreamId> removed_order_;

@@ -274,14 +274,14 @@ void SpanLane::hold(const decode::Packet& p, std::uint64_t ts_ns) {
   ++sc_[kS_rtp_held];
 }
 
-void SpanLane::rescue_held() {
-  if (!rescue_) return;
-  rescue_ = false;
+void SpanLane::rescue_held(std::uint64_t before) {
+  if (!rescue_) return;  // nothing set since every held datagram was last matched
+  if (before == ~std::uint64_t{0}) rescue_ = false;  // a bounded pass leaves later ones unmatched
   if (hold_live_ == 0 || eps_.empty()) return;
   std::size_t i = hold_head_;
   for (std::size_t n = 0; n < hold_count_; ++n, i = i + 1 == hold_.size() ? 0 : i + 1) {
     Held& h = hold_[i];
-    if (!h.live) continue;
+    if (!h.live || h.ts_ns >= before) continue;
     decode::Packet p;
     p.proto = 17;
     p.src = h.src.addr;

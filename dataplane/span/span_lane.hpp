@@ -120,7 +120,10 @@ class SpanLane final : public SpanControl {
   [[nodiscard]] std::optional<SpanStreamStats> stats_of(StreamId s) const override;
   /// Delivers the held datagrams (SpanLaneOptions::hold_ns) that the endpoints set since the
   /// last call attribute to a stream, oldest first (call after a batch of set_endpoint()).
-  void rescue_held();
+  /// `before`: only those captured before this packet time (call it with the time of the SIP
+  /// message behind a change of the endpoints before applying the change: held packets older
+  /// than that message are matched as they would have been, had its SDP come in time).
+  void rescue_held(std::uint64_t before = ~std::uint64_t{0});
   /// Appends the streams whose statistics changed since the last call (track_updates).
   void take_updates(std::vector<std::pair<StreamId, SpanStreamStats>>& out);
   [[nodiscard]] std::size_t held() const { return hold_live_; }

@@ -1,8 +1,8 @@
 #pragma once
 // The software spread of a mirror over several lanes: a symmetric hash of the innermost IP
-// address pair (tunnels decoded), so both directions of a flow and every fragment of a
-// datagram (fragments carry no ports) reach the same lane, which reassembles them and pairs
-// the two directions of a call. Frames without IP go to lane 0.
+// address pair (tunnels decoded), so both directions of a flow reach the same lane, which
+// pairs the two directions of a call and reassembles its TCP streams. SIP datagrams, IP
+// fragments and frames without IP go to lane 0 (spread_lane()).
 #include <cstdint>
 #include <cstring>
 #include <span>
@@ -30,14 +30,26 @@ inline unsigned spread_lane_of(const decode::IpAddr& src, const decode::IpAddr& 
 
 /// Lane of a frame of link type `link`. `scratch`: decode counters of the spread (not the
 /// lanes'; the lane decodes the frame again and counts it there).
+///
+/// Two kinds go to lane 0 whatever their pair: SIP datagrams and IP fragments (a fragmented
+/// datagram is most often a large INVITE). The tracker then gets the UDP signalling of every
+/// dialog from one lane, in the order it came off the wire, where a B2BUA's two legs (two
+/// address pairs) would otherwise reach it through two lanes, each a little behind or ahead.
+/// Fragments carry no ports, so all of them (of any pair) go to lane 0 together.
 inline unsigned spread_lane(std::uint32_t link, std::span<const std::byte> frame, unsigned lanes,
                             decode::Counters& scratch) {
   if (lanes <= 1) return 0;
   decode::Packet p;
   switch (decode::decode_frame(link, frame, p, scratch)) {
-    case decode::Result::kUdp:
+    case decode::Result::kUdp: {
+      // RTP's first byte is 0x80-0xBF: no SIP message starts so; the full check otherwise.
+      if (!p.payload.empty() && (std::to_integer<unsigned>(p.payload[0]) & 0xC0) != 0x80 &&
+          decode::looks_like_sip({reinterpret_cast<const char*>(p.payload.data()), p.payload.size()}))
+        return 0;
+      return spread_lane_of(p.src, p.dst, lanes);
+    }
+    case decode::Result::kFragment: return 0;
     case decode::Result::kTcp:
-    case decode::Result::kFragment:
     case decode::Result::kOtherL4: return spread_lane_of(p.src, p.dst, lanes);
     default: return 0;
   }

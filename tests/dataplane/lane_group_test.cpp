@@ -92,18 +92,26 @@ TEST(Spread, TheHashIsSymmetricAndUsesEveryLane) {
   EXPECT_EQ(spread_lane_of(ep4(1, 0).addr, ep4(2, 0).addr, 1), 0u);
 }
 
-TEST(Spread, BothDirectionsAndEveryFragmentOfAPairGoToOneLane) {
+TEST(Spread, BothDirectionsOfAPairGoToOneLaneAndSipAndFragmentsToLaneZero) {
   decode::Counters c;
+  std::set<unsigned> per_pair;
   for (std::uint32_t k = 0; k < 200; ++k) {
     const std::uint32_t a = 0x0A000001 + k * 7, b = 0xC0A80001 + k * 13;
     const Bytes fwd = udp_frame(a, 4000, b, 5000, rtp(1, 1));
     const unsigned lane = spread_lane(decode::kLinkEthernet, fwd, 8, c);
     EXPECT_EQ(spread_lane(decode::kLinkEthernet, udp_frame(b, 5000, a, 4000, rtp(1, 2)), 8, c), lane);
-    EXPECT_EQ(spread_lane(decode::kLinkEthernet, udp_frame(a, 4001, b, 5060, text("INVITE x SIP/2.0\r\n")), 8, c), lane);
-    // a later fragment carries no ports
+    EXPECT_EQ(spread_lane(decode::kLinkEthernet, udp_frame(a, 4001, b, 5061, rtp(7, 3)), 8, c), lane);
+    EXPECT_EQ(spread_lane(decode::kLinkEthernet, udp_frame(a, 5060, b, 5060, text("hello")), 8, c), lane);
+    // SIP and every fragment (they carry no ports) go to lane 0, whatever the pair: the tracker
+    // gets all UDP signalling from one lane, in wire order
+    EXPECT_EQ(spread_lane(decode::kLinkEthernet, udp_frame(a, 4001, b, 5060, text("INVITE x SIP/2.0\r\n")), 8, c), 0u);
+    EXPECT_EQ(spread_lane(decode::kLinkEthernet, udp_frame(b, 5060, a, 4001, text("SIP/2.0 200 OK\r\n")), 8, c), 0u);
     EXPECT_EQ(spread_lane(decode::kLinkEthernet, udp_frame(a, 0, b, 0, Bytes(64, std::byte{9}), 1480, false), 8, c),
-              lane);
+              0u);
+    EXPECT_EQ(spread_lane(decode::kLinkEthernet, udp_frame(a, 4000, b, 5000, rtp(1, 1), 0, true), 8, c), 0u);
+    per_pair.insert(lane);
   }
+  EXPECT_EQ(per_pair.size(), 8u);  // 200 pairs use every lane
   const Bytes arp(60, std::byte{0});  // not IP: lane 0
   EXPECT_EQ(spread_lane(decode::kLinkEthernet, arp, 8, c), 0u);
 }
