@@ -844,7 +844,6 @@ int Daemon::run() {
     if (d.source) d.source->stop();
     if (d.span_group) d.span_group->stop();
     if (d.writers) d.writers->stop();
-    d.span_group.reset();
     d.span_dpdk.reset();
     d.release_source();
     return 1;
@@ -861,9 +860,11 @@ int Daemon::run() {
   }
   d.source->stop();   // end marks for anything still installed
   if (d.span_lane) d.span_lane->stop();
-  if (d.span_group) d.span_group->stop();  // the lanes' end marks, then their threads end
-  d.span_group.reset();
-  d.span_dpdk.reset();  // port stopped and closed before EAL goes
+  // The lanes' end marks, then their threads end. The group itself stays: the writers' last
+  // events (below) reach SessionManager::finish, which asks a recording's source for its flow
+  // statistics.
+  if (d.span_group) d.span_group->stop();
+  d.span_dpdk.reset();  // port stopped and closed before EAL goes (the lanes are joined)
   d.writers->stop();  // final flush of every file
   d.events.clear();
   while (d.writers->poll_events(d.events)) {

@@ -40,6 +40,7 @@ struct DpdkCapture::Impl {
   std::vector<std::unique_ptr<Lane>> lanes;
   int ts_offset = -1;  ///< the mbuf timestamp dynamic field (lanes > 1)
   decode::Counters spread_scratch;
+  std::array<std::byte, 512> spread_head{};  ///< lane 0: the first bytes of a chained frame, to spread it
   void release(Lane& l) {
     if (l.held != 0) {
       rte_pktmbuf_free_bulk(l.out.data(), l.held);
@@ -128,9 +129,10 @@ std::unique_ptr<DpdkCapture> DpdkCapture::open(const DpdkCaptureOptions& o, Stat
                                        RING_F_SP_ENQ | RING_F_SC_DEQ);
     if (m.lanes[i]->ring == nullptr) return fail("lane ring", -rte_errno);
   }
-  if (lanes > 1) {
+  if (lanes > 1) {  // the RX time travels with the mbuf to the lane that takes it
     std::uint64_t flag = 0;
-    if (rte_mbuf_dyn_rx_timestamp_register(&m.ts_offset, &flag) != 0) m.ts_offset = -1;
+    if (rte_mbuf_dyn_rx_timestamp_register(&m.ts_offset, &flag) != 0)
+      return fail("--span-lanes " + std::to_string(lanes) + ": no mbuf timestamp field", -rte_errno);
   }  // a mirror port sees frames for every MAC (PMDs without it: all)
   st = Status::ok();
   return c;
@@ -187,7 +189,7 @@ unsigned DpdkCapture::lane_burst(unsigned lane, Frame* out, unsigned max) {
     m.release(l);
     const unsigned n = rte_ring_sc_dequeue_burst(l.ring, reinterpret_cast<void**>(l.out.data()), max, nullptr);
     if (n == 0) return 0;
-    return m.frames(l, n, out, m.ts_offset >= 0 ? 0 : m.stamp(n));  // no timestamp field: close enough
+    return m.frames(l, n, out, 0);  // the times lane 0 gave them
   }
   m.release();
   if (m.pos < m.n) {  // frames left by next() calls go first, in order
@@ -221,11 +223,12 @@ unsigned DpdkCapture::lane_burst(unsigned lane, Frame* out, unsigned max) {
   for (unsigned i = 0; i < n; ++i) {
     rte_mbuf* mb = rx[i];
     if (m.ts_offset >= 0) *RTE_MBUF_DYNFIELD(mb, m.ts_offset, rte_mbuf_timestamp_t*) = base + i;
-    const unsigned t = mb->nb_segs == 1
-                           ? spread_lane(decode::kLinkEthernet,
-                                         {rte_pktmbuf_mtod(mb, const std::byte*), rte_pktmbuf_data_len(mb)}, lanes,
-                                         m.spread_scratch)
-                           : 0;  // chained (jumbo) frames stay here
+    std::span<const std::byte> head{rte_pktmbuf_mtod(mb, const std::byte*), rte_pktmbuf_data_len(mb)};
+    if (mb->nb_segs != 1) [[unlikely]] {  // chained (jumbo): its headers, linear, to hash on
+      const std::uint32_t c = std::min<std::uint32_t>(rte_pktmbuf_pkt_len(mb), static_cast<std::uint32_t>(m.spread_head.size()));
+      head = {static_cast<const std::byte*>(rte_pktmbuf_read(mb, 0, c, m.spread_head.data())), c};
+    }
+    const unsigned t = spread_lane(decode::kLinkEthernet, head, lanes, m.spread_scratch);
     if (t == 0) l.out[own++] = mb;
     else stage[t][staged[t]++] = mb;
   }
@@ -240,7 +243,7 @@ unsigned DpdkCapture::lane_burst(unsigned lane, Frame* out, unsigned max) {
     }
   }
   if (own == 0) return 0;
-  return m.frames(l, own, out, m.ts_offset >= 0 ? 0 : base);
+  return m.frames(l, own, out, 0);  // their times are in the mbufs
 }
 
 void DpdkCapture::register_lane_thread() {

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <string>
 
 namespace callrec::dataplane {
@@ -80,6 +81,8 @@ struct SpanLaneGroup::Lane final : SpanSink {
   // control thread
   std::uint32_t next_seq = 0;
   bool acked = false;
+  std::deque<std::pair<StreamId, CmdBody>> backlog;  ///< commands the ring had no room for
+  bool cmd_pushed = false;                           ///< pushed, not yet published
 
   /// Pushes one event. A dropped event leaves a gap in the sequence (the control side then
   /// forgets its partial TCP messages); a `retry` event (a report, an answer) is not counted
@@ -160,6 +163,17 @@ Status SpanLaneGroup::start(fileio::RingMatrix& rings) {
 
 void SpanLaneGroup::stop() {
   if (!started_) return;
+  // Every command queued reaches its lane first (the lanes are taking them).
+  const std::uint64_t deadline = mono_now() + 5'000'000'000ull;
+  for (;;) {
+    publish_commands();
+    if (std::all_of(lanes_.begin(), lanes_.end(), [](const auto& l) { return l->backlog.empty(); })) break;
+    if (mono_now() > deadline) {
+      for (auto& l : lanes_) c_[kLG_commands_dropped] += l->backlog.size();
+      break;
+    }
+    ::usleep(200);
+  }
   started_ = false;
   stop_.store(true, std::memory_order_release);  // after every command pushed so far
   for (auto& l : lanes_)
@@ -171,19 +185,37 @@ Status SpanLaneGroup::add_flow(const FlowSpec&) {
 }
 
 void SpanLaneGroup::command(std::span<const std::byte> cmd, StreamId stream) {
+  constexpr std::size_t kMaxBacklog = 1'000'000;
+  CmdBody body;
+  std::memcpy(&body, cmd.data(), sizeof body);
   for (auto& l : lanes_) {
-    const std::uint64_t deadline = mono_now() + 2'000'000'000ull;
-    for (bool waited = false; !l->cmds.push(stream, fileio::RecordKind::kPacket, 0, cmd);) {
-      l->cmds.publish();
-      if (!waited) ++c_[kLG_command_waits];
-      waited = true;
-      if (!started_ || mono_now() > deadline) {  // a lane that is gone or stuck takes nothing
-        ++c_[kLG_commands_dropped];
-        break;
-      }
-      ::sched_yield();
+    if (l->backlog.empty() && l->cmds.push(stream, fileio::RecordKind::kPacket, 0, cmd)) {
+      l->cmd_pushed = true;
+      continue;
     }
-    l->cmds.publish();
+    if (l->backlog.size() >= kMaxBacklog) {  // a lane that takes nothing any more
+      ++c_[kLG_commands_dropped];
+      continue;
+    }
+    ++c_[kLG_command_waits];
+    l->backlog.emplace_back(stream, body);
+  }
+  // Inside poll_events() the commands of its events are published together at its end, so a
+  // lane applies them as one batch; outside (timeouts, the session manager), at once.
+  if (event_ts_ == ~std::uint64_t{0}) publish_commands();
+}
+
+void SpanLaneGroup::publish_commands() {
+  for (auto& l : lanes_) {
+    while (!l->backlog.empty() &&
+           l->cmds.push(l->backlog.front().first, fileio::RecordKind::kPacket, 0, bytes_of(l->backlog.front().second))) {
+      l->backlog.pop_front();
+      l->cmd_pushed = true;
+    }
+    if (l->cmd_pushed) {
+      l->cmds.publish();
+      l->cmd_pushed = false;
+    }
   }
 }
 
@@ -277,7 +309,12 @@ void SpanLaneGroup::apply(Lane& l, std::span<const std::byte> cmd, StreamId stre
     case Cmd::kQuiesce: {
       l.quiescing = true;
       lane.flush();
-      report(l);
+      for (int tries = 0; tries < 20000; ++tries) {  // every report out before the answer
+        report(l);
+        if (l.updates.empty() && !lane.has_updates()) break;
+        l.events.publish();
+        ::usleep(50);
+      }
       EvHead h;
       h.type = Ev::kQuiesced;
       for (int tries = 0; !l.event(h, 0, l.last_ts, {}, true) && tries < 20000; ++tries) {
@@ -290,7 +327,9 @@ void SpanLaneGroup::apply(Lane& l, std::span<const std::byte> cmd, StreamId stre
 }
 
 void SpanLaneGroup::report(Lane& l) {
-  l.lane->take_updates(l.updates);
+  // What a full ring left over goes first; new figures are taken only once it is out (streams
+  // keep their "changed" mark meanwhile), so a stalled control thread costs no memory here.
+  if (l.updates.empty()) l.lane->take_updates(l.updates);
   std::size_t sent = 0;
   for (; sent < l.updates.size(); ++sent) {
     EvHead h;
@@ -362,11 +401,13 @@ void SpanLaneGroup::run(unsigned i) {
 // ---- control side -------------------------------------------------------------------------------
 
 std::size_t SpanLaneGroup::poll_events(SpanSink& sink) {
+  publish_commands();  // what waited for room
   struct Event {
     std::uint64_t ts = 0;
     EvHead h;
     StreamId stream = 0;
     std::string body;
+    unsigned lane = 0;
   };
   std::vector<Event> evs;
   for (unsigned li = 0; li < lanes_.size(); ++li) {
@@ -375,9 +416,15 @@ std::size_t SpanLaneGroup::poll_events(SpanSink& sink) {
       EvHead h;
       if (b.size() < sizeof h) return;
       std::memcpy(&h, b.data(), sizeof h);
-      if (h.seq != l.next_seq) {  // events were dropped: partial TCP messages cannot be trusted
-        tcp_.clear();
-        tcp_age_.clear();
+      if (h.seq != l.next_seq) {  // this lane dropped events: its partial TCP messages have holes
+        for (auto it = tcp_.begin(); it != tcp_.end();) {
+          if (it->second.lane != li) {
+            ++it;
+            continue;
+          }
+          tcp_age_.erase(it->second.age);
+          it = tcp_.erase(it);
+        }
       }
       l.next_seq = h.seq + 1;
       const std::span<const std::byte> body = b.subspan(sizeof h);
@@ -392,7 +439,8 @@ std::size_t SpanLaneGroup::poll_events(SpanSink& sink) {
         l.acked = true;
         return;
       }
-      evs.push_back(Event{rh.rx_ns, h, rh.stream, std::string(reinterpret_cast<const char*>(body.data()), body.size())});
+      evs.push_back(
+          Event{rh.rx_ns, h, rh.stream, std::string(reinterpret_cast<const char*>(body.data()), body.size()), li});
     });
   }
   // Lanes run side by side: packet-time order across them (a dialog's messages may travel on
@@ -405,6 +453,7 @@ std::size_t SpanLaneGroup::poll_events(SpanSink& sink) {
       case Ev::kDtmf: sink.on_dtmf(e.stream, e.body, e.h.duration_ms, e.ts); break;
       case Ev::kSipTcp: {
         const auto key = std::make_pair(e.h.src, e.h.dst);
+        const unsigned lane_of_event = e.lane;
         auto it = tcp_.find(key);
         std::string_view bytes = e.body;
         bool lost = e.h.lost;
@@ -439,7 +488,8 @@ std::size_t SpanLaneGroup::poll_events(SpanSink& sink) {
             ++c_[kLG_tcp_partial_dropped];
           }
           tcp_age_.push_back(key);
-          it = tcp_.emplace(key, TcpPartial{std::string(bytes.substr(used)), std::prev(tcp_age_.end())}).first;
+          it = tcp_.emplace(key, TcpPartial{std::string(bytes.substr(used)), lane_of_event, std::prev(tcp_age_.end())})
+                   .first;
         } else {
           it->second.bytes.erase(0, used);
         }
@@ -450,6 +500,7 @@ std::size_t SpanLaneGroup::poll_events(SpanSink& sink) {
     }
   }
   event_ts_ = ~std::uint64_t{0};
+  publish_commands();
   return evs.size();
 }
 

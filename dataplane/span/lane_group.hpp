@@ -7,11 +7,13 @@
 // call see all they need). The call tracker stays on the control thread:
 //
 //   lanes -> control: one SPSC event ring per lane: SIP datagrams, SIP bytes of TCP streams,
-//                     digits, and every few ms the statistics of the streams that changed;
+//                     digits, and every 100 ms the statistics of the streams that changed;
 //                     poll_events() hands them to the tracker in packet-time order.
 //   control -> lanes: one SPSC command ring per lane: every lane gets every add_stream /
 //                     set_endpoint / clear_endpoint / remove_flow, in the tracker's order (a
-//                     call's media may move to an address pair another lane carries).
+//                     call's media may move to an address pair another lane carries). A full
+//                     ring never blocks the control thread: the commands wait in a backlog
+//                     on the control side, in order, and go at the next poll_events().
 //
 // RTP that reaches a lane before its call's SDP (a few microseconds: the 200 OK went through
 // the control thread) is held for a moment (SpanLaneOptions::hold_ns) and delivered, oldest
@@ -62,8 +64,8 @@ using LaneInit = std::function<void(unsigned lane)>;
   _(events_dropped, "lane -> control events dropped: the control thread fell behind")        \
   _(sip_truncated, "SIP messages longer than a lane event (64 KiB) handed on truncated")      \
   _(tcp_partial_dropped, "partial SIP messages of TCP streams dropped (over the cap)")       \
-  _(command_waits, "times the control thread waited for room in a lane's command ring")        \
-  _(commands_dropped, "commands a lane did not take within 2 s (a stuck lane): that lane misses them")
+  _(command_waits, "commands queued on the control side: a lane's command ring was full")     \
+  _(commands_dropped, "commands dropped: a million were queued for one lane already (a stuck lane)")
 
 enum LaneGroupCounter : unsigned {
 #define CALLREC_LG_ENUM(name, help) kLG_##name,
@@ -117,6 +119,8 @@ class SpanLaneGroup final : public SpanControl {
   struct Lane;
   void run(unsigned i);
   void command(std::span<const std::byte> cmd, StreamId stream);
+  /// Moves what the backlogs hold into the command rings and publishes them.
+  void publish_commands();
   void apply(Lane& l, std::span<const std::byte> cmd, StreamId stream);
   void report(Lane& l);
   void publish_counters(Lane& l);
@@ -137,6 +141,7 @@ class SpanLaneGroup final : public SpanControl {
   std::list<StreamId> removed_order_;
   struct TcpPartial {
     std::string bytes;
+    unsigned lane = 0;
     std::list<std::pair<decode::Endpoint, decode::Endpoint>>::iterator age;
   };
   struct PairHash {

@@ -89,7 +89,7 @@ class SpanControl : public Source {
   /// Forgets `ep` if it still points at `stream` (to or from).
   virtual void clear_endpoint(const decode::Endpoint& ep, StreamId stream) = 0;
   /// What the lanes have seen of a followed stream (lanes on threads of their own report every
-  /// few milliseconds: the figures may lag the wire by that much). nullopt: not followed.
+  /// 100 ms: the figures may lag the wire by that much). nullopt: not followed.
   [[nodiscard]] virtual std::optional<SpanStreamStats> stats_of(StreamId s) const = 0;
 };
 

@@ -109,11 +109,13 @@ void SpanLane::clear_endpoint(const decode::Endpoint& ep, StreamId stream) {
 }
 
 void SpanLane::remove_flow(StreamId s) {
-  auto it = streams_.find(s);
-  if (it == streams_.end()) return;
-  for (const decode::Endpoint& ep : it->second.eps) clear_endpoint(ep, s);
-  streams_.erase(it);  // an id left in updated_ is skipped by take_updates()
-  // The end mark must reach the writer even on a live capture whose ring is full: wait for it.
+  if (auto it = streams_.find(s); it != streams_.end()) {
+    for (const decode::Endpoint& ep : it->second.eps) clear_endpoint(ep, s);
+    streams_.erase(it);  // an id left in updated_ is skipped by take_updates()
+  }
+  // The end mark, also for a stream this lane never learnt of: a writer fed by several lanes
+  // finishes the stream at the last lane's mark (the session manager removes a stream once).
+  // It must reach the writer even on a live capture whose ring is full: wait for it.
   if (rings_ == nullptr) return;
   fileio::PacketRing& ring = rings_->ring(opts_.producer, rings_->writer_for(s));
   for (unsigned round = 0; !ring.push(s, fileio::RecordKind::kEndOfStream, 0, {});) {

@@ -126,6 +126,7 @@ class SpanLane final : public SpanControl {
   void rescue_held(std::uint64_t before = ~std::uint64_t{0});
   /// Appends the streams whose statistics changed since the last call (track_updates).
   void take_updates(std::vector<std::pair<StreamId, SpanStreamStats>>& out);
+  [[nodiscard]] bool has_updates() const { return !updated_.empty(); }
   [[nodiscard]] std::size_t held() const { return hold_live_; }
 
   // ---- input ---------------------------------------------------------------------------

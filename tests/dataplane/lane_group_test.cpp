@@ -64,6 +64,29 @@ Bytes udp_frame(std::uint32_t src, std::uint16_t sport, std::uint32_t dst, std::
   return f;
 }
 
+/// Ethernet / IPv4 / TCP (ACK|PSH) around `payload`.
+Bytes tcp_frame(std::uint32_t src, std::uint16_t sport, std::uint32_t dst, std::uint16_t dport, std::uint32_t seq,
+                const std::string& payload) {
+  Bytes f(14 + 20 + 20 + payload.size());
+  f[12] = std::byte{0x08};
+  f[14] = std::byte{0x45};
+  put16(f, 16, static_cast<unsigned>(40 + payload.size()));
+  f[22] = std::byte{64};
+  f[23] = std::byte{6};
+  for (int i = 0; i < 4; ++i) {
+    f[26 + static_cast<std::size_t>(i)] = std::byte((src >> (24 - 8 * i)) & 0xFF);
+    f[30 + static_cast<std::size_t>(i)] = std::byte((dst >> (24 - 8 * i)) & 0xFF);
+  }
+  put16(f, 34, sport);
+  put16(f, 36, dport);
+  for (int i = 0; i < 4; ++i) f[38 + static_cast<std::size_t>(i)] = std::byte((seq >> (24 - 8 * i)) & 0xFF);
+  f[46] = std::byte{0x50};  // data offset 5 words
+  f[47] = std::byte{0x18};  // ACK | PSH
+  put16(f, 48, 65535);
+  std::memcpy(f.data() + 54, payload.data(), payload.size());
+  return f;
+}
+
 Bytes rtp(unsigned seq, std::uint8_t fill) {
   Bytes b(12 + 160, std::byte{fill});
   b[0] = std::byte{0x80};
@@ -357,6 +380,61 @@ TEST(SpanLaneGroup, LanesFollowTheTrackersCommandsAndHandItTheirSip) {
     return false;
   }));
   ASSERT_TRUE(g.quiesce(sink, 5s));
+  g.stop();
+  EXPECT_EQ(g.counter(kLG_tcp_partial_dropped), 0u);
+}
+
+/// Frames SIP over TCP as the call tracker does: whole messages (headers end, no body here)
+/// are consumed, a partial one is left for the next bytes.
+struct FramingSink : SpanSink {
+  std::vector<std::string> messages;
+  std::size_t calls = 0;
+  void on_sip(std::string_view, const decode::Endpoint&, const decode::Endpoint&, std::uint64_t) override {}
+  std::size_t on_sip_stream(std::string_view b, bool, const decode::Endpoint&, const decode::Endpoint&,
+                            std::uint64_t) override {
+    ++calls;
+    std::size_t used = 0;
+    for (;;) {
+      const std::size_t end = b.find("\r\n\r\n", used);
+      if (end == std::string_view::npos) return used;
+      messages.emplace_back(b.substr(used, end + 4 - used));
+      used = end + 4;
+    }
+  }
+  void on_dtmf(StreamId, std::string_view, std::uint32_t, std::uint64_t) override {}
+};
+
+// SIP over TCP on a lane thread: the lane hands every in-order byte to the control thread,
+// which keeps the partial message of each stream until its end arrives in a later segment.
+TEST(SpanLaneGroup, SipOverTcpSplitAcrossSegmentsIsFramedOnTheControlSide) {
+  FakePort port(1);
+  LaneGroupOptions o;
+  o.lanes = 1;
+  o.idle_sleep_us = 100;
+  SpanLaneGroup g(o, [&](unsigned l, capture::Frame* out, unsigned max) { return port.poll(l, out, max); });
+  fileio::RingMatrix rings(1, 1, 1 << 16);
+  ASSERT_TRUE(g.start(rings).is_ok());
+  FramingSink sink;
+  const std::string m1 = "INVITE sip:b@example.com SIP/2.0\r\nCall-ID: one\r\nContent-Length: 0\r\n\r\n";
+  const std::string m2 = "BYE sip:b@example.com SIP/2.0\r\nCall-ID: one\r\nContent-Length: 0\r\n\r\n";
+  const std::uint64_t t0 = 1'700'000'000'000'000'000ull;
+  std::uint32_t seq = 1000;
+  // m1 over three segments (the first has its whole request line: that is how the lane knows
+  // a SIP stream), the third also carries all of m2.
+  const std::string a = m1.substr(0, 40), b = m1.substr(40, 20), c = m1.substr(60) + m2;
+  for (const std::string* part : {&a, &b, &c}) {
+    port.add(0, tcp_frame(0x0A000001, 40000, 0x0A000002, 5060, seq, *part), t0 + seq);
+    seq += static_cast<std::uint32_t>(part->size());
+    const std::size_t want = part == &c ? 2 : 0;
+    ASSERT_TRUE(wait_for([&] {
+      g.poll_events(sink);
+      return sink.calls >= static_cast<std::size_t>(part == &a ? 1 : part == &b ? 2 : 3);
+    })) << sink.calls;
+    EXPECT_EQ(sink.messages.size(), want);
+  }
+  ASSERT_EQ(sink.messages.size(), 2u);
+  EXPECT_EQ(sink.messages[0], m1);
+  EXPECT_EQ(sink.messages[1], m2);
   g.stop();
   EXPECT_EQ(g.counter(kLG_tcp_partial_dropped), 0u);
 }
