@@ -84,7 +84,7 @@ void SpanLane::set_endpoint(const decode::Endpoint& ep, StreamId to_stream, Stre
     auto& v = it->second.eps;
     if (std::find(v.begin(), v.end(), ep) == v.end()) v.push_back(ep);
   }
-  rescue_ = true;
+  if (hold_live_ != 0) rescue_eps_.push_back(ep);  // held datagrams of it are looked at again
   if (e.to_st == nullptr) e.to = 0;  // a stream not followed (anymore) gets nothing
   if (e.from_st == nullptr) e.from = 0;
   if (e.to == 0 && e.from == 0) {
@@ -277,13 +277,27 @@ void SpanLane::hold(const decode::Packet& p, std::uint64_t ts_ns) {
 }
 
 void SpanLane::rescue_held(std::uint64_t before) {
-  if (!rescue_) return;  // nothing set since every held datagram was last matched
-  if (before == ~std::uint64_t{0}) rescue_ = false;  // a bounded pass leaves later ones unmatched
-  if (hold_live_ == 0 || eps_.empty()) return;
+  // Only a datagram to or from an endpoint set since it was last matched can match now: the
+  // pass compares each held datagram with those few endpoints (a mirror full of RTP of calls
+  // whose SIP it never sees keeps the hold full, and a pass must stay cheap); with many of
+  // them (a burst of call set-ups) it looks each datagram up instead.
+  if (rescue_eps_.empty()) return;
+  if (hold_live_ == 0 || eps_.empty()) {
+    rescue_eps_.clear();
+    return;
+  }
+  constexpr std::size_t kLinearMax = 16;
+  const bool linear = rescue_eps_.size() <= kLinearMax;
+  auto involved = [&](const Held& h) {
+    if (!linear) return true;
+    for (const decode::Endpoint& e : rescue_eps_)
+      if (e == h.dst || e == h.src) return true;
+    return false;
+  };
   std::size_t i = hold_head_;
   for (std::size_t n = 0; n < hold_count_; ++n, i = i + 1 == hold_.size() ? 0 : i + 1) {
     Held& h = hold_[i];
-    if (!h.live || h.ts_ns >= before) continue;
+    if (!h.live || h.ts_ns >= before || !involved(h)) continue;
     decode::Packet p;
     p.proto = 17;
     p.src = h.src.addr;
@@ -296,6 +310,7 @@ void SpanLane::rescue_held(std::uint64_t before) {
     --hold_live_;
     ++sc_[kS_rtp_rescued];
   }
+  if (before == ~std::uint64_t{0}) rescue_eps_.clear();  // a bounded pass leaves later ones for this one
   while (hold_count_ != 0 && !hold_[hold_head_].live) drop_held_front();
 }
 

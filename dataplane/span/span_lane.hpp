@@ -221,7 +221,7 @@ class SpanLane final : public SpanControl {
   std::vector<std::byte> hold_bytes_;
   std::size_t hold_head_ = 0, hold_count_ = 0, hold_live_ = 0;  ///< oldest entry, entries, live ones
   std::size_t hold_wr_ = 0;  ///< byte ring: where the next datagram goes
-  bool rescue_ = false;  ///< an endpoint was set since the last rescue_held()
+  std::vector<decode::Endpoint> rescue_eps_;  ///< endpoints set since the last full rescue_held()
 };
 
 }  // namespace callrec::dataplane

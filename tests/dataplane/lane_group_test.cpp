@@ -246,6 +246,41 @@ TEST(SpanLane, RtpBeforeItsEndpointIsHeldThenDeliveredInOrder) {
   EXPECT_EQ(lane.counter(kS_rtp_unattributed), 3u + 36u);
 }
 
+// A held packet goes to the stream its endpoint led to at the packet's own time, even when the
+// endpoint changed hands again before the lane heard of either change (a re-INVITE moving a
+// port from one dialog to another): each change first matches what was held before it.
+TEST(SpanLane, HeldRtpGoesWhereItsEndpointLedAtItsOwnTime) {
+  SpanLaneOptions o;
+  o.hold_ns = 1'000'000'000;
+  SpanLane lane(o);
+  fileio::RingMatrix rings(1, 1, 1 << 16);
+  ASSERT_TRUE(lane.start(rings).is_ok());
+  const decode::Endpoint e = ep4(0xC0A80002, 40000);
+  const std::uint64_t t0 = 1'700'000'000'000'000'000ull;
+  lane.add_stream(1, {});
+  lane.add_stream(2, {});
+  // Packets at t0+10 and t0+30; SDP gave e to stream 1 at t0+5 and to stream 2 at t0+20.
+  lane.on_frame(decode::kLinkEthernet, udp_frame(0x0A000001, 30000, 0xC0A80002, 40000, rtp(1, 1)), t0 + 10);
+  lane.on_frame(decode::kLinkEthernet, udp_frame(0x0A000001, 30000, 0xC0A80002, 40000, rtp(2, 1)), t0 + 30);
+  ASSERT_EQ(lane.held(), 2u);
+  lane.rescue_held(t0 + 5);
+  lane.set_endpoint(e, 1, 0, false);
+  lane.rescue_held(t0 + 20);  // before the second change: what was held from before t0+20
+  lane.set_endpoint(e, 2, 0, false);
+  lane.rescue_held();  // after the batch
+  EXPECT_EQ(lane.held(), 0u);
+  EXPECT_EQ(lane.stream_stats(1)->packets, 1u);
+  EXPECT_EQ(lane.stream_stats(1)->first_ns, t0 + 10);
+  EXPECT_EQ(lane.stream_stats(2)->packets, 1u);
+  EXPECT_EQ(lane.stream_stats(2)->first_ns, t0 + 30);
+  // A held packet of an endpoint nobody set stays held through the passes.
+  lane.on_frame(decode::kLinkEthernet, udp_frame(0x0A000001, 30000, 0xC0A80009, 40000, rtp(3, 1)), t0 + 40);
+  lane.set_endpoint(e, 1, 0, false);
+  lane.rescue_held();
+  EXPECT_EQ(lane.held(), 1u);
+  EXPECT_EQ(lane.counter(kS_rtp_rescued), 2u);
+}
+
 /// A fake mirror port: frames queued per lane, handed out by the lane's poll.
 class FakePort {
  public:
