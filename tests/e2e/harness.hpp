@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -129,9 +130,11 @@ class DaemonProcess {
     storage_ = dir / "recordings";
     catalog_ = dir / "catalog.db";
     if (rtp_lo == 0) {
-      // A range per test process: ctest runs tests in parallel.
-      std::random_device rd;
-      rtp_lo = static_cast<std::uint16_t>(20000 + (rd() % 2000) * 10);
+      // ctest runs tests in parallel: each daemon takes a 400-port range of its own, held by a
+      // lock file while it lives, so that no daemon of another test receives this one's RTP
+      // (a phone of a test still sending to a port its daemon let go of was counted as SRTP
+      // forgeries by a SIPREC daemon that had just been given the same port).
+      rtp_lock_fd_ = take_rtp_range(rtp_lo);
       rtp_hi = static_cast<std::uint16_t>(rtp_lo + 399);
     }
     rtp_lo_ = rtp_lo;
@@ -148,6 +151,27 @@ class DaemonProcess {
       ::waitpid(pid_, nullptr, 0);
     }
     if (reader_.joinable()) reader_.join();
+    if (rtp_lock_fd_ >= 0) ::close(rtp_lock_fd_);
+  }
+  /// One of 100 ranges of 400 ports from 20000, locked (flock on a file in /tmp) by this
+  /// process until the descriptor closes; a random free one. Returns the descriptor (-1: all
+  /// taken, a random range shared).
+  static int take_rtp_range(std::uint16_t& lo) {
+    std::random_device rd;
+    const unsigned first = rd() % 100;
+    for (unsigned k = 0; k < 100; ++k) {
+      const unsigned slot = (first + k) % 100;
+      const std::string path = "/tmp/callrec-e2e-rtp-range-" + std::to_string(slot) + ".lock";
+      const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0666);
+      if (fd < 0) continue;
+      if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+        lo = static_cast<std::uint16_t>(20000 + slot * 400);
+        return fd;
+      }
+      ::close(fd);
+    }
+    lo = static_cast<std::uint16_t>(20000 + first * 400);
+    return -1;
   }
   DaemonProcess(const DaemonProcess&) = delete;
   DaemonProcess& operator=(const DaemonProcess&) = delete;
@@ -235,6 +259,7 @@ class DaemonProcess {
   std::string log_;
   fs::path storage_, catalog_;
   std::uint16_t control_port_ = 0, metrics_port_ = 0, rtp_lo_ = 0;
+  int rtp_lock_fd_ = -1;  ///< holds this daemon's RTP port range against other tests
 };
 
 /// A TCP connection to 127.0.0.1:port; -1 when it cannot be made.
