@@ -290,8 +290,8 @@ Status Daemon::Impl::init() {
     dataplane::LaneGroupOptions go;
     go.lanes = cfg.span_lanes;
     go.first_producer = source->rx_threads();
-    go.limits.max_datagrams = cfg.span_max_fragments;
-    go.limits.max_tcp_streams = cfg.span_max_tcp_streams;
+    go.lane.limits.max_datagrams = cfg.span_max_fragments;
+    go.lane.limits.max_tcp_streams = cfg.span_max_tcp_streams;
     go.idle_sleep_us = cfg.dpdk.idle_sleep_us;
     dataplane::capture::DpdkCapture* cap = span_dpdk.get();
     span_group = std::make_unique<dataplane::SpanLaneGroup>(

@@ -55,11 +55,9 @@ std::span<const std::byte> bytes_of(const T& t) {
 struct SpanLaneGroup::Lane final : SpanSink {
   Lane(const LaneGroupOptions& o, unsigned producer)
       : cmds(o.command_ring_bytes), events(o.event_ring_bytes) {
-    SpanLaneOptions lo;
+    SpanLaneOptions lo = o.lane;
     lo.producer = producer;
-    lo.limits = o.limits;
-    lo.hold_ns = o.hold_ns;
-    lo.hold_packets = o.hold_packets;
+    lo.lossless = false;  // live: a full writer ring drops (counted), the port does not wait
     lo.track_updates = true;
     lane = std::make_unique<SpanLane>(lo);
     lane->set_sink(this);

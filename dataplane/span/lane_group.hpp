@@ -40,9 +40,13 @@ namespace callrec::dataplane {
 struct LaneGroupOptions {
   unsigned lanes = 1;
   unsigned first_producer = 0;  ///< lane i is producer first_producer + i of the ring matrix
-  decode::ReassemblyLimits limits;
-  std::uint64_t hold_ns = 500'000'000;  ///< RTP of no call yet held this long (packet time)
-  std::size_t hold_packets = 16384;     ///< per lane
+  /// Each lane's own options (reassembly limits, the hold of RTP of no call yet: 0.5 s of
+  /// packet time by default); the group sets producer and track_updates itself.
+  SpanLaneOptions lane = [] {
+    SpanLaneOptions o;
+    o.hold_ns = 500'000'000;
+    return o;
+  }();
   std::size_t command_ring_bytes = 1u << 20;
   std::size_t event_ring_bytes = 8u << 20;
   /// Statistics of the streams that changed, to the control thread this often. The tracker

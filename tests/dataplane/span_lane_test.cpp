@@ -11,44 +11,13 @@
 #include <vector>
 
 #include "dataplane/span/span_lane.hpp"
+#include "span_frames.hpp"
 #include "fileio/packet_ring.hpp"
 
 namespace callrec::dataplane {
 namespace {
 
-using Bytes = std::vector<std::byte>;
-
-decode::Endpoint ep4(std::uint32_t a, std::uint16_t port) {
-  decode::Endpoint e;
-  e.addr.family = 4;
-  for (int i = 0; i < 4; ++i) e.addr.b[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(a >> (24 - 8 * i));
-  e.port = port;
-  return e;
-}
-
-void put16(Bytes& b, std::size_t at, unsigned v) {
-  b[at] = std::byte(v >> 8);
-  b[at + 1] = std::byte(v & 0xFF);
-}
-
-/// Ethernet / IPv4 / UDP around `payload` (checksums 0: the lane does not verify them).
-Bytes udp_frame(std::uint32_t src, std::uint16_t sport, std::uint32_t dst, std::uint16_t dport, const Bytes& payload) {
-  Bytes f(14 + 20 + 8 + payload.size());
-  f[12] = std::byte{0x08};
-  f[14] = std::byte{0x45};
-  put16(f, 16, static_cast<unsigned>(20 + 8 + payload.size()));
-  f[22] = std::byte{64};
-  f[23] = std::byte{17};
-  for (int i = 0; i < 4; ++i) {
-    f[26 + static_cast<std::size_t>(i)] = std::byte((src >> (24 - 8 * i)) & 0xFF);
-    f[30 + static_cast<std::size_t>(i)] = std::byte((dst >> (24 - 8 * i)) & 0xFF);
-  }
-  put16(f, 34, sport);
-  put16(f, 36, dport);
-  put16(f, 38, static_cast<unsigned>(8 + payload.size()));
-  std::copy(payload.begin(), payload.end(), f.begin() + 42);
-  return f;
-}
+using namespace test;  // NOLINT(google-build-using-namespace): the shared frame builders
 
 Bytes rtp(unsigned pt, unsigned seq, std::size_t payload_len, std::uint8_t fill) {
   Bytes b(12 + payload_len, std::byte{fill});
@@ -56,12 +25,6 @@ Bytes rtp(unsigned pt, unsigned seq, std::size_t payload_len, std::uint8_t fill)
   b[1] = std::byte(pt);
   put16(b, 2, seq);
   b[8] = std::byte{0x11};
-  return b;
-}
-
-Bytes text(const std::string& s) {
-  Bytes b(s.size());
-  std::memcpy(b.data(), s.data(), s.size());
   return b;
 }
 
