@@ -373,8 +373,9 @@ std::string DpdkE2E::one_call(std::vector<std::string> extra) {
   EXPECT_EQ(row.stats.received, 250u);
   EXPECT_EQ(row.stats.lost, 0u);
 
+  // The lcore publishes its counters every 100 ms: wait for a publish after the last packet.
+  EXPECT_TRUE(wait_until([&] { return metric("callrec_rx_packets_total") >= 250; }, 5s)) << metrics();
   const std::string m = metrics();
-  EXPECT_EQ(metric_value(m, "callrec_rx_packets_total") >= 250, true) << m;
   EXPECT_EQ(metric_value(m, "callrec_rx_dropped_total{cause=\"ring_full\"}"), 0) << m;
   EXPECT_EQ(metric_value(m, "callrec_dpdk_wrong_source_total"), 0) << m;
   // The kernel never saw the RTP: 10.199.X.2 is on no kernel interface, and the kernel path
@@ -391,7 +392,14 @@ TEST_F(DpdkE2E, OneCallThroughTheDataplaneRecordsExactlyWhatThePhoneSent) {
 // The same call with the zero-copy hand-off: the writer reads the payload in the mbufs, which
 // the RX lcore frees once the writer has released them.
 TEST_F(DpdkE2E, OneCallWithTheZeroCopyHandoffRecordsExactlyWhatThePhoneSent) {
-  const std::string m = one_call({"--dpdk-handoff", "zerocopy", "--dpdk-zero-copy-credit", "1024"});
+  std::string m = one_call({"--dpdk-handoff", "zerocopy", "--dpdk-zero-copy-credit", "1024"});
+  // (one_call returned the daemon's metrics after the call; the lcore publishes them every
+  // 100 ms and frees released mbufs as it polls: let one more publish happen if need be.)
+  for (int i = 0; i < 50 && (metric_value(m, "callrec_dpdk_zero_copy_total") != 250 ||
+                             metric_value(m, "callrec_dpdk_zero_copy_held") != 0); ++i) {
+    std::this_thread::sleep_for(100ms);
+    m = metrics();
+  }
   EXPECT_EQ(metric_value(m, "callrec_dpdk_zero_copy_total"), 250) << m;
   EXPECT_EQ(metric_value(m, "callrec_dpdk_zero_copy_fallback_total"), 0) << m;
   EXPECT_EQ(metric_value(m, "callrec_dpdk_zero_copy_held"), 0) << "every mbuf went back to the pool\n" << m;

@@ -165,7 +165,10 @@ TEST_P(SiprecTransportE2E, RecordsEachLabelByteExactWithPauseResumeAndMetadata) 
       bob_paused(bob.begin() + 30, bob.begin() + 40);
   ra.send(port_alice, alice1);
   rb.send(port_bob, bob1);
-  std::this_thread::sleep_for(200ms);
+  // A pause takes effect when the writer sees it: let the writer take these 60 first (the
+  // counter counts every record a writer consumed).
+  ASSERT_TRUE(wait_until([&] { return metric_value(metrics(*d), "callrec_writer_packets_total") >= 60; }))
+      << metrics(*d);
 
   // Pause: both m-lines inactive (complete metadata snapshot again, as OpenSIPS sends).
   ++dlg.cseq;
@@ -183,7 +186,9 @@ TEST_P(SiprecTransportE2E, RecordsEachLabelByteExactWithPauseResumeAndMetadata) 
   std::this_thread::sleep_for(200ms);
   ra.send(port_alice, alice_paused);
   rb.send(port_bob, bob_paused);
-  std::this_thread::sleep_for(200ms);
+  // ... and these 20 paused ones before the resume.
+  ASSERT_TRUE(wait_until([&] { return metric_value(metrics(*d), "callrec_writer_packets_total") >= 80; }))
+      << metrics(*d);
 
   // Resume.
   ++dlg.cseq;
@@ -308,7 +313,10 @@ TEST_F(SiprecE2E, ReInviteAddsAndRemovesStreamsAndUpdateChangesMetadata) {
   const std::uint16_t p2 = ans2->sdp.media[2].port;
   ASSERT_NE(p2, 0) << ans2->text;
   EXPECT_EQ(ans2->sdp.media[2].label, "3");
-  std::this_thread::sleep_for(150ms);
+  // The removed stream's end mark has reached its writer (20 packets + the mark): the
+  // dataplane no longer follows the old port.
+  ASSERT_TRUE(wait_until([&] { return metric_value(metrics(*d), "callrec_writer_packets_total") >= 21; }))
+      << metrics(*d);
   const auto late = make_rtp(10, fileio::Codec::kPcma, 120, 20 * 160, 0x100);
   const auto third = make_rtp(20, fileio::Codec::kPcma, 7000, 0, 0x300);
   const auto second = make_rtp(20, fileio::Codec::kPcma, 4000, 0, 0x200);

@@ -323,9 +323,18 @@ TEST_F(UploadE2E, FullDiskEndsRecordingsWithNoSpaceAndKeepsWhatWasWritten) {
   ASSERT_TRUE(fileio::inspect_record(files[0], info));
   EXPECT_EQ(info.integrity, fileio::Integrity::kOk) << (info.problems.empty() ? "" : info.problems[0]);
   EXPECT_GT(info.whole_packets, 1000u);
-  // What is on disk is exactly the first packets the phone sent.
+  // What is on disk is the phone's packets, byte-exact and in order, from the first on. (With
+  // the policer off, 20,000 datagrams at ~25 k/s can overrun the socket buffer while the RX
+  // thread is off the CPU: the kernel may lose a few, which no recorder can see.)
   const auto got = read_packets(files[0]);
-  for (std::size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], pkts[i]) << "packet " << i;
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(got[0], pkts[0]);
+  std::size_t j = 0, skipped = 0;
+  for (std::size_t i = 0; i < got.size(); ++i, ++j) {
+    while (j < pkts.size() && got[i] != pkts[j]) ++j, ++skipped;
+    ASSERT_LT(j, pkts.size()) << "packet " << i << " on disk is none of the phone's, in order";
+  }
+  EXPECT_LT(skipped, got.size() / 10) << "lost in the kernel";
   // A new start is refused up front while the disk is full.
   auto again = phone.start("F2");
   ASSERT_TRUE(again.has_value());
