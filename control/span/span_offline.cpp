@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <memory>
 
@@ -159,9 +160,6 @@ int run_span_read(const DaemonConfig& cfg, std::FILE* summary) {
   std::uint64_t first_ns = 0, now_ns = 0, next_tick_ns = 0;
   unsigned bad_files = 0;
   std::uint64_t n = 0;
-  // Frames go to the lane in bursts (its lookups overlap their memory misses), cut at every
-  // tick so that timeouts fire at the same packet as live.
-  dataplane::capture::FrameBurst burst;
   for (const std::string& path : cfg.span_read) {
     Status st;
     std::unique_ptr<dataplane::capture::FrameSource> src = dataplane::capture::open_file(path, st);
@@ -171,9 +169,11 @@ int run_span_read(const DaemonConfig& cfg, std::FILE* summary) {
       continue;
     }
     log_info("span: reading %s", path.c_str());
-    dataplane::capture::Frame f;
+    // The readers hand out up to a burst of frames in their read buffer (no copy); the burst
+    // is cut at every tick, so that timeouts fire at the same packet as live.
+    std::array<dataplane::capture::Frame, dataplane::capture::FrameBurst::kMax> frames;
     for (;;) {
-      const int rc = src->next(f);
+      const int rc = src->read_burst(frames.data(), static_cast<unsigned>(frames.size()));
       if (rc == 0) break;
       if (rc < 0) {
         // A capture cut short (tcpdump killed, a disk that filled) ends inside its last record:
@@ -186,32 +186,40 @@ int run_span_read(const DaemonConfig& cfg, std::FILE* summary) {
         ++bad_files;
         break;
       }
-      // Packet time only moves forward (captures merged from several interfaces jitter).
-      if (f.ts_ns > now_ns) now_ns = f.ts_ns;
-      if (first_ns == 0) first_ns = now_ns;
-      f.ts_ns = now_ns;
-      lane.gather(burst, f);
-      ++n;
-      // The frame that reaches a tick is processed before it, as one frame at a time would be.
-      const bool tick = now_ns >= next_tick_ns;
-      if (tick || burst.full()) lane.run_burst(burst);
-      if (tick) {
-        tracker.tick(now_ns);
-        lane.expire(now_ns);
-        next_tick_ns = now_ns + 1'000'000'000ull;
-        lane.flush();
-        pump();
-      }
-      if ((n & 4095) == 0) {
-        const auto w = std::chrono::steady_clock::now();
-        if (w - last_wall_tick >= std::chrono::seconds(1)) {
-          last_wall_tick = w;
-          sessions.tick(w);  // storage and reserve checks, as in the daemon
+      const auto count = static_cast<std::size_t>(rc);
+      std::size_t from = 0;  // the first frame not yet given to the lane
+      for (std::size_t i = 0; i < count; ++i) {
+        dataplane::capture::Frame& f = frames[i];
+        // Packet time only moves forward (captures merged from several interfaces jitter).
+        if (f.ts_ns > now_ns) now_ns = f.ts_ns;
+        if (first_ns == 0) first_ns = now_ns;
+        f.ts_ns = now_ns;
+        ++n;
+        if (now_ns >= next_tick_ns) {
+          // The frame that reaches a tick is processed before it, as one frame at a time would be.
+          lane.on_burst({frames.data() + from, i + 1 - from});
+          lane.flush();
+          from = i + 1;
+          tracker.tick(now_ns);
+          lane.expire(now_ns);
+          next_tick_ns = now_ns + 1'000'000'000ull;
+          lane.flush();
           pump();
         }
+        if ((n & 4095) == 0) {
+          const auto w = std::chrono::steady_clock::now();
+          if (w - last_wall_tick >= std::chrono::seconds(1)) {
+            last_wall_tick = w;
+            sessions.tick(w);  // storage and reserve checks, as in the daemon
+            pump();
+          }
+        }
+      }
+      if (from < count) {
+        lane.on_burst({frames.data() + from, count - from});
+        lane.flush();
       }
     }
-    lane.run_burst(burst);
   }
   tracker.end_all("capture_end", now_ns);
   lane.flush();

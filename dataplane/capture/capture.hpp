@@ -3,11 +3,16 @@
 // (libpcap: TPACKET_V3 ring underneath, promiscuous, optional BPF filter). Both hand out
 // frames with their link type and capture time; the span lane decodes them.
 //
-// Files: classic pcap is read with libpcap. pcapng is read by a small reader here, because
-// libpcap 1.10 ends the read at the first interface whose link type differs from the first
-// one's ("an interface has a type ... different from the type of the first interface"), and
-// real captures (any-interface captures, mirrors with a management port) have those. The
-// reader is bounded (blocks over 16 MiB end the read with an error) and fuzzed.
+// Files: read by two small readers here, pcapng and classic pcap, over one 2 MiB read buffer
+// that frames are handed out of without a copy (read_burst()). pcapng, because libpcap 1.10 ends
+// the read at the first interface whose link type differs from the first one's ("an interface
+// has a type ... different from the type of the first interface"), and real captures
+// (any-interface captures, mirrors with a management port) have those. Classic pcap, because
+// libpcap copies every frame twice (stdio's buffer, then its own) and the lane's burst needed a
+// third: the reader was over a third of an offline run (bench/RESULTS.md). Rarer forms (the
+// "modified" pcap of old Red Hat patches) still go to libpcap. Both readers are bounded (pcapng
+// blocks over 16 MiB, pcap records over 256 KiB end the read with an error), tested against
+// libpcap, and fuzzed.
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -32,6 +37,10 @@ class FrameSource {
   virtual ~FrameSource() = default;
   /// 1: a frame; 0: nothing now (live) or end of file; -1: error (error() says what).
   virtual int next(Frame& f) = 0;
+  /// Up to `max` frames into out; every frame of the call stays valid until the next call of
+  /// read_burst() or next(). The count; 0: nothing now or the end; -1: error. The capture file
+  /// readers hand out frames in their read buffer (no copy); others give one frame at a time.
+  virtual int read_burst(Frame* out, unsigned max) { return max == 0 ? 0 : next(*out); }
   [[nodiscard]] virtual bool eof() const = 0;
   [[nodiscard]] virtual std::string error() const = 0;
 };
@@ -74,11 +83,18 @@ class FrameBurst {
   std::size_t used_ = 0;
 };
 
-/// Opens a pcap or pcapng file (by its magic number).
+/// Opens a pcap or pcapng file (by its magic number): pcapng and the four usual forms of
+/// classic pcap with the readers here (read_burst() without a copy), anything else with libpcap.
 std::unique_ptr<FrameSource> open_file(const std::string& path, Status& st);
+/// The same file through libpcap whatever its format (pcapng of one link type, classic pcap):
+/// the reference the readers here are tested against.
+std::unique_ptr<FrameSource> open_with_libpcap(const std::string& path, Status& st);
 
 /// The pcapng reader over a byte buffer (for tests and the fuzz target).
 std::unique_ptr<FrameSource> pcapng_from_memory(std::span<const std::byte> bytes);
+/// The reader open_file() would use for these bytes (pcapng or classic pcap), or nullptr when
+/// libpcap would have to read them (for tests and the fuzz target).
+std::unique_ptr<FrameSource> capture_from_memory(std::span<const std::byte> bytes);
 
 struct LiveOptions {
   std::string interface;
