@@ -9,6 +9,10 @@
 //   BM_LaneNoise           lane: a UDP datagram of no call (lookup miss + SIP sniff + count)
 //   BM_SipParseInvite      SIP: parse a 900-byte INVITE (datagram framing, all headers)
 //   BM_SdpParse            SDP: parse the INVITE's offer
+//   BM_ReadCapture/0|1     reading a capture file into bursts for the lane: 0 = callrec's reader
+//                          (read_burst, frames in its buffer), 1 = libpcap + a copy of each frame
+//                          into the burst (how --span-read read classic pcap before); 100 calls x
+//                          60 s generated into /dev/shm (~300,000 frames, page cache warm)
 //
 // Rerun:
 //   cmake -S . -B build-bench -G Ninja -DCMAKE_BUILD_TYPE=Release && cmake --build build-bench --target span_bench
@@ -17,7 +21,10 @@
 // and the machine: bench/RESULTS.md ("Passive capture: where the time goes").
 #include <benchmark/benchmark.h>
 
+#include <unistd.h>
+
 #include <array>
+#include <cstdlib>
 #include <atomic>
 #include <span>
 #include <cstring>
@@ -26,6 +33,8 @@
 #include <vector>
 
 #include "control/sip/sdp.hpp"
+#include "dataplane/capture/capture.hpp"
+#include "tools/callrec-pcapgen/calls_gen.hpp"
 #include "control/sip/sip_message.hpp"
 #include "dataplane/decode/decode.hpp"
 #include "dataplane/span/span_lane.hpp"
@@ -242,6 +251,50 @@ void BM_SdpParse(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
 }
 BENCHMARK(BM_SdpParse);
+
+void BM_ReadCapture(benchmark::State& state) {
+  static const std::string path = [] {
+    const std::string p = "/dev/shm/callrec-span-bench-" + std::to_string(::getpid()) + ".pcap";
+    pcapgen::CallsOptions o;
+    o.calls = 100;
+    o.seconds = 60;
+    std::vector<pcapgen::Call> calls;
+    pcapgen::CallsSummary sum;
+    if (!pcapgen::plan_calls(o, calls, sum).empty() || !pcapgen::write_calls_pcap(p, o, calls, sum).empty()) std::abort();
+    std::atexit([] { ::unlink(("/dev/shm/callrec-span-bench-" + std::to_string(::getpid()) + ".pcap").c_str()); });
+    return p;
+  }();
+  const bool libpcap = state.range(0) == 1;
+  std::uint64_t frames = 0, sink = 0;
+  for (auto _ : state) {
+    Status st;
+    auto src = libpcap ? dataplane::capture::open_with_libpcap(path, st) : dataplane::capture::open_file(path, st);
+    if (!src) std::abort();
+    std::array<dataplane::capture::Frame, 32> out;
+    if (libpcap) {
+      dataplane::capture::FrameBurst burst;
+      dataplane::capture::Frame f;
+      while (src->next(f) == 1) {
+        if (!burst.add(f)) {
+          for (const auto& x : burst.frames()) sink += std::to_integer<unsigned>(x.data[x.data.size() / 2]);
+          frames += burst.frames().size();
+          burst.clear();
+          (void)burst.add(f);
+        }
+      }
+      for (const auto& x : burst.frames()) sink += std::to_integer<unsigned>(x.data[x.data.size() / 2]);
+      frames += burst.frames().size();
+    } else {
+      for (int n; (n = src->read_burst(out.data(), 32)) > 0;) {
+        for (int i = 0; i < n; ++i) sink += std::to_integer<unsigned>(out[static_cast<std::size_t>(i)].data[out[static_cast<std::size_t>(i)].data.size() / 2]);
+        frames += static_cast<std::uint64_t>(n);
+      }
+    }
+  }
+  benchmark::DoNotOptimize(sink);
+  state.SetItemsProcessed(static_cast<std::int64_t>(frames));
+}
+BENCHMARK(BM_ReadCapture)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
