@@ -101,7 +101,14 @@ TEST_F(HostileControl, FloodOfValidLinesNeitherGrowsTheDaemonNorStarvesOtherPhon
   flooder2.join();
   std::printf("flood: %.1f MB sent, daemon RSS %ld -> %ld KiB, worst start+stop %.1f ms\n",
               static_cast<double>(flood_bytes.load()) / 1e6, rss0, rss1, worst_ms);
-  EXPECT_LT(worst_ms, 1000.0) << "a phone's request waited behind the flood";
+  // (Under ASan each catalog write and parse is several times slower: 3 s there. A request
+  // served only once the flood stops is caught by the "unanswered" checks above either way.)
+#ifdef CALLREC_SANITIZED
+  constexpr double kWorstMs = 3000.0;
+#else
+  constexpr double kWorstMs = 1000.0;
+#endif
+  EXPECT_LT(worst_ms, kWorstMs) << "a phone's request waited behind the flood";
   EXPECT_GT(flood_bytes.load(), 1u << 20) << "the flood did not get going";
   // Memory per connection is bounded: what one flooder can add is a few of its buffers. Under
   // ASan, freed blocks stay resident in its quarantine (256 MiB by default) before reuse, so

@@ -371,7 +371,9 @@ TEST_F(HostileStorage, ReserveIsEnforcedWhileRecordingNotOnlyAtStart) {
   const fs::path db = mnt / "catalog.db";
   for (const auto& r : f.stop_reasons) EXPECT_EQ(r, "no_space") << d.log();
   ASSERT_TRUE(wait_until([&] { return d.count_log("recording stop:") == 2; })) << d.log();
-  EXPECT_GT(vol.free_bytes(), 512u * 1024u) << "the recordings were stopped before the volume was full";
+  // (1 MB/s of recording against a reserve checked every second: ~1 MiB of slack is expected
+  // to remain; 256 KiB leaves room for a late tick on a loaded machine.)
+  EXPECT_GT(vol.free_bytes(), 256u * 1024u) << "the recordings were stopped before the volume was full";
   EXPECT_EQ(d.log().find("write error"), std::string::npos) << "no recording ran into ENOSPC\n" << d.log();
   EXPECT_TRUE(d.wait_log("below the reserve")) << d.log();
   EXPECT_GE(metric(d, "callrec_reserve_stops_total"), 2);

@@ -624,7 +624,12 @@ TEST_F(SiprecSecureE2E, FullDiskStopsTheRecordingAndTheServerSendsByeWithNoSpace
   if (m.exit_code != 0) GTEST_SKIP() << "tmpfs mount failed: " << m.err;
   mounted_ = vol;
   // 4 MB volume, 2 MiB kept free: about 2 MB to record. The catalog is elsewhere.
-  auto d = start({"--storage", (vol / "recordings").string(), "--reserve-mb", "2", "--flush-ms", "50"}, true, false);
+  // T1 2 s: the BYE's first retransmission would come 2 s after it, so a client that is slow
+  // to see the BYE on a loaded machine still answers it in time; a daemon that ignored the
+  // 200 would still retransmit inside the 3 s window below.
+  auto d = start({"--storage", (vol / "recordings").string(), "--reserve-mb", "2", "--flush-ms", "50",
+                  "--siprec-t1-ms", "2000"},
+                 true, false);
   ASSERT_TRUE(d->ready());
   SipClient c(SipTransport::kUdp, sip_port_);
   SrcDialog dlg{c};
@@ -640,7 +645,7 @@ TEST_F(SiprecSecureE2E, FullDiskStopsTheRecordingAndTheServerSendsByeWithNoSpace
     ra.send_one(pa, a[sent]);
     rb.send_one(pb, b[sent]);
     // Looked for often (every ~30 ms): the BYE must be answered before its first retransmission
-    // (500 ms). 5 ms, not 1: recv() rounds the time left down to whole milliseconds.
+    // (T1). 5 ms, not 1: recv() rounds the time left down to whole milliseconds.
     if (sent % 8 == 7) server_bye = next_request(c, "BYE", 5ms);
     std::this_thread::sleep_for(2800us);  // ~300 packets/s per stream, ~0.8 MB/s in all
   }
@@ -653,7 +658,7 @@ TEST_F(SiprecSecureE2E, FullDiskStopsTheRecordingAndTheServerSendsByeWithNoSpace
   ASSERT_TRUE(c.send(response_to(*server_bye, 200, "OK")));
   // Answered: no retransmission of it.
   {
-    auto again = next_request(c, "BYE", 1500ms);
+    auto again = next_request(c, "BYE", 3000ms);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_bye).count();
     EXPECT_FALSE(again) << "the BYE was retransmitted " << dt << " s after its 200\n" << server_bye->raw << d->log();
   }
@@ -702,12 +707,12 @@ TEST_F(SiprecSecureE2E, UnansweredServerByeIsRetransmittedOverUdpUntilAnswered) 
   EXPECT_NE(first->header("Reason").find("operator"), std::string::npos) << first->raw;
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<SipMsg> again;
-  while (std::chrono::steady_clock::now() - t0 < 2200ms) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(2200ms - (std::chrono::steady_clock::now() - t0));
+  while (std::chrono::steady_clock::now() - t0 < 3200ms) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(3200ms - (std::chrono::steady_clock::now() - t0));
     auto m = next_request(c, "BYE", left);
     if (m) again.push_back(std::move(*m));
   }
-  // Sent at 0, 0.5 s and 1.5 s (3.5 s is outside the window).
+  // Sent at 0, 0.5 s and 1.5 s (3.5 s is outside the window, which leaves a late timer 1.7 s).
   ASSERT_GE(again.size(), 2u) << "the unanswered BYE was not retransmitted";
   EXPECT_LE(again.size(), 3u);
   for (const auto& m : again) {

@@ -108,10 +108,16 @@ std::optional<Answer> parse_answer(const SipMsg& m) {
 class SiprecE2E : public ::testing::Test {
  protected:
   std::unique_ptr<DaemonProcess> start(std::vector<std::string> extra = {}) {
-    sip_port_ = random_sip_port();
-    extra.push_back("--siprec-listen");
-    extra.push_back("127.0.0.1:" + std::to_string(sip_port_));
-    auto d = std::make_unique<DaemonProcess>(dir_.path(), extra);
+    std::unique_ptr<DaemonProcess> d;
+    for (int attempt = 0; attempt < 5; ++attempt) {  // a parallel test may hold the random port
+      sip_port_ = random_sip_port();
+      std::vector<std::string> a = extra;
+      a.push_back("--siprec-listen");
+      a.push_back("127.0.0.1:" + std::to_string(sip_port_));
+      d.reset();
+      d = std::make_unique<DaemonProcess>(dir_.path(), a);
+      if (d->ready() || d->log().find("in use") == std::string::npos) break;
+    }
     EXPECT_TRUE(d->ready()) << d->log();
     return d;
   }

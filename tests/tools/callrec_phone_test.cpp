@@ -803,9 +803,10 @@ TEST(CallrecPhone, ServerInitiatedStopIsAnsweredAndEndsTheStream) {
   EXPECT_TRUE(rec.stop_response->success);
   EXPECT_EQ(rec.stop_response->id, rec.start.id);
   EXPECT_FALSE(rec.stop.has_value()) << "the phone must not send its own stop after the server's";
-  // Only the packets in flight when the stop arrived (a few more if the machine is loaded).
+  // Only the packets in flight when the stop arrived (more if the machine is loaded: 20 ms
+  // each, so 60 is 1 s of reaction; a phone that ignored the stop would send 250).
   EXPECT_GE(rec.packets, 10U);
-  EXPECT_LE(rec.packets, 20U);
+  EXPECT_LE(rec.packets, 60U);
   auto j = parse_report(r);
   ASSERT_TRUE(j);
   EXPECT_EQ((*j)["server_stops_by_reason"]["no_space"].u(), 1U);
