@@ -119,6 +119,68 @@ inline CmdResult run_cmd(const std::vector<std::string>& argv, std::chrono::seco
   return r;
 }
 
+/// RTP ports of a test's own: `slots` consecutive ranges of 400 ports from 20000 (100 ranges),
+/// each held by a lock file (flock) while this lives, so that no daemon of another test, run in
+/// parallel by ctest, is given them. A random free place; when none is free, a random one
+/// unlocked (and a note on stderr).
+class RtpRangeLock {
+ public:
+  static constexpr unsigned kSlots = 100;
+  static constexpr unsigned kSlotPorts = 400;
+  RtpRangeLock() = default;  ///< holds nothing
+  explicit RtpRangeLock(unsigned slots) {
+    std::random_device rd;
+    const unsigned places = kSlots - slots + 1;
+    const unsigned first = rd() % places;
+    for (unsigned k = 0; k < places; ++k) {
+      const unsigned at = (first + k) % places;
+      if (try_lock(at, slots)) {
+        lo_ = static_cast<std::uint16_t>(20000 + at * kSlotPorts);
+        return;
+      }
+    }
+    std::fprintf(stderr, "note: no free RTP port range for this test; sharing one\n");
+    lo_ = static_cast<std::uint16_t>(20000 + first * kSlotPorts);
+  }
+  ~RtpRangeLock() { release(); }
+  RtpRangeLock(RtpRangeLock&& o) noexcept : fds_(std::move(o.fds_)), lo_(o.lo_) { o.fds_.clear(); }
+  RtpRangeLock& operator=(RtpRangeLock&& o) noexcept {
+    if (this != &o) {
+      release();
+      fds_ = std::move(o.fds_);
+      o.fds_.clear();
+      lo_ = o.lo_;
+    }
+    return *this;
+  }
+  RtpRangeLock(const RtpRangeLock&) = delete;
+  RtpRangeLock& operator=(const RtpRangeLock&) = delete;
+  /// The first port of the range(s).
+  [[nodiscard]] std::uint16_t lo() const { return lo_; }
+
+ private:
+  bool try_lock(unsigned at, unsigned slots) {
+    for (unsigned i = 0; i < slots; ++i) {
+      const std::string path = "/tmp/callrec-e2e-rtp-range-" + std::to_string(at + i) + ".lock";
+      const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0666);
+      if (fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+        fds_.push_back(fd);
+        continue;
+      }
+      if (fd >= 0) ::close(fd);
+      release();
+      return false;
+    }
+    return true;
+  }
+  void release() {
+    for (const int fd : fds_) ::close(fd);
+    fds_.clear();
+  }
+  std::vector<int> fds_;
+  std::uint16_t lo_ = 0;
+};
+
 /// A running callrecd. Its stderr is collected line by line.
 class DaemonProcess {
  public:
@@ -134,8 +196,9 @@ class DaemonProcess {
       // lock file while it lives, so that no daemon of another test receives this one's RTP
       // (a phone of a test still sending to a port its daemon let go of was counted as SRTP
       // forgeries by a SIPREC daemon that had just been given the same port).
-      rtp_lock_fd_ = take_rtp_range(rtp_lo);
-      rtp_hi = static_cast<std::uint16_t>(rtp_lo + 399);
+      rtp_lock_ = RtpRangeLock(1);
+      rtp_lo = rtp_lock_.lo();
+      rtp_hi = static_cast<std::uint16_t>(rtp_lo + RtpRangeLock::kSlotPorts - 1);
     }
     rtp_lo_ = rtp_lo;
     std::vector<std::string> argv = {bin("callrecd"), "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
@@ -151,27 +214,6 @@ class DaemonProcess {
       ::waitpid(pid_, nullptr, 0);
     }
     if (reader_.joinable()) reader_.join();
-    if (rtp_lock_fd_ >= 0) ::close(rtp_lock_fd_);
-  }
-  /// One of 100 ranges of 400 ports from 20000, locked (flock on a file in /tmp) by this
-  /// process until the descriptor closes; a random free one. Returns the descriptor (-1: all
-  /// taken, a random range shared).
-  static int take_rtp_range(std::uint16_t& lo) {
-    std::random_device rd;
-    const unsigned first = rd() % 100;
-    for (unsigned k = 0; k < 100; ++k) {
-      const unsigned slot = (first + k) % 100;
-      const std::string path = "/tmp/callrec-e2e-rtp-range-" + std::to_string(slot) + ".lock";
-      const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0666);
-      if (fd < 0) continue;
-      if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
-        lo = static_cast<std::uint16_t>(20000 + slot * 400);
-        return fd;
-      }
-      ::close(fd);
-    }
-    lo = static_cast<std::uint16_t>(20000 + first * 400);
-    return -1;
   }
   DaemonProcess(const DaemonProcess&) = delete;
   DaemonProcess& operator=(const DaemonProcess&) = delete;
@@ -259,7 +301,7 @@ class DaemonProcess {
   std::string log_;
   fs::path storage_, catalog_;
   std::uint16_t control_port_ = 0, metrics_port_ = 0, rtp_lo_ = 0;
-  int rtp_lock_fd_ = -1;  ///< holds this daemon's RTP port range against other tests
+  RtpRangeLock rtp_lock_;  ///< holds this daemon's RTP port range against other tests (none: given)
 };
 
 /// A TCP connection to 127.0.0.1:port; -1 when it cannot be made.

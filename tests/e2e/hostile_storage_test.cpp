@@ -197,7 +197,8 @@ std::vector<std::string> subdirs(const fs::path& p) {
 // shared one directory.
 TEST_F(HostileStorage, RefusedStartsLeaveNoDirectoryAndSimilarDevicesNeverShareOne) {
   std::random_device rd;
-  const auto lo = static_cast<std::uint16_t>(26000 + (rd() % 1000) * 4);
+  const RtpRangeLock ports(1);  // 4 of this test's own ports
+  const auto lo = static_cast<std::uint16_t>(ports.lo() + (rd() % 100) * 4);
   DaemonProcess d(dir_.path(), {}, lo, static_cast<std::uint16_t>(lo + 3));  // 2 even ports
   ASSERT_TRUE(d.ready()) << d.log();
   Phone phone(d.control_port());

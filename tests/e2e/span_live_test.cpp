@@ -379,7 +379,8 @@ TEST_F(SpanLive, ARealSippCallOnLoopbackIsRecordedByteForByte) {
   }
   // Ports of our own so parallel tests and other SIP software do not meet this call.
   std::random_device rd;
-  const unsigned base = 30000 + (rd() % 200) * 100;
+  const RtpRangeLock ports(1);  // 400 ports no parallel test's daemon is given
+  const unsigned base = ports.lo() + (rd() % 4) * 100;
   const std::string uas_port = std::to_string(base), uac_port = std::to_string(base + 1);
   const std::string uac_media = std::to_string(base + 10), uas_media = std::to_string(base + 50);
   DaemonProcess d(dir.path() / "d",
@@ -394,7 +395,18 @@ TEST_F(SpanLive, ARealSippCallOnLoopbackIsRecordedByteForByte) {
             uas_media.c_str(), "-nostdin", "-m", "1", static_cast<char*>(nullptr));
     ::_exit(127);
   }
-  std::this_thread::sleep_for(300ms);
+  // The uas is up once its SIP port is taken (binding it here fails).
+  auto port_taken = [](std::uint16_t port) {
+    const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool taken = ::bind(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0 && errno == EADDRINUSE;
+    ::close(fd);
+    return taken;
+  };
+  EXPECT_TRUE(wait_until([&] { return port_taken(static_cast<std::uint16_t>(base)); }, 10s)) << "sipp uas did not bind";
   const CmdResult uac = run_cmd({sipp, "-sf", scen.string(), "127.0.0.1:" + uas_port, "-i", "127.0.0.1", "-p", uac_port,
                                  "-mp", uac_media, "-m", "1", "-nostdin", "-timeout", "30s"},
                                 40s);

@@ -269,7 +269,8 @@ TEST_F(UploadE2E, GarbageAndOversizedMessagesAreCountedAndCloseTheConnection) {
 
 TEST_F(UploadE2E, PortExhaustionIsAnsweredWithNoPort) {
   std::random_device rd;
-  const auto lo = static_cast<std::uint16_t>(24000 + (rd() % 1000) * 4);
+  const RtpRangeLock ports(1);  // 4 of this test's own ports
+  const auto lo = static_cast<std::uint16_t>(ports.lo() + (rd() % 100) * 4);
   auto d = std::make_unique<DaemonProcess>(dir_.path(), std::vector<std::string>{}, lo,
                                            static_cast<std::uint16_t>(lo + 3));  // 2 even ports
   ASSERT_TRUE(d->ready()) << d->log();
@@ -400,8 +401,8 @@ TEST_F(UploadE2E, AFewHundredConcurrentPhones) {
   if (!fs::exists(bin("callrec-phone"))) GTEST_SKIP() << "callrec-phone not built";
   const int phones = 300;
   // 300 phones need 300 even ports: give this daemon a range of its own, larger than the default.
-  std::random_device rd;
-  const auto lo = static_cast<std::uint16_t>(40000 + (rd() % 20) * 1000);
+  const RtpRangeLock ports(2);  // 800 ports of this test's own
+  const std::uint16_t lo = ports.lo();
   auto d = start_daemon({"--max-file-mb", "0"}, lo, static_cast<std::uint16_t>(lo + 799));
   auto r = run_cmd({bin("callrec-phone"), "--server", "127.0.0.1:" + std::to_string(d->control_port()), "--phones",
                     std::to_string(phones), "--duration", "2", "--ramp", "1000", "--timeout", "30", "--json"},
