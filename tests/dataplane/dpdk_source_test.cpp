@@ -737,7 +737,8 @@ unsigned ping(const std::string& dst, unsigned count) {
     req[2] = static_cast<std::uint8_t>(c >> 8);
     req[3] = static_cast<std::uint8_t>(c);
     ::sendto(fd, req.data(), req.size(), 0, reinterpret_cast<const sockaddr*>(&to), sizeof to);
-    const auto end = Clock::now() + std::chrono::seconds(1);
+    // 5 s: the first ping waits for ARP, and the lcore shares a loaded CI machine's CPUs
+    const auto end = Clock::now() + std::chrono::seconds(5);
     while (Clock::now() < end) {
       pollfd pfd{fd, POLLIN, 0};
       if (::poll(&pfd, 1, 50) <= 0) continue;

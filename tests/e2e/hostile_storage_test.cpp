@@ -267,9 +267,9 @@ TEST_F(HostileStorage, StorageRemovedMidCallIsReportedAndNewRecordingsWork) {
 // Item 13: the daemon itself stopped (SIGSTOP, a VM pause) for longer than --rtp-timeout ended
 // live calls as rtp_timeout although their phones never stopped sending.
 TEST_F(HostileStorage, DaemonPausedLongerThanTheRtpTimeoutDoesNotEndLiveCalls) {
-  // 2 s: the writers report each stream's last packet once a second, so 1 s could expire a live
-  // call without any stall.
-  auto d = start_daemon({"--rtp-timeout", "2"});
+  // 3 s: the writers report each stream's last packet once a second, so 1 s could expire a live
+  // call without any stall (and 2 s leaves a loaded machine only a second of slack).
+  auto d = start_daemon({"--rtp-timeout", "3"});
   ASSERT_TRUE(d->ready());
   Phone phone(d->control_port());
   auto st = phone.start("P1");
@@ -285,7 +285,7 @@ TEST_F(HostileStorage, DaemonPausedLongerThanTheRtpTimeoutDoesNotEndLiveCalls) {
   };
   pace(500ms);
   d->signal(SIGSTOP);
-  pace(3500ms);  // the phone keeps talking while the daemon is stopped
+  pace(4500ms);  // the phone keeps talking while the daemon is stopped (longer than the timeout)
   d->signal(SIGCONT);
   pace(2500ms);
   auto m = phone.recv(200ms);
