@@ -75,8 +75,12 @@ class ByteWindow {
 
   /// The next n bytes if the buffer holds them (no read), else nullptr.
   [[nodiscard]] const std::byte* peek(std::size_t n) const { return end_ - pos_ >= n ? data_ + pos_ : nullptr; }
-  /// The next unread byte (what peek() returns once fill() said the bytes are there).
-  [[nodiscard]] const std::byte* cursor() const { return data_ + pos_; }
+  /// The next n bytes: from the buffer, or after a refill when may_refill. nullptr: not
+  /// buffered and no refill allowed (the caller ends its burst), or the input ends first.
+  const std::byte* want(std::size_t n, bool may_refill) {
+    if (const std::byte* p = peek(n)) return p;
+    return may_refill && fill(n) ? data_ + pos_ : nullptr;
+  }
   void skip(std::size_t n) { pos_ += n; }
   [[nodiscard]] std::size_t buffered() const { return end_ - pos_; }
   /// Reads until the buffer holds n bytes (invalidates every pointer handed out before) or the
@@ -159,30 +163,25 @@ int PcapReader::read_burst(Frame* out, unsigned max) {
   if (eof_) return error_.empty() ? 0 : -1;
   unsigned n = 0;
   while (n < max) {
-    const std::byte* h = in_->peek(16);
+    // A refill would invalidate this burst's frames: only the first frame of a burst may ask.
+    const std::byte* h = in_->want(16, n == 0);
     if (h == nullptr) {
-      if (n != 0) break;  // refilling would invalidate this burst's frames: the next call does
-      if (!in_->fill(16)) {
-        if (!in_->error().empty()) return end(n, "read: " + in_->error());
-        const std::size_t got = in_->buffered();
-        if (got == 0) return end(n, {});
-        return end(n, "truncated dump file; tried to read 16 header bytes, only got " + std::to_string(got));
-      }
-      h = in_->cursor();
+      if (n != 0) break;
+      if (!in_->error().empty()) return end(n, "read: " + in_->error());
+      const std::size_t got = in_->buffered();
+      if (got == 0) return end(n, {});
+      return end(n, "truncated dump file; tried to read 16 header bytes, only got " + std::to_string(got));
     }
     const std::uint32_t caplen = u32(h + 8);
     if (caplen > kMaxCaplen)
       return end(n, "invalid packet capture length " + std::to_string(caplen) + ", bigger than maximum of " +
                         std::to_string(kMaxCaplen) + " (record at offset " + std::to_string(offset_) + ")");
-    const std::byte* rec = in_->peek(16 + std::size_t{caplen});
+    const std::byte* rec = in_->want(16 + std::size_t{caplen}, n == 0);
     if (rec == nullptr) {
       if (n != 0) break;
-      if (!in_->fill(16 + std::size_t{caplen})) {
-        if (!in_->error().empty()) return end(n, "read: " + in_->error());
-        return end(n, "truncated dump file; tried to read " + std::to_string(caplen) + " captured bytes, only got " +
-                          std::to_string(in_->buffered() - 16));
-      }
-      rec = in_->cursor();
+      if (!in_->error().empty()) return end(n, "read: " + in_->error());
+      return end(n, "truncated dump file; tried to read " + std::to_string(caplen) + " captured bytes, only got " +
+                        std::to_string(in_->buffered() - 16));
     }
     Frame& f = out[n++];
     const std::uint64_t sec = u32(rec), frac = u32(rec + 4);
@@ -282,14 +281,13 @@ int PcapngReader::read_burst(Frame* out, unsigned max) {
   unsigned n = 0;
   while (n < max) {
     // Type, length and (a section header's) byte-order magic; a block is at least 12 bytes.
-    const std::byte* hdr = in_->peek(12);
+    // A refill would invalidate this burst's frames: only the first frame of a burst may ask.
+    const std::byte* hdr = in_->want(12, n == 0);
     if (hdr == nullptr) {
-      if (n != 0) break;  // refilling would invalidate this burst's frames: the next call does
-      if (!in_->fill(12)) {
-        if (in_->buffered() >= 8 && u32(in_->cursor()) == 0x0A0D0D0A) return fail(n, "pcapng: truncated section header");
-        return finish(n);  // the end (a few stray bytes after the last block are no block)
-      }
-      hdr = in_->cursor();
+      if (n != 0) break;
+      if (const std::byte* h8 = in_->peek(8); h8 != nullptr && u32(h8) == 0x0A0D0D0A)
+        return fail(n, "pcapng: truncated section header");
+      return finish(n);  // the end (a few stray bytes after the last block are no block)
     }
     std::uint32_t type;
     std::memcpy(&type, hdr, 4);
@@ -307,14 +305,11 @@ int PcapngReader::read_burst(Frame* out, unsigned max) {
     const std::uint32_t len = u32(hdr + 4);
     if (shb && (len < 28 || len > kMaxBlock || (len % 4) != 0)) return fail(n, "pcapng: bad section header length");
     if (len < 12 || len > kMaxBlock || (len % 4) != 0) return fail(n, "pcapng: bad block length " + std::to_string(len));
-    const std::byte* block = in_->peek(len);
+    const std::byte* block = in_->want(len, n == 0);
     if (block == nullptr) {
       if (n != 0) break;
-      if (!in_->fill(len)) {
-        if (shb) return fail(n, "pcapng: truncated section header");
-        return finish(n);  // a file cut in the middle of a block (a capture still being written): its end
-      }
-      block = in_->cursor();
+      if (shb) return fail(n, "pcapng: truncated section header");
+      return finish(n);  // a file cut in the middle of a block (a capture still being written): its end
     }
     const std::span<const std::byte> body(block + 8, len - 12);  // minus the trailing length
     in_->skip(len);  // the bytes stay where they are until the next refill
